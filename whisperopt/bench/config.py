@@ -1,0 +1,106 @@
+"""Benchmark settings, stored as run.json in the results directory so a re-run can resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import WhisperoptError
+from ..recipes.base import DecodeOptions
+
+DEFAULT_DATASET = "librispeech:test-clean"
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+@dataclass
+class BenchConfig:
+    model: str
+    recipes: list[str]
+    dataset: str = DEFAULT_DATASET
+    limit: int | None = None
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    threads: int = field(default_factory=default_threads)
+    device: str = "cpu"
+    warmup: int = 1
+    fidelity_utterances: int = 8
+    recipe_options: dict[str, dict] = field(default_factory=dict)
+    out_dir: Path = Path("whisperopt-results")
+
+    def validate(self) -> None:
+        if self.limit is not None and self.limit <= 0:
+            raise WhisperoptError(f"--limit must be a positive number of utterances, got {self.limit}")
+        if self.threads <= 0:
+            raise WhisperoptError(f"--threads must be positive, got {self.threads}")
+        if self.decode.beam_size <= 0:
+            raise WhisperoptError(f"--beam-size must be positive, got {self.decode.beam_size}")
+        if self.decode.batch_size <= 0:
+            raise WhisperoptError(f"--batch-size must be positive, got {self.decode.batch_size}")
+        if self.decode.task not in ("transcribe", "translate"):
+            raise WhisperoptError(f"--task must be transcribe or translate, got {self.decode.task!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise WhisperoptError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.fidelity_utterances < 0:
+            raise WhisperoptError("--fidelity-utterances must be >= 0")
+
+    def comparable_key(self) -> dict:
+        """Settings that must match for a re-run to resume the rows already saved."""
+        return {"model": self.model, "dataset": self.dataset, "decode": self.decode.to_dict(),
+                "threads": self.threads, "device": self.device}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BenchConfig:
+        d = dict(d)
+        d["decode"] = DecodeOptions(**d["decode"])
+        d["out_dir"] = Path(d["out_dir"])
+        return cls(**d)
+
+
+def save_run(cfg: BenchConfig) -> None:
+    path = cfg.out_dir / "run.json"
+    previous = json.loads(path.read_text()) if path.exists() else None
+    if previous is not None:
+        old = BenchConfig.from_dict(previous["config"]).comparable_key()
+        new = cfg.comparable_key()
+        if old != new:
+            diff = {k: (old[k], new[k]) for k in new if old.get(k) != new[k]}
+            raise WhisperoptError(
+                f"{cfg.out_dir} holds results of a different run ({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}); "
+                f"use another --out or delete it"
+            )
+        recipes = list(dict.fromkeys(previous["config"]["recipes"] + cfg.recipes))
+    else:
+        recipes = cfg.recipes
+    data = cfg.to_dict()
+    data["recipes"] = recipes
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"config": data}, indent=2))
+    os.replace(tmp, path)
+
+
+def load_run(out_dir: Path) -> BenchConfig:
+    path = Path(out_dir) / "run.json"
+    if not path.exists():
+        raise WhisperoptError(f"no benchmark results in {out_dir} (run.json missing)")
+    return BenchConfig.from_dict(json.loads(path.read_text())["config"])

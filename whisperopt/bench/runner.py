@@ -1,0 +1,174 @@
+"""The benchmark runner: builds and runs every recipe in its own subprocess and knows no engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..data import load_dataset
+from ..errors import WhisperoptError
+from ..models import resolve_model
+from ..recipes import parse_recipe_list
+from .config import BenchConfig, save_run
+from .environment import environment
+from .worker import read_rows
+
+REFERENCE_FILE = "fidelity_reference.npz"
+
+
+def recipe_paths(out_dir: Path, recipe: str) -> dict[str, Path]:
+    return {
+        "rows": out_dir / f"{recipe}.rows.jsonl",
+        "segments": out_dir / f"{recipe}.segments.jsonl",
+        "status": out_dir / f"{recipe}.status.json",
+        "log": out_dir / "logs" / f"{recipe}.log",
+    }
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise WhisperoptError(f"results directory {out_dir} is not writable: {exc.strerror or exc}") from None
+
+
+def worker_env(threads: int) -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[var] = str(threads)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_worker(mode: str, job: dict, log: Path, env: dict, poll: Callable[[], None] | None = None) -> dict:
+    """Run one worker step; return its result dict (``ok`` False with ``error`` on any failure, kill included)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="whisperopt-job-") as tmp:
+        job = dict(job, result_path=str(Path(tmp) / "result.json"))
+        job_file = Path(tmp) / "job.json"
+        job_file.write_text(json.dumps(job))
+        with open(log, "a", encoding="utf-8") as logf:
+            logf.write(f"\n=== {mode} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
+            logf.flush()
+            proc = subprocess.Popen([sys.executable, "-m", "whisperopt.bench.worker", mode, str(job_file)],
+                                    stdout=logf, stderr=subprocess.STDOUT, env=env)
+            while proc.poll() is None:
+                if poll:
+                    poll()
+                time.sleep(0.25)
+        result_file = Path(job["result_path"])
+        if result_file.exists():
+            result = json.loads(result_file.read_text())
+        elif proc.returncode < 0:
+            sig = -proc.returncode
+            why = "killed by SIGKILL (out of memory?)" if sig == 9 else f"killed by signal {sig}"
+            result = {"ok": False, "error": why}
+        else:
+            result = {"ok": False, "error": f"worker exited with code {proc.returncode} (see {log})"}
+    if poll:
+        poll()
+    return result
+
+
+def _write_status(path: Path, status: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status, indent=2))
+    os.replace(tmp, path)
+
+
+def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = print) -> Path:
+    """Run the benchmark described by ``cfg``; results land in ``cfg.out_dir``. Returns that directory."""
+    cfg.validate()
+    recipes = parse_recipe_list(",".join(cfg.recipes))
+    options = {r.name: r.resolve_options(cfg.recipe_options.get(r.name)) for r in recipes}
+    unknown = set(cfg.recipe_options) - {r.name for r in recipes}
+    if unknown:
+        raise WhisperoptError(f"--option given for recipes not in --recipes: {', '.join(sorted(unknown))}")
+    dataset = load_dataset(cfg.dataset).limit(cfg.limit)
+    stats = dataset.stats()  # also proves every audio file is readable before any recipe starts
+    out_dir = Path(cfg.out_dir)
+    _check_writable(out_dir)
+    model = resolve_model(cfg.model)
+    save_run(cfg)
+    env = environment(cfg.threads, cfg.device)
+    (out_dir / "environment.json").write_text(json.dumps({**env, "dataset": {"name": dataset.name, **stats},
+                                                          "model": {"spec": model.spec, "path": str(model.path),
+                                                                    "synthetic": model.synthetic}}, indent=2))
+    wenv = worker_env(cfg.threads)
+    base_job = {
+        "model_dir": str(model.path), "synthetic": model.synthetic, "dataset": cfg.dataset, "limit": cfg.limit,
+        "decode": cfg.decode.to_dict(), "threads": cfg.threads, "device": cfg.device, "warmup": cfg.warmup,
+        "fidelity_utterances": cfg.fidelity_utterances, "reference_path": str(out_dir / REFERENCE_FILE),
+    }
+    log(f"model {model.spec} ({'synthetic weights' if model.synthetic else model.path}); dataset {dataset.name}: "
+        f"{stats['utterances']} utterances, {stats['total_s'] / 60:.1f} min; {cfg.threads} threads on {cfg.device}")
+
+    # 1. build (each in its own process; cached artifacts are reused)
+    runnable = []
+    for recipe in recipes:
+        paths = recipe_paths(out_dir, recipe.name)
+        reason = recipe.unavailable_reason(cfg.device)
+        if reason:
+            log(f"skip  {recipe.name}: {reason}")
+            _write_status(paths["status"], {"recipe": recipe.name, "status": "skipped", "reason": reason})
+            continue
+        log(f"build {recipe.name} ...")
+        built = run_worker("build", {**base_job, "recipe": recipe.name, "options": options[recipe.name]},
+                           paths["log"], wenv)
+        if not built.get("ok"):
+            log(f"fail  {recipe.name} (build): {built['error']}")
+            _write_status(paths["status"], {"recipe": recipe.name, "status": "failed", "stage": "build",
+                                            "error": built["error"]})
+            continue
+        how = "cached" if built["cache_hit"] else f"built in {built['build_s']:.1f} s"
+        log(f"      {recipe.name}: {how} -> {built['artifact_dir']}")
+        runnable.append((recipe, built))
+
+    # 2. fidelity reference (torch-fp32 on CPU, computed once per results directory)
+    if runnable and cfg.fidelity_utterances and not (out_dir / REFERENCE_FILE).exists():
+        log(f"reference: torch-fp32 encoder outputs and teacher-forced tokens on {cfg.fidelity_utterances} utterances")
+        ref = run_worker("reference", base_job, out_dir / "logs" / "reference.log", wenv)
+        if not ref.get("ok"):
+            log(f"warn  fidelity reference failed: {ref['error']}")
+
+    # 3. run
+    n_total = len(dataset)
+    for recipe, built in runnable:
+        paths = recipe_paths(out_dir, recipe.name)
+        done = {r["id"] for r in read_rows(paths["rows"])} & {u.id for u in dataset.utterances}
+        previous = json.loads(paths["status"].read_text()) if paths["status"].exists() else {}
+        if len(done) == n_total and previous.get("status") == "ok":
+            log(f"done  {recipe.name}: all {n_total} utterances already measured (delete its rows to re-measure)")
+            continue
+        job = {**base_job, "recipe": recipe.name, "options": options[recipe.name],
+               "artifact_dir": built["artifact_dir"], "rows_path": str(paths["rows"]),
+               "segments_path": str(paths["segments"])}
+        task = progress.add_task(recipe.name, total=n_total, completed=len(done)) if progress else None
+
+        def poll(rows=paths["rows"], task=task):
+            if progress is not None:
+                progress.update(task, completed=len(read_rows(rows)))
+
+        result = run_worker("run", job, paths["log"], wenv, poll)
+        status = {"recipe": recipe.name, "engine": recipe.engine, "options": options[recipe.name],
+                  "artifact_dir": built["artifact_dir"], "size_bytes": built["size_bytes"],
+                  "build_s": built["build_s"], "cache_hit": built["cache_hit"],
+                  "manifest": built["manifest"], "description": recipe.description}
+        if result.get("ok"):
+            status.update(status="ok", **{k: v for k, v in result.items() if k != "ok"})
+        else:
+            status.update(status="failed", stage="run", error=result["error"])
+            log(f"fail  {recipe.name}: {result['error']}")
+        _write_status(paths["status"], status)
+    return out_dir

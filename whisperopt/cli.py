@@ -1,0 +1,239 @@
+"""Command line: a thin layer over the library (models, recipes, build, bench, report)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import WhisperoptError
+
+
+def _console():
+    from rich.console import Console
+
+    # a pipe or CI log gets the full table instead of an 80-column squeeze
+    return Console(stderr=False, width=None if sys.stdout.isatty() else 220)
+
+
+def _parse_options(items: list[str]) -> dict[str, dict]:
+    """``--option RECIPE:key=value`` or ``--option key=value`` (applies to every recipe listing that key)."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        target, _, assignment = item.rpartition(":") if ":" in item.split("=", 1)[0] else ("*", "", item)
+        key, eq, value = assignment.partition("=")
+        if not eq or not key:
+            raise WhisperoptError(f"--option expects [RECIPE:]key=value, got {item!r}")
+        out.setdefault(target, {})[key] = value
+    return out
+
+
+def _recipe_options(parsed: dict[str, dict], recipe_names: list[str]) -> dict[str, dict]:
+    from .recipes import get_recipe
+
+    result: dict[str, dict] = {}
+    generic = parsed.pop("*", {})
+    for name in recipe_names:
+        defaults = get_recipe(name).defaults
+        opts = {k: v for k, v in generic.items() if k in defaults}
+        if opts:
+            result[name] = opts
+    used = {k for opts in result.values() for k in opts}
+    if set(generic) - used:
+        raise WhisperoptError(f"no recipe in --recipes takes option(s) {', '.join(sorted(set(generic) - used))}")
+    for name, opts in parsed.items():
+        result.setdefault(name, {}).update(opts)
+    return result
+
+
+def cmd_bench(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .bench import BenchConfig, run_bench
+    from .bench.config import default_device
+    from .recipes import DecodeOptions, parse_recipe_list
+    from .report import rich_table, summarise, write_reports
+
+    recipes = [r.name for r in parse_recipe_list(args.recipes)]
+    model_slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in args.model)
+    data_slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in args.dataset)
+    out = Path(args.out) if args.out else Path("whisperopt-results") / f"{model_slug}__{data_slug}"
+    cfg = BenchConfig(
+        model=args.model,
+        recipes=recipes,
+        dataset=args.dataset,
+        limit=args.limit,
+        decode=DecodeOptions(beam_size=args.beam_size, language=args.language, task=args.task,
+                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
+        threads=args.threads or BenchConfig.__dataclass_fields__["threads"].default_factory(),
+        device=default_device() if args.device == "auto" else args.device,
+        warmup=args.warmup,
+        fidelity_utterances=args.fidelity_utterances,
+        recipe_options=_recipe_options(_parse_options(args.option), recipes),
+        out_dir=out,
+    )
+    console = _console()
+    with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False, disable=not sys.stdout.isatty()) as progress:
+        run_bench(cfg, progress=progress, log=lambda m: console.print(m, markup=False, highlight=False))
+    summary = summarise(out)
+    paths = write_reports(summary, out)
+    console.print(rich_table(summary))
+    console.print(f"results: {paths['md']} (also .csv, .json)", markup=False, highlight=False)
+    if args.markdown:
+        print(paths["md"].read_text())
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import rich_table, summarise, write_reports
+
+    summary = summarise(Path(args.results_dir))
+    paths = write_reports(summary, Path(args.results_dir))
+    if args.format == "markdown":
+        print(paths["md"].read_text(), end="")
+    elif args.format == "csv":
+        print(paths["csv"].read_text(), end="")
+    elif args.format == "json":
+        print(paths["json"].read_text())
+    else:
+        _console().print(rich_table(summary))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from rich.table import Table
+
+    from .cache import dir_size, models_dir
+
+    table = Table(title=f"cached models in {models_dir()}")
+    table.add_column("model")
+    table.add_column("size MB", justify="right")
+    table.add_column("path")
+    found = False
+    for p in sorted(models_dir().iterdir()):
+        if p.is_dir() and not p.name.startswith(".") and (p / "config.json").exists():
+            name = p.name.replace("synthetic-", "synthetic:", 1) if p.name.startswith("synthetic-") else p.name
+            table.add_row(name, f"{dir_size(p) / 1024 / 1024:.1f}", str(p))
+            found = True
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in scan_cache_dir().repos:
+            if repo.repo_type == "model" and "whisper" in repo.repo_id.lower():
+                table.add_row(repo.repo_id, f"{repo.size_on_disk / 1024 / 1024:.1f}", str(repo.repo_path))
+                found = True
+    except Exception:
+        pass
+    if not found:
+        print("no cached models (try: whisperopt build --model synthetic:tiny --recipes torch-fp32)")
+        return 0
+    _console().print(table)
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from rich.table import Table
+
+    from .bench.config import default_device
+    from .recipes import all_recipes
+
+    device = default_device() if args.device == "auto" else args.device
+    table = Table(title=f"recipes (availability on {device})")
+    for col in ("recipe", "engine", "available", "description"):
+        table.add_column(col)
+    for r in all_recipes().values():
+        reason = r.unavailable_reason(device)
+        table.add_row(r.name, r.engine, "yes" if not reason else f"no: {reason}", r.description)
+    _console().print(table)
+    return 0
+
+
+def cmd_build(args) -> int:
+    from .models import resolve_model
+    from .recipes import parse_recipe_list
+    from .recipes.artifacts import build_artifact
+
+    model = resolve_model(args.model)
+    recipes = parse_recipe_list(args.recipes)
+    options = _recipe_options(_parse_options(args.option), [r.name for r in recipes])
+    for recipe in recipes:
+        reason = recipe.unavailable_reason("cpu") if "cpu" in recipe.devices else None
+        if reason and "engine" in reason:
+            print(f"skip  {recipe.name}: {reason}")
+            continue
+        artifact, hit = build_artifact(recipe, model.path, recipe.resolve_options(options.get(recipe.name)),
+                                       rebuild=args.rebuild)
+        size = recipe.size_bytes(artifact) / 1024 / 1024
+        print(f"{'cached' if hit else 'built '} {recipe.name}: {artifact.dir} ({size:.1f} MB)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .bench.config import DEFAULT_DATASET
+
+    p = argparse.ArgumentParser(prog="whisperopt", description="Make Whisper fast and small on your hardware, and "
+                                "measure what each optimisation costs.")
+    p.add_argument("--version", action="version", version=f"whisperopt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("bench", help="benchmark recipes side by side on a dataset")
+    b.add_argument("--model", required=True, help="hub id, size name, local HF dir, openai .pt, or synthetic:<size>")
+    b.add_argument("--recipes", default="torch-fp32,torch-int8-dynamic,torch-bf16", help="comma-separated recipes")
+    b.add_argument("--dataset", default=DEFAULT_DATASET, help="librispeech:<split>, a LibriSpeech dir or a .jsonl")
+    b.add_argument("--limit", type=int, default=None, help="first N utterances only")
+    b.add_argument("--out", default=None, help="results directory (default whisperopt-results/<model>__<dataset>)")
+    b.add_argument("--threads", type=int, default=None, help="threads per recipe (default: all cores)")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--beam-size", type=int, default=1)
+    b.add_argument("--language", default="en", help="language code; all recipes decode with it")
+    b.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    b.add_argument("--max-new-tokens", type=int, default=None)
+    b.add_argument("--batch-size", type=int, default=1)
+    b.add_argument("--warmup", type=int, default=1, help="untimed warm-up transcriptions per recipe")
+    b.add_argument("--fidelity-utterances", type=int, default=8, help="utterances for fidelity vs torch-fp32 (0: off)")
+    b.add_argument("--option", action="append", default=[], help="recipe option [RECIPE:]key=value (repeatable)")
+    b.add_argument("--markdown", action="store_true", help="also print the Markdown table")
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("report", help="re-render tables from a results directory")
+    r.add_argument("results_dir")
+    r.add_argument("--format", default="table", choices=["table", "markdown", "csv", "json"])
+    r.set_defaults(func=cmd_report)
+
+    m = sub.add_parser("models", help="list cached models with their size on disk")
+    m.set_defaults(func=cmd_models)
+
+    rc = sub.add_parser("recipes", help="list recipes and whether they can run here")
+    rc.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    rc.set_defaults(func=cmd_recipes)
+
+    bu = sub.add_parser("build", help="build (or reuse) recipe artifacts without benchmarking")
+    bu.add_argument("--model", required=True)
+    bu.add_argument("--recipes", required=True)
+    bu.add_argument("--option", action="append", default=[])
+    bu.add_argument("--rebuild", action="store_true")
+    bu.set_defaults(func=cmd_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except WhisperoptError as exc:
+        print(f"whisperopt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("whisperopt: interrupted (completed utterances are saved; re-run the same command to resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

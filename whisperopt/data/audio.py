@@ -1,0 +1,73 @@
+"""Decode audio to 16 kHz mono float32: soundfile for wav/flac at 16 kHz, PyAV for everything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WhisperoptError
+
+SAMPLE_RATE = 16000
+
+
+def _decode_soundfile(path: Path) -> np.ndarray | None:
+    """Fast path for 16 kHz wav/flac; None when the file needs resampling or another decoder."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        return None
+    if info.samplerate != SAMPLE_RATE:
+        return None
+    data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+
+
+def _decode_pyav(path: str) -> np.ndarray:
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as exc:
+        raise WhisperoptError(f"cannot decode audio {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    try:
+        if not container.streams.audio:
+            raise WhisperoptError(f"no audio stream in {path}")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as exc:
+            raise WhisperoptError(f"corrupt or truncated audio {path}: {exc}") from None
+    finally:
+        container.close()
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Return the whole file as 16 kHz mono float32 in [-1, 1]. Raises WhisperoptError on unreadable input."""
+    p = Path(path)
+    if not p.exists():
+        raise WhisperoptError(f"audio file not found: {path}")
+    if not p.is_file():
+        raise WhisperoptError(f"not a file: {path}")
+    if p.stat().st_size == 0:
+        raise WhisperoptError(f"empty audio file: {path}")
+    audio = None
+    if p.suffix.lower() in (".wav", ".flac"):
+        try:
+            audio = _decode_soundfile(p)
+        except Exception:
+            audio = None
+    if audio is None:
+        audio = _decode_pyav(str(p))
+    if audio.size == 0:
+        raise WhisperoptError(f"audio file has no samples: {path}")
+    return np.ascontiguousarray(audio, dtype=np.float32)

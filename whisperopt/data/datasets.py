@@ -1,0 +1,189 @@
+"""Evaluation datasets: LibriSpeech directories (openslr layout), JSONL manifests, and ``librispeech:<split>`` names."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cache import data_dir
+from ..errors import WhisperoptError
+
+LIBRISPEECH_SPLITS = ["test-clean", "test-other", "dev-clean", "dev-other", "train-clean-100", "train-clean-360",
+                      "train-other-500"]
+OPENSLR_URL = "https://www.openslr.org/resources/12/{split}.tar.gz"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    audio: str  # path
+    text: str  # reference transcript, as given
+    language: str | None = None
+
+
+@dataclass
+class Dataset:
+    name: str
+    utterances: list[Utterance]
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def limit(self, n: int | None) -> Dataset:
+        if n is None:
+            return self
+        if n <= 0:
+            raise WhisperoptError(f"--limit must be a positive number of utterances, got {n}")
+        return Dataset(self.name, self.utterances[:n])
+
+    def durations(self) -> list[float]:
+        import soundfile as sf
+
+        out = []
+        for u in self.utterances:
+            try:
+                out.append(float(sf.info(u.audio).duration))
+            except Exception:
+                from .audio import SAMPLE_RATE, load_audio
+
+                out.append(len(load_audio(u.audio)) / SAMPLE_RATE)
+        return out
+
+    def stats(self) -> dict:
+        d = self.durations()
+        return {
+            "utterances": len(d),
+            "total_s": round(sum(d), 2),
+            "mean_s": round(sum(d) / len(d), 2) if d else 0.0,
+            "min_s": round(min(d), 2) if d else 0.0,
+            "max_s": round(max(d), 2) if d else 0.0,
+        }
+
+
+def load_librispeech_dir(root: Path, name: str | None = None) -> Dataset:
+    """All ``*.trans.txt`` below ``root`` (a split dir, a speaker dir, or a LibriSpeech/ dir), sorted by id."""
+    root = Path(root)
+    if not root.is_dir():
+        raise WhisperoptError(f"dataset directory not found: {root}")
+    utts: list[Utterance] = []
+    for trans in sorted(root.rglob("*.trans.txt")):
+        for line_no, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line:
+                continue
+            uid, _, text = line.partition(" ")
+            audio = None
+            for ext in (".flac", ".wav"):
+                candidate = trans.parent / f"{uid}{ext}"
+                if candidate.exists():
+                    audio = candidate
+                    break
+            if audio is None:
+                continue  # transcripts list every utterance of a chapter; subsets keep only some audio
+            if not text.strip():
+                raise WhisperoptError(f"utterance {uid} has an empty transcript ({trans}:{line_no})")
+            utts.append(Utterance(uid, str(audio), text.strip(), "en"))
+    transcribed = {u.id for u in utts}
+    for audio in sorted(list(root.rglob("*.flac")) + list(root.rglob("*.wav"))):
+        if audio.stem not in transcribed:
+            raise WhisperoptError(f"utterance without transcript: {audio} (no line for {audio.stem} in a .trans.txt)")
+    if not utts:
+        raise WhisperoptError(f"no LibriSpeech utterances (*.trans.txt + .flac) found under {root}")
+    utts.sort(key=lambda u: u.id)
+    return Dataset(name or root.name, utts)
+
+
+def load_manifest(path: Path) -> Dataset:
+    """JSON lines with ``audio`` (path, relative to the manifest), ``text``, optional ``language`` and ``id``."""
+    path = Path(path)
+    utts = []
+    seen = set()
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise WhisperoptError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict) or "audio" not in rec:
+            raise WhisperoptError(f"{path}:{line_no}: each line needs an 'audio' field")
+        text = rec.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise WhisperoptError(f"{path}:{line_no}: utterance without transcript ('text' missing or empty)")
+        audio = Path(rec["audio"]).expanduser()
+        if not audio.is_absolute():
+            audio = path.parent / audio
+        if not audio.exists():
+            raise WhisperoptError(f"{path}:{line_no}: audio file not found: {audio}")
+        uid = str(rec.get("id") or audio.stem)
+        if uid in seen:
+            raise WhisperoptError(f"{path}:{line_no}: duplicate utterance id {uid!r}")
+        seen.add(uid)
+        utts.append(Utterance(uid, str(audio), text.strip(), rec.get("language")))
+    if not utts:
+        raise WhisperoptError(f"manifest {path} lists no utterances")
+    return Dataset(path.stem, utts)
+
+
+def librispeech_search_paths() -> list[Path]:
+    paths = []
+    if os.environ.get("WHISPEROPT_LIBRISPEECH"):
+        paths.append(Path(os.environ["WHISPEROPT_LIBRISPEECH"]))
+    here = Path.cwd()
+    for base in [here, *here.parents][:4]:
+        paths.append(base / "shared" / "data" / "librispeech")
+    pkg_root = Path(__file__).resolve().parents[2]
+    paths.append(pkg_root.parent / "shared" / "data" / "librispeech")
+    paths.append(data_dir() / "librispeech")
+    return paths
+
+
+def find_librispeech_split(split: str) -> Path | None:
+    for base in librispeech_search_paths():
+        for candidate in (base / "LibriSpeech" / split, base / split):
+            if candidate.is_dir():
+                return candidate
+    return None
+
+
+def download_librispeech(split: str) -> Path:
+    """Download and unpack an openslr LibriSpeech split into the cache."""
+    target = data_dir() / "librispeech"
+    target.mkdir(parents=True, exist_ok=True)
+    url = OPENSLR_URL.format(split=split)
+    archive = target / f"{split}.tar.gz"
+    try:
+        tmp = archive.with_suffix(".part")
+        with urllib.request.urlopen(url, timeout=30) as resp, open(tmp, "wb") as f:
+            while chunk := resp.read(1 << 20):
+                f.write(chunk)
+        tmp.rename(archive)
+    except OSError as exc:
+        raise WhisperoptError(
+            f"LibriSpeech {split} is not available locally and downloading {url} failed ({exc}); "
+            f"set WHISPEROPT_LIBRISPEECH to a directory holding LibriSpeech/{split}"
+        ) from None
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    archive.unlink()
+    return target / "LibriSpeech" / split
+
+
+def load_dataset(spec: str) -> Dataset:
+    """``librispeech:<split>``, a LibriSpeech directory, or a ``.jsonl`` manifest."""
+    if spec.startswith("librispeech:"):
+        split = spec.split(":", 1)[1]
+        if split not in LIBRISPEECH_SPLITS:
+            raise WhisperoptError(f"unknown LibriSpeech split {split!r}; known: {', '.join(LIBRISPEECH_SPLITS)}")
+        root = find_librispeech_split(split) or download_librispeech(split)
+        return load_librispeech_dir(root, name=f"librispeech-{split}")
+    path = Path(spec).expanduser()
+    if path.suffix in (".jsonl", ".json") and path.is_file():
+        return load_manifest(path)
+    if path.is_dir():
+        return load_librispeech_dir(path)
+    raise WhisperoptError(f"dataset not found: {spec} (give librispeech:<split>, a LibriSpeech directory or a .jsonl manifest)")

@@ -1,0 +1,6 @@
+"""Metrics: WER/CER after Whisper's normaliser, resources, fidelity against the fp32 reference."""
+
+from .fidelity import relative_l2, top1_agreement
+from .wer import ErrorCounts, corpus_rate, normalise, utterance_errors
+
+__all__ = ["relative_l2", "top1_agreement", "ErrorCounts", "corpus_rate", "normalise", "utterance_errors"]

@@ -1,0 +1,40 @@
+"""Recipe registry. Adding an engine: write ``recipes/<engine>.py`` exposing ``RECIPES`` and add it to ENGINE_MODULES."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import WhisperoptError
+from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
+
+ENGINE_MODULES = [
+    "whisperopt.recipes.pytorch",
+]
+
+
+def all_recipes() -> dict[str, Recipe]:
+    recipes: dict[str, Recipe] = {}
+    for module in ENGINE_MODULES:
+        for recipe in importlib.import_module(module).RECIPES:
+            recipes[recipe.name] = recipe
+    return recipes
+
+
+def get_recipe(name: str) -> Recipe:
+    recipes = all_recipes()
+    if name not in recipes:
+        raise WhisperoptError(f"unknown recipe {name!r}; known recipes: {', '.join(recipes)}")
+    return recipes[name]
+
+
+def parse_recipe_list(text: str) -> list[Recipe]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise WhisperoptError("no recipe given")
+    if len(set(names)) != len(names):
+        raise WhisperoptError(f"recipe listed twice in {text!r}")
+    return [get_recipe(n) for n in names]
+
+
+__all__ = ["Artifact", "DecodeOptions", "Recipe", "Runtime", "Transcription", "all_recipes", "get_recipe",
+           "parse_recipe_list"]

@@ -1,0 +1,184 @@
+"""PyTorch recipes through transformers: fp32 baseline, fp16/bf16, dynamic int8 and int8 weight-only."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WhisperoptError
+from .base import Artifact, Recipe
+from .transformers_runtime import GenerateRuntime
+
+# processor and tokenizer files copied next to converted weights so an artifact is a loadable model directory
+MODEL_SIDE_FILES = [
+    "config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+    "vocab.json", "merges.txt", "normalizer.json", "added_tokens.json", "special_tokens_map.json",
+]
+
+
+def copy_side_files(model_dir: Path, out_dir: Path) -> None:
+    for name in MODEL_SIDE_FILES:
+        src = Path(model_dir) / name
+        if src.exists():
+            shutil.copy(src, Path(out_dir) / name)
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+class TorchRuntime(GenerateRuntime):
+    """transformers' WhisperForConditionalGeneration, plus the encoder and teacher-forced probes."""
+
+    def encoder_output(self, features: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(features).to(self.device, dtype=self.dtype or torch.float32)
+        with torch.inference_mode():
+            out = self.model.model.encoder(x).last_hidden_state
+        return out.float().cpu().numpy()
+
+    def teacher_forced_top1(self, features: np.ndarray, tokens: list[int]) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(features).to(self.device, dtype=self.dtype or torch.float32)
+        ids = torch.tensor([tokens], device=self.device)
+        with torch.inference_mode():
+            logits = self.model(input_features=x, decoder_input_ids=ids, use_cache=False).logits
+        return logits[0].argmax(-1).cpu().numpy()
+
+
+class TorchRecipe(Recipe):
+    engine = "torch"
+    modules = ("torch", "transformers")
+    dtype = "fp32"
+    quantization: str | None = None  # None | "int8-dynamic" | "int8-weight-only"
+    weights_file = ""
+
+    def versions(self) -> dict:
+        import torch
+        import transformers
+
+        return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+    def _load_fp(self, model_dir: Path, dtype):
+        from transformers import WhisperForConditionalGeneration
+
+        return WhisperForConditionalGeneration.from_pretrained(str(model_dir), torch_dtype=dtype, low_cpu_mem_usage=True)
+
+    def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
+        if self.dtype == "fp32" and self.quantization is None:
+            return {"weights_dir": str(model_dir)}  # the baseline runs the source checkpoint as it is
+        import torch
+
+        if self.quantization is None:
+            model = self._load_fp(model_dir, _torch_dtype(self.dtype))
+            model.save_pretrained(str(out_dir), safe_serialization=True)
+        else:
+            model = self._quantize(self._load_fp(model_dir, torch.float32), "cpu")
+            torch.save(model.state_dict(), str(out_dir / self.weights_file))
+        copy_side_files(model_dir, out_dir)
+        return {"dtype": self.dtype, "quantization": self.quantization}
+
+    def _quantize(self, model, device: str):
+        return model
+
+    def load(self, artifact: Artifact, device: str, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        dtype = _torch_dtype(self.compute_dtype(device))
+        if self.quantization is None:
+            model = self._load_fp(artifact.weights_dir, dtype)
+        else:
+            model = self._load_quantized(artifact, device)
+        model = model.to(device).eval()
+        return TorchRuntime(model, artifact.model_dir, device=device, dtype=dtype)
+
+    def compute_dtype(self, device: str) -> str:
+        return self.dtype
+
+    def _load_quantized(self, artifact: Artifact, device: str):
+        raise NotImplementedError
+
+
+class TorchFp32(TorchRecipe):
+    name = "torch-fp32"
+    description = "transformers in float32: the reference every other recipe is compared with"
+    baseline = True
+
+
+class TorchFp16(TorchRecipe):
+    name = "torch-fp16"
+    description = "transformers in float16 (CUDA)"
+    dtype = "fp16"
+    devices = ("cuda",)
+
+
+class TorchBf16(TorchRecipe):
+    name = "torch-bf16"
+    description = "transformers in bfloat16 (CUDA; CPU too, fast where the CPU has AVX-512-BF16/AMX)"
+    dtype = "bf16"
+
+
+class TorchInt8Dynamic(TorchRecipe):
+    name = "torch-int8-dynamic"
+    description = "torch.ao quantize_dynamic on every nn.Linear: int8 weights, activations quantised per batch (CPU)"
+    quantization = "int8-dynamic"
+    devices = ("cpu",)
+    weights_file = "model_int8_dynamic.pt"
+
+    def _quantize(self, model, device):
+        import torch
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+    def _load_quantized(self, artifact: Artifact, device: str):
+        import torch
+
+        model = self._quantize(self._load_fp(artifact.model_dir, torch.float32), device)
+        state = torch.load(str(artifact.dir / self.weights_file), map_location="cpu", weights_only=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [m for m in missing if not m.endswith("proj_out.weight")]:
+            raise WhisperoptError(f"{artifact.dir}: quantised weights do not match the model ({missing[:3]} {unexpected[:3]})")
+        return model
+
+
+class TorchInt8WeightOnly(TorchRecipe):
+    name = "torch-int8-weight-only"
+    description = "torchao int8 weight-only: int8 per-channel weights dequantised to fp32 (CPU) / fp16 (CUDA) at matmul"
+    quantization = "int8-weight-only"
+    modules = ("torch", "transformers", "torchao")
+    weights_file = "model_int8_weight_only.pt"
+
+    def versions(self) -> dict:
+        import torchao
+
+        return {**super().versions(), "torchao": torchao.__version__}
+
+    def _quantize(self, model, device):
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        quantize_(model, Int8WeightOnlyConfig(), device=device)
+        return model
+
+    def compute_dtype(self, device: str) -> str:
+        return "fp16" if device == "cuda" else "fp32"
+
+    def _load_quantized(self, artifact: Artifact, device: str):
+        import torch
+
+        if device == "cuda":
+            return self._quantize(self._load_fp(artifact.model_dir, torch.float16).to(device), device)
+        model = self._quantize(self._load_fp(artifact.model_dir, torch.float32), device)
+        state = torch.load(str(artifact.dir / self.weights_file), map_location="cpu", weights_only=False)
+        model.load_state_dict(state, strict=False, assign=True)
+        return model
+
+
+RECIPES = [TorchFp32(), TorchFp16(), TorchBf16(), TorchInt8Dynamic(), TorchInt8WeightOnly()]

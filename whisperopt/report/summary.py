@@ -1,0 +1,125 @@
+"""Turn a results directory (run.json, per-recipe rows and status files) into one summary row per recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..bench.config import load_run
+from ..bench.worker import read_rows
+from ..metrics.wer import ErrorCounts, corpus_rate
+
+BASELINE = "torch-fp32"
+
+
+def fp32_bytes(model_dir: Path) -> int | None:
+    """Size the checkpoint's parameters take in float32 (the denominator of 'compression')."""
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover
+        return None
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        with safe_open(str(f), framework="np") as sf:
+            for key in sf.keys():
+                total += int(np.prod(sf.get_slice(key).get_shape())) * 4
+    return total
+
+
+def _rate(rows: list[dict], key: str) -> float | None:
+    counts = [ErrorCounts(**r[key]) for r in rows if r.get(key)]
+    if not counts or len(counts) != len(rows):
+        return None
+    return corpus_rate(counts)
+
+
+def resources(segments: list[dict]) -> dict:
+    """Combine the resource figures of every process that measured utterances (several after a resume)."""
+    if not segments:
+        return {}
+
+    def peak(key):
+        values = [s[key] for s in segments if s.get(key) is not None]
+        return max(values) if values else None
+
+    wall = sum(s["wall_s"] for s in segments)
+    return {
+        "load_s": segments[-1]["load_s"],
+        "peak_ram_mb": peak("peak_ram_mb"),
+        "run_ram_mb": peak("run_ram_mb"),
+        "peak_vram_mb": peak("peak_vram_mb"),
+        "cpu_percent": 100.0 * sum(s["cpu_s"] for s in segments) / wall if wall > 0 else None,
+        "processes": len(segments),
+    }
+
+
+def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segments: list[dict] | None = None) -> dict:
+    out = {"recipe": status["recipe"], "status": status["status"]}
+    if status["status"] != "ok":
+        out["reason"] = status.get("reason") or status.get("error")
+        return out
+    by_id = {r["id"]: r for r in rows}
+    rows = [by_id[i] for i in wanted_ids if i in by_id]
+    lat = np.array([r["latency_s"] / 1.0 for r in rows])
+    # a batch's wall time is shared by its items: count it once per batch
+    eval_s = float(sum(r["latency_s"] / r.get("batch", 1) for r in rows))
+    audio_s = float(sum(r["duration_s"] for r in rows))
+    out.update(
+        utterances=len(rows),
+        complete=len(rows) == len(wanted_ids),
+        wer=_rate(rows, "words"),
+        cer=_rate(rows, "chars"),
+        eval_s=eval_s,
+        audio_s=audio_s,
+        latency_p50_s=float(np.percentile(lat, 50)) if len(lat) else None,
+        latency_p90_s=float(np.percentile(lat, 90)) if len(lat) else None,
+        rtfx=audio_s / eval_s if eval_s > 0 else None,
+        tokens=int(sum(r["tokens"] for r in rows)),
+        tokens_per_s=sum(r["tokens"] for r in rows) / eval_s if eval_s > 0 else None,
+        load_s=None, peak_ram_mb=None, run_ram_mb=None, peak_vram_mb=None, cpu_percent=None,
+        size_mb=status["size_bytes"] / 1024 / 1024 if status.get("size_bytes") else None,
+        encoder_rel_error=status.get("encoder_rel_error"),
+        teacher_forced_agreement=status.get("teacher_forced_agreement"),
+        fidelity_note=status.get("fidelity_note"),
+        engine=status.get("engine"),
+        options=status.get("options"),
+        manifest=status.get("manifest"),
+    )
+    out.update(resources(segments or []))
+    return out
+
+
+def summarise(out_dir: Path) -> dict:
+    """Everything the report shows, as plain data."""
+    from ..data import load_dataset
+
+    out_dir = Path(out_dir)
+    cfg = load_run(out_dir)
+    env = json.loads((out_dir / "environment.json").read_text()) if (out_dir / "environment.json").exists() else {}
+    synthetic = bool(env.get("model", {}).get("synthetic"))
+    wanted = [u.id for u in load_dataset(cfg.dataset).limit(cfg.limit).utterances]
+    rows_out = []
+    for name in cfg.recipes:
+        status_file = out_dir / f"{name}.status.json"
+        if not status_file.exists():
+            rows_out.append({"recipe": name, "status": "not run"})
+            continue
+        status = json.loads(status_file.read_text())
+        rows_out.append(recipe_summary(status, read_rows(out_dir / f"{name}.rows.jsonl"), wanted,
+                                       read_rows(out_dir / f"{name}.segments.jsonl")))
+    model_dir = env.get("model", {}).get("path")
+    ref_bytes = fp32_bytes(Path(model_dir)) if model_dir else None
+    base = next((r for r in rows_out if r["recipe"] == BASELINE and r["status"] == "ok"), None)
+    for r in rows_out:
+        if r["status"] != "ok":
+            continue
+        if synthetic:  # random weights decode noise: accuracy is not a measurement
+            r["wer"] = r["cer"] = None
+        r["speedup"] = base["eval_s"] / r["eval_s"] if base and r["eval_s"] else None
+        r["compression"] = ref_bytes / 1024 / 1024 / r["size_mb"] if ref_bytes and r.get("size_mb") else None
+    return {"config": cfg.to_dict(), "environment": env, "synthetic": synthetic, "recipes": rows_out}
