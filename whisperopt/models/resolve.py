@@ -65,9 +65,8 @@ def _download(repo_id: str) -> Path:
     except RepositoryNotFoundError:
         raise WhisperoptError(f"no such model on the Hugging Face hub: {repo_id}") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WhisperoptError(
-            f"cannot download {repo_id} from the Hugging Face hub (offline?): {reason[:160]}. "
+            f"cannot download {repo_id} from the Hugging Face hub (no network, or no access: {type(exc).__name__}). "
             f"Use a local Hugging Face directory, an openai-whisper .pt file, or synthetic:<size> "
             f"({', '.join(SIZES)})"
         ) from None
