@@ -91,8 +91,8 @@ def test_sharded_build_needs_one_shard_of_memory_and_is_deterministic(tmp_path, 
 def test_openai_checkpoint_is_converted_exactly(tmp_path, whisperopt_cache):
     """A .pt in openai-whisper's format converts to a HF directory whose outputs equal openai-whisper's."""
     import whisper
-    from whisper.model import ModelDimensions
     from transformers import WhisperForConditionalGeneration
+    from whisper.model import ModelDimensions
 
     dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=2,
                            n_vocab=51865, n_text_ctx=448, n_text_state=384, n_text_head=6, n_text_layer=2)

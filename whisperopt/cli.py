@@ -53,7 +53,7 @@ def cmd_bench(args) -> int:
     from .bench import BenchConfig, run_bench
     from .bench.config import default_device
     from .recipes import DecodeOptions, parse_recipe_list
-    from .report import rich_table, summarise, write_reports
+    from .report import rich_table, summarise, write_plots, write_reports
 
     recipes = [r.name for r in parse_recipe_list(args.recipes)]
     model_slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in args.model)
@@ -79,18 +79,36 @@ def cmd_bench(args) -> int:
         run_bench(cfg, progress=progress, log=lambda m: console.print(m, markup=False, highlight=False))
     summary = summarise(out)
     paths = write_reports(summary, out)
+    write_plots(summary, out)
     console.print(rich_table(summary))
-    console.print(f"results: {paths['md']} (also .csv, .json)", markup=False, highlight=False)
+    _print_recommendation(summary, args.wer_budget, args.min_agreement)
+    console.print(f"results: {paths['md']} (also .csv, .json, plots .png)", markup=False, highlight=False)
     if args.markdown:
         print(paths["md"].read_text())
     return 0
 
 
+def _print_recommendation(summary: dict, wer_budget: float, min_agreement: float) -> None:
+    from .report import recommend
+
+    try:
+        rec = recommend(summary, wer_budget, min_agreement)
+    except WhisperoptError as exc:
+        print(f"recommendation: none ({exc})")
+        return
+    if rec["recipe"] is None:
+        print(f"recommendation: none — {rec['reason']} ({rec['criterion']})")
+    else:
+        speed = f", {rec['speedup']:.2f}× torch-fp32" if rec.get("speedup") else ""
+        print(f"recommendation: {rec['recipe']} — fastest with {rec['criterion']}{speed}")
+
+
 def cmd_report(args) -> int:
-    from .report import rich_table, summarise, write_reports
+    from .report import rich_table, summarise, write_plots, write_reports
 
     summary = summarise(Path(args.results_dir))
     paths = write_reports(summary, Path(args.results_dir))
+    write_plots(summary, Path(args.results_dir))
     if args.format == "markdown":
         print(paths["md"].read_text(), end="")
     elif args.format == "csv":
@@ -99,6 +117,7 @@ def cmd_report(args) -> int:
         print(paths["json"].read_text())
     else:
         _console().print(rich_table(summary))
+        _print_recommendation(summary, args.wer_budget, args.min_agreement)
     return 0
 
 
@@ -170,6 +189,13 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _recommend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wer-budget", type=float, default=1.0,
+                   help="recommend the fastest recipe within this many WER points of torch-fp32")
+    p.add_argument("--min-agreement", type=float, default=0.95,
+                   help="without a meaningful WER (synthetic weights): minimum teacher-forced agreement with fp32")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .bench.config import DEFAULT_DATASET
@@ -196,11 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--fidelity-utterances", type=int, default=8, help="utterances for fidelity vs torch-fp32 (0: off)")
     b.add_argument("--option", action="append", default=[], help="recipe option [RECIPE:]key=value (repeatable)")
     b.add_argument("--markdown", action="store_true", help="also print the Markdown table")
+    _recommend_args(b)
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("report", help="re-render tables from a results directory")
     r.add_argument("results_dir")
     r.add_argument("--format", default="table", choices=["table", "markdown", "csv", "json"])
+    _recommend_args(r)
     r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("models", help="list cached models with their size on disk")
