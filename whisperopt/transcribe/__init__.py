@@ -1,0 +1,1 @@
+"""Transcription of real audio: segments, output writers."""
