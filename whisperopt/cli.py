@@ -177,15 +177,27 @@ def cmd_build(args) -> int:
     model = resolve_model(args.model)
     recipes = parse_recipe_list(args.recipes)
     options = _recipe_options(_parse_options(args.option), [r.name for r in recipes])
+    failed: list[str] = []
     for recipe in recipes:
         reason = recipe.unavailable_reason("cpu") if "cpu" in recipe.devices else None
         if reason and "engine" in reason:
             print(f"skip  {recipe.name}: {reason}")
             continue
-        artifact, hit = build_artifact(recipe, model.path, recipe.resolve_options(options.get(recipe.name)),
-                                       rebuild=args.rebuild)
+        opts = recipe.resolve_options(options.get(recipe.name))
+        try:
+            artifact, hit = build_artifact(recipe, model.path, opts, rebuild=args.rebuild)
+        except WhisperoptError as exc:
+            print(f"failed {recipe.name}: {exc}", file=sys.stderr)
+            failed.append(recipe.name)
+            continue
+        except Exception as exc:  # an engine's own error: one line, and the other recipes still build
+            print(f"failed {recipe.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed.append(recipe.name)
+            continue
         size = recipe.size_bytes(artifact) / 1024 / 1024
         print(f"{'cached' if hit else 'built '} {recipe.name}: {artifact.dir} ({size:.1f} MB)")
+    if failed:
+        raise WhisperoptError(f"{len(failed)} recipe(s) failed to build: {', '.join(failed)}")
     return 0
 
 

@@ -239,6 +239,8 @@ def do_run(job: dict) -> dict:
         with open(job["segments_path"], "a", encoding="utf-8") as f:
             append_row(f, segment)
     info = dict(segment)
+    # optional: the settings the engine actually ran with, and why its rows are not comparable (if they are not)
+    info.update(runtime.run_info() if callable(getattr(runtime, "run_info", None)) else {})
     info.update(_fidelity(runtime, job) if job.get("fidelity_utterances") else {})
     runtime.close()
     return info

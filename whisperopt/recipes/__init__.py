@@ -9,6 +9,7 @@ from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 
 ENGINE_MODULES = [
     "whisperopt.recipes.pytorch",
+    "whisperopt.recipes.onnxruntime",
 ]
 
 

@@ -59,9 +59,19 @@ class GenerateRuntime(Runtime):
         if forced_lengths:
             n = min(max(forced_lengths), limit)
             kwargs.update(max_new_tokens=n, min_new_tokens=n)
+            # random weights emit timestamp tokens despite <|notimestamps|> (a trained model does not); generate would
+            # then split and re-seek segments, so the work would no longer be the n text tokens of a real run
+            kwargs["suppress_tokens"] = self.timestamp_suppression()
         else:
             kwargs["max_new_tokens"] = min(options.max_new_tokens or limit, limit)
         return kwargs
+
+    def timestamp_suppression(self) -> list[int]:
+        """The checkpoint's suppress_tokens plus every timestamp token (<|0.00|> ... <|30.00|>)."""
+        gen = self.model.generation_config
+        begin = gen.no_timestamps_token_id + 1
+        vocab = self.model.config.vocab_size
+        return sorted(set(gen.suppress_tokens or []) | set(range(begin, vocab)))
 
     def transcribe(self, audios, options, forced_lengths=None):
         import torch

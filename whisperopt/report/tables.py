@@ -46,7 +46,7 @@ def markdown(summary: dict) -> str:
     lines.append(f"- utterances: {ds.get('utterances', '?')} ({ds.get('total_s', 0) / 60:.1f} min of audio); "
                  f"decoding: beam {cfg['decode']['beam_size']}, language {cfg['decode']['language']}, "
                  f"task {cfg['decode']['task']}, batch {cfg['decode']['batch_size']}, no timestamps")
-    lines.append(f"- device: {cfg['device']}; threads: {cfg['threads']}; CPU: {cpu.get('model', '?')} "
+    lines.append(f"- device: {cfg['device']}; threads: {cfg['threads']}; OS: {env.get('os', '?')}; CPU: {cpu.get('model', '?')} "
                  f"[{' '.join(cpu.get('isa', []))}]" + (f"; GPU: {env['gpus'][0]['name']}" if env.get("gpus") else ""))
     versions = env.get("versions", {})
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -61,12 +61,20 @@ def markdown(summary: dict) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|")
     for row in summary["recipes"]:
-        lines.append("| " + " | ".join([row["recipe"]] + cells(row)) + " |")
-    notes = [r for r in summary["recipes"] if r.get("fidelity_note")]
+        name = row["recipe"] + (" (not comparable)" if row.get("not_comparable") else "")
+        lines.append("| " + " | ".join([name] + cells(row)) + " |")
+    notes = []
+    for r in summary["recipes"]:
+        if r.get("not_comparable"):
+            notes.append(f"- {r['recipe']}: **not comparable**: {r['not_comparable']}")
+        for key in ("fidelity_note", "fidelity_method"):
+            if r.get(key):
+                notes.append(f"- {r['recipe']}: fidelity: {r[key]}")
+        if r.get("decode_settings"):
+            notes.append(f"- {r['recipe']}: ran with " + ", ".join(f"{k}={v}" for k, v in r["decode_settings"].items()))
     if notes:
         lines.append("")
-        for r in notes:
-            lines.append(f"- {r['recipe']}: fidelity: {r['fidelity_note']}")
+        lines.extend(notes)
     return "\n".join(lines) + "\n"
 
 

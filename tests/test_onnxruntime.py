@@ -1,0 +1,184 @@
+"""ONNX Runtime recipes: real Optimum exports and ORT quantisations of synthetic tiny, run on real LibriSpeech audio."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from whisperopt.bench.worker import read_rows
+from whisperopt.cli import main
+from whisperopt.errors import WhisperoptError
+from whisperopt.recipes import get_recipe
+from whisperopt.recipes import onnxruntime as ortr
+from whisperopt.recipes.artifacts import build_artifact
+
+STATIC_OPTS = {"calibration_size": "3"}  # small calibration set keeps the test fast; the default is 16
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_model, librispeech):
+    built = {}
+    for name, opts in [("onnx-fp32", {}), ("onnx-int8-dynamic", {}), ("onnx-int8-static", STATIC_OPTS),
+                       ("onnx-int4", {})]:
+        recipe = get_recipe(name)
+        built[name] = build_artifact(recipe, tiny_model.path, recipe.resolve_options(opts))[0]
+    return built
+
+
+def test_export_is_cached_with_a_manifest(artifacts, tiny_model):
+    recipe = get_recipe("onnx-fp32")
+    again, hit = build_artifact(recipe, tiny_model.path, recipe.resolve_options({}))
+    assert hit and again.dir == artifacts["onnx-fp32"].dir
+    m = again.manifest
+    assert m["recipe"] == "onnx-fp32" and m["source_model"] == str(tiny_model.path)
+    assert m["versions"]["onnxruntime"] and m["versions"]["optimum-onnx"] and m["versions"]["whisperopt"]
+    assert sorted(m["files"]) == [ortr.DECODER_MERGED, ortr.ENCODER]
+    assert m["validation"]["passed"] and m["validation"]["teacher_forced_agreement"] >= 0.999
+    assert m["validation"]["encoder_rel_error"] < 1e-5
+    # the merged decoder (If on use_cache_branch) is what runs: one graph for the first step and the KV-cache steps
+    rt = recipe.load(again, "cpu", 2)
+    assert rt.session_info["merged_decoder"] and rt.session_info["intra_op_num_threads"] == 2
+    names = {i.name for i in rt.decoder_session.get_inputs()}
+    assert "use_cache_branch" in names and any(n.startswith("past_key_values.") for n in names)
+
+
+@pytest.mark.parametrize("flags,machine,isa,reduce_range,weight_type", [
+    ({"avx", "avx2", "fma", "f16c"}, "x86_64", "avx2", True, "QInt8"),
+    ({"avx2", "avx512f", "avx512bw"}, "x86_64", "avx512", True, "QInt8"),
+    ({"avx2", "avx512f", "avx512bw", "avx512_vnni"}, "x86_64", "avx512_vnni", False, "QInt8"),
+    ({"avx2", "avx_vnni"}, "x86_64", "avx_vnni", False, "QInt8"),
+    ({"avx2", "avx512_vnni", "amx_int8"}, "x86_64", "amx", False, "QInt8"),
+    ({"sse4_2"}, "x86_64", "u8u8", False, "QUInt8"),
+    (set(), "aarch64", "arm64", False, "QInt8"),
+])
+def test_isa_presets(flags, machine, isa, reduce_range, weight_type):
+    assert ortr.detect_isa(flags, machine) == isa
+    preset = ortr.DYNAMIC_PRESETS[isa]
+    assert preset["reduce_range"] is reduce_range and preset["weight_type"] == weight_type
+
+
+def test_int8_dynamic_preset_follows_this_cpu(artifacts):
+    q = artifacts["onnx-int8-dynamic"].manifest["quantization"]
+    here = ortr.detect_isa()
+    assert q["isa_detected"] == here and q["isa"] == here
+    assert q["reduce_range"] is ortr.DYNAMIC_PRESETS[here]["reduce_range"]
+    assert q["op_types"] == ["MatMul"] and q["lm_head_quantized"]
+    ops = q["ops_after"]
+    assert ops[ortr.ENCODER]["MatMulInteger"] >= 4 * 6  # 4 encoder layers x (q, k, v, out, fc1, fc2)
+    assert ops[ortr.DECODER_MERGED]["DynamicQuantizeLinear"] > 0
+    v = artifacts["onnx-int8-dynamic"].manifest["validation"]
+    assert v["passed"] and v["teacher_forced_agreement"] >= get_recipe("onnx-int8-dynamic").fidelity_floor
+
+
+def test_static_is_calibrated_on_dev_clean(artifacts):
+    q = artifacts["onnx-int8-static"].manifest["quantization"]
+    cal = q["calibration"]
+    assert cal["dataset"] == "librispeech:dev-clean" and cal["utterances"] == 3 and cal["method"] == "minmax"
+    assert cal["decoder_samples"] == 3 and cal["decoder_with_past_samples"] == 6
+    assert q["format"] == "QDQ" and q["ops_after"][ortr.ENCODER]["QuantizeLinear"] > 0
+    assert q["ops_after"][ortr.DECODER_MERGED]["If"] == 1  # re-merged after quantising both decoders
+
+
+def test_int4_uses_matmulnbits(artifacts):
+    q = artifacts["onnx-int4"].manifest["quantization"]
+    assert q["bits"] == 4 and q["block_size"] == 32
+    assert q["ops_after"][ortr.ENCODER]["MatMulNBits"] >= 24
+    fp32 = get_recipe("onnx-fp32").size_bytes(artifacts["onnx-fp32"])
+    assert get_recipe("onnx-int4").size_bytes(artifacts["onnx-int4"]) < fp32
+
+
+def test_bad_options_are_clear_errors():
+    with pytest.raises(WhisperoptError, match="isa must be one of"):
+        get_recipe("onnx-int8-dynamic").resolve_options({"isa": "avx9"})
+    with pytest.raises(WhisperoptError, match="block_size must be a power of two"):
+        get_recipe("onnx-int4").resolve_options({"block_size": "20"})
+    with pytest.raises(WhisperoptError, match="calibration must be one of"):
+        get_recipe("onnx-int8-static").resolve_options({"calibration": "guess"})
+    with pytest.raises(WhisperoptError, match="op_types must be"):
+        get_recipe("onnx-int8-dynamic").resolve_options({"op_types": "Softmax"})
+
+
+def _swap_fc1(path: Path, a: int, b: int) -> None:
+    """Swap the fc1 weights of decoder layers ``a`` and ``b`` in a merged decoder (both If branches share them)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    weights: dict[int, str] = {}
+    for g in ortr.iter_graphs(model.graph):
+        for n in g.node:
+            for layer in (a, b):
+                if n.op_type == "MatMul" and f"/layers.{layer}/fc1/" in n.name:
+                    weights.setdefault(layer, n.input[1])
+    inits = {t.name: t for g in ortr.iter_graphs(model.graph) for t in g.initializer}
+    ta, tb = inits[weights[a]], inits[weights[b]]
+    wa, wb = numpy_helper.to_array(ta).copy(), numpy_helper.to_array(tb).copy()
+    ta.CopyFrom(numpy_helper.from_array(wb, ta.name))
+    tb.CopyFrom(numpy_helper.from_array(wa, tb.name))
+    onnx.save(model, str(path))
+
+
+def test_corrupted_export_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
+    recipe = get_recipe("onnx-fp32")
+    bad = tmp_path / "bad"
+    shutil.copytree(artifacts["onnx-fp32"].dir, bad)
+    _swap_fc1(bad / ortr.DECODER_MERGED, 0, 1)
+    with pytest.raises(WhisperoptError, match="fidelity check failed"):
+        recipe.validate(bad, tiny_model.path, recipe.resolve_options({}))
+    # and the intact export passes the same check
+    assert recipe.validate(artifacts["onnx-fp32"].dir, tiny_model.path, recipe.resolve_options({}))["passed"]
+
+
+def test_dropped_kv_cache_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
+    """A decoder whose KV-cache branch ignores the cached self-attention keys/values must fail the check."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    recipe = get_recipe("onnx-fp32")
+    bad = tmp_path / "nocache"
+    shutil.copytree(artifacts["onnx-fp32"].dir, bad)
+    model = onnx.load(str(bad / ortr.DECODER_MERGED))
+    if_node = model.graph.node[0]
+    assert if_node.op_type == "If"
+    branch = next(a.g for a in if_node.attribute if a.name == "then_branch")  # use_cache_branch == True
+    past = [i.name for i in model.graph.input if i.name.startswith("past_key_values.") and ".decoder." in i.name]
+    assert past
+    for name in past:  # scale every cached self-attention key/value by zero before the branch reads it
+        for n in branch.node:
+            for k, inp in enumerate(n.input):
+                if inp == name:
+                    n.input[k] = name + "_dropped"
+    branch.initializer.append(numpy_helper.from_array(np.zeros((), dtype=np.float32), "drop_scale"))
+    for name in past:
+        branch.node.insert(0, helper.make_node("Mul", [name, "drop_scale"], [name + "_dropped"]))
+    onnx.save(model, str(bad / ortr.DECODER_MERGED))
+    with pytest.raises(WhisperoptError, match="fidelity check failed"):
+        recipe.validate(bad, tiny_model.path, recipe.resolve_options({}))
+
+
+def test_bench_rows_for_every_onnx_recipe(tmp_path, artifacts, tiny_model):
+    out = tmp_path / "bench"
+    code = main(["bench", "--model", "synthetic:tiny", "--recipes",
+                 "torch-fp32,onnx-fp32,onnx-fp16,onnx-int8-dynamic,onnx-int8-static,onnx-int4", "--limit", "2",
+                 "--threads", "2", "--fidelity-utterances", "2", "--out", str(out),
+                 "--option", "onnx-int8-static:calibration_size=3"])
+    assert code == 0
+    rows = {r["recipe"]: r for r in json.loads((out / "summary.json").read_text())["recipes"]}
+    assert rows["onnx-fp16"]["status"] == "skipped" and "CUDA" in rows["onnx-fp16"]["reason"]
+    for name in ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4"):
+        r = rows[name]
+        assert r["status"] == "ok" and r["utterances"] == 2, r
+        for key in ("eval_s", "speedup", "latency_p50_s", "rtfx", "load_s", "peak_ram_mb", "cpu_percent", "size_mb",
+                    "compression", "encoder_rel_error", "teacher_forced_agreement"):
+            assert r[key] is not None and r[key] >= 0, (name, key)
+        assert r["wer"] is None  # synthetic weights
+        for row in read_rows(out / f"{name}.rows.jsonl"):
+            assert row["tokens"] == row["forced_tokens"], (name, row)  # forced decode length holds
+        assert r["teacher_forced_agreement"] >= get_recipe(name).fidelity_floor - 0.1, (name, r)
+    assert rows["onnx-fp32"]["teacher_forced_agreement"] >= 0.999
+    assert rows["onnx-fp32"]["encoder_rel_error"] < 1e-5
+    assert rows["onnx-int8-dynamic"]["size_mb"] < rows["onnx-fp32"]["size_mb"]
