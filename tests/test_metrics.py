@@ -34,3 +34,20 @@ def test_fidelity_measures():
     assert top1_agreement(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4])) == (3, 4)
     with pytest.raises(ValueError):
         relative_l2(a, a[:5])
+
+
+def test_peak_rss_of_a_worker_is_its_own_not_its_parents():
+    """A worker started by a large parent (pytest holding models) must not inherit the parent's peak RSS."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from whisperopt.metrics.resources import peak_rss_mb
+
+    ballast = np.ones(600 * 1024 * 1024 // 8)  # 600 MiB resident in this (parent) process
+    assert peak_rss_mb() > 600
+    out = subprocess.run([sys.executable, "-c", "from whisperopt.metrics.resources import peak_rss_mb; "
+                          "print(peak_rss_mb())"], check=True, capture_output=True, text=True).stdout
+    assert float(out) < 300, out
+    del ballast

@@ -9,7 +9,19 @@ from dataclasses import dataclass, field
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB). Each recipe runs in its own process, so this is its own."""
+    """Peak resident set size of this process so far (MiB). Each recipe runs in its own process, so this is its own.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this process's own address space. ``ru_maxrss`` is
+    not used there: the kernel carries it over from the parent across fork and exec, so a worker started by a big
+    parent (a test runner holding models) would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return ru / 1024 / 1024 if sys.platform == "darwin" else ru / 1024
 
