@@ -10,6 +10,8 @@ from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 ENGINE_MODULES = [
     "whisperopt.recipes.pytorch",
     "whisperopt.recipes.onnxruntime",
+    "whisperopt.recipes.ctranslate2",
+    "whisperopt.recipes.sherpa_onnx",
 ]
 
 

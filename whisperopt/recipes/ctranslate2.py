@@ -1,0 +1,446 @@
+"""CTranslate2 recipes, run through faster-whisper: fp32, int8, int8_float32 (CPU and CUDA), fp16, int8_float16, bf16 (CUDA).
+
+Build: ctranslate2's ``TransformersConverter`` converts the resolved checkpoint (synthetic included) with the wanted
+weight quantization and copies ``tokenizer.json`` and ``preprocessor_config.json`` next to ``model.bin``, so
+faster-whisper loads the directory without touching the network.
+
+Run: ``ct2-<type>`` transcribes each utterance with ``WhisperModel.transcribe`` (sequential); ``ct2-<type>-batched``
+hands the runner's batch (``--batch-size``) to ``BatchedInferencePipeline.transcribe`` as one clip per utterance
+(``batch_size`` option: clips per pipeline call, 0 = the whole runner batch). Both share one converted artifact per
+compute type and map the runner's decoding options
+onto faster-whisper's: same beam size, temperature 0 only (no fallback, no compression/log-prob/no-speech
+thresholds), no VAD, no conditioning on previous text, fixed language and task, no timestamps, suppress_blank and
+the checkpoint's suppress_tokens (``-1``) like transformers' generate. ``run_info()`` records what ran.
+
+Forced decode length (synthetic checkpoints): ctranslate2's ``Whisper.generate`` has no ``min_length``, and it
+decodes at most ``min(max_length // 2, max_length - s)`` new tokens, where ``s = len(prompt) - 1`` (the prompt
+tokens fed before decoding starts). So the end-of-text token (and the timestamp tokens, which would make
+faster-whisper split and re-seek the window on random weights) are added to ``suppress_tokens``, and faster-whisper's
+``max_new_tokens`` is chosen so that ``len(prompt) + max_new_tokens = max(2n, n + s)``: exactly ``n`` tokens come
+out. Every generate call's output is recorded and checked against ``n``. In batched mode one ``max_length`` serves
+the whole batch, so every item decodes the batch's longest forced length (as torch-fp32 does with ``--batch-size``).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ..data.audio import SAMPLE_RATE
+from ..errors import WhisperoptError
+from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
+
+COPY_FILES = ["tokenizer.json", "preprocessor_config.json"]
+MAX_LENGTH = 448  # faster-whisper's total (prompt + new tokens) limit, the decoder's positions
+WINDOW_SAMPLES = 30 * SAMPLE_RATE  # the runner feeds one 30-s window per utterance, like the HF feature extractor
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def ct2_max_length(n: int, start_step: int) -> int:
+    """The ``max_length`` for which ctranslate2's Whisper.generate decodes exactly ``n`` steps.
+
+    ctranslate2 (src/models/whisper.cc) decodes ``min(max_length // 2, max_length - start_step)`` steps, where
+    ``start_step`` is the number of prompt tokens before the last one (3 for <|sot|><|en|><|transcribe|><|notimestamps|>).
+    """
+    return max(2 * n, n + start_step)
+
+
+def to_numpy(view) -> np.ndarray:
+    """A ctranslate2 StorageView (any device, any float type) as a float32 numpy array."""
+    import ctranslate2
+
+    if view.device != "cpu":
+        view = view.to_device(ctranslate2.Device.cpu)
+    if view.dtype != ctranslate2.DataType.float32:
+        view = view.to(ctranslate2.DataType.float32)
+    return np.array(view)
+
+
+class _GenerateRecorder:
+    """Wraps faster-whisper's ``WhisperModel.model`` to record every ``generate`` output (observes, changes nothing)."""
+
+    def __init__(self, model):
+        self._model = model
+        self.calls: list[list[list[int]]] = []
+
+    def generate(self, *args, **kwargs):
+        results = self._model.generate(*args, **kwargs)
+        self.calls.append([list(r.sequences_ids[0]) for r in results])
+        return results
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+class CT2Runtime(Runtime):
+    def __init__(self, recipe: CT2Recipe, artifact: Artifact, device: str, threads: int):
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.recipe = recipe
+        self.device = device
+        self.threads = threads
+        self.mode = "batched" if recipe.batched else "sequential"
+        self.batch_size = int(artifact.options.get("batch_size", 0))
+        self.model = WhisperModel(str(artifact.weights_dir), device=device, compute_type=recipe.compute_type,
+                                  cpu_threads=threads, num_workers=1, local_files_only=True)
+        self.ct2 = self.model.model  # ctranslate2.models.Whisper
+        self.recorder = _GenerateRecorder(self.ct2)
+        self.model.model = self.recorder
+        self.pipeline = BatchedInferencePipeline(self.model) if self.mode == "batched" else None
+        tok = self.model.hf_tokenizer
+        self.multilingual = bool(self.ct2.is_multilingual)
+        self.sot = tok.token_to_id("<|startoftranscript|>")
+        self.eot = tok.token_to_id("<|endoftext|>")
+        self.no_timestamps = tok.token_to_id("<|notimestamps|>")
+        self.timestamp_begin = self.no_timestamps + 1
+        self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        # <|sot|>[<|lang|><|task|>]<|notimestamps|>; the last one is the first decoder input
+        self.prompt_len = 4 if self.multilingual else 2
+        self.settings: dict | None = None
+        self.forcing_checked = 0
+
+    # --- decoding ---
+    def _kwargs(self, options: DecodeOptions, n: int | None) -> tuple[dict, dict]:
+        kw = dict(
+            language=options.language, task=options.task, beam_size=options.beam_size, best_of=1, patience=1.0,
+            length_penalty=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, temperature=0.0,
+            compression_ratio_threshold=None, log_prob_threshold=None, no_speech_threshold=None,
+            condition_on_previous_text=False, initial_prompt=None, prefix=None, hotwords=None, suppress_blank=True,
+            suppress_tokens=[-1], without_timestamps=True, word_timestamps=False, vad_filter=False, multilingual=False,
+        )
+        start_step = self.prompt_len - 1
+        notes = {}
+        if n is not None:
+            if ct2_max_length(n, start_step) > MAX_LENGTH:
+                raise WhisperoptError(
+                    f"{self.recipe.name}: cannot force {n} decode steps: faster-whisper decodes at most "
+                    f"{MAX_LENGTH // 2} tokens per 30-s window (ctranslate2 caps new tokens at max_length/2)")
+            kw["suppress_tokens"] = [-1, self.eot, *range(self.timestamp_begin, self.vocab_size)]
+            kw["max_new_tokens"] = ct2_max_length(n, start_step) - self.prompt_len
+        elif options.max_new_tokens:
+            want = min(options.max_new_tokens, MAX_LENGTH - self.prompt_len)
+            if ct2_max_length(want, start_step) > MAX_LENGTH:
+                want = MAX_LENGTH // 2
+                notes["max_new_tokens_capped"] = f"{options.max_new_tokens} -> {want} (faster-whisper limit)"
+            kw["max_new_tokens"] = ct2_max_length(want, start_step) - self.prompt_len
+        # else: faster-whisper's default max_length 448, i.e. at most 224 new tokens per window
+        return kw, notes
+
+    def _record_settings(self, options: DecodeOptions, kw: dict, notes: dict, forced: bool) -> None:
+        if self.settings is not None:
+            return
+        shown = {k: v for k, v in kw.items() if k not in ("suppress_tokens", "max_new_tokens")}
+        shown["temperature"] = [0.0]
+        shown["suppress_tokens"] = ("[-1] (the checkpoint's suppress_tokens) + end-of-text + timestamp tokens (forcing)"
+                                    if forced else "[-1] (the checkpoint's suppress_tokens)")
+        if forced:
+            shown["max_new_tokens"] = "max(2n, n+s) - len(prompt) for n forced steps (exactly n decoded, checked)"
+        elif options.max_new_tokens:
+            shown["max_new_tokens"] = f"{kw['max_new_tokens']} (= {options.max_new_tokens} decoded)"
+        else:
+            shown["max_new_tokens"] = f"default: at most {MAX_LENGTH // 2} decoded per window"
+        self.settings = {
+            "engine": f"faster-whisper {_version('faster-whisper')} / ctranslate2 {_version('ctranslate2')}",
+            "api": "BatchedInferencePipeline.transcribe (clip_timestamps: one clip per utterance)"
+                   if self.mode == "batched" else "WhisperModel.transcribe",
+            "mode": self.mode,
+            "device": self.device,
+            "compute_type": self.ct2.compute_type,
+            "cpu_threads": self.threads,
+            "inter_threads": self.ct2.num_workers,
+            **shown,
+            **notes,
+        }
+        if self.mode == "batched":
+            self.settings["pipeline_batch_size"] = self.batch_size or "runner --batch-size"
+        if forced:
+            self.settings["forcing"] = (
+                "exact per utterance" if self.mode == "sequential" else
+                "every item of a pipeline batch decodes the batch's longest forced length (like torch-fp32 with "
+                "--batch-size; a real ctranslate2 batch drops finished items, so this is an upper bound)")
+
+    def _check(self, produced: list[list[int]], expected: list[int]) -> None:
+        got = [len(t) for t in produced]
+        if got != expected:
+            raise WhisperoptError(f"{self.recipe.name}: forced decode length not met: decoded {got}, forced {expected}")
+        self.forcing_checked += len(got)
+
+    def transcribe(self, audios, options, forced_lengths=None):
+        audios = [np.ascontiguousarray(a[:WINDOW_SAMPLES], dtype=np.float32) for a in audios]
+        if self.mode == "sequential":
+            return [self._sequential(a, options, forced_lengths[i] if forced_lengths else None)
+                    for i, a in enumerate(audios)]
+        step = self.batch_size or len(audios)
+        out = []
+        for i in range(0, len(audios), step):
+            out += self._batched(audios[i:i + step], options, forced_lengths[i:i + step] if forced_lengths else None)
+        return out
+
+    def _sequential(self, audio: np.ndarray, options: DecodeOptions, n: int | None) -> Transcription:
+        kw, notes = self._kwargs(options, n)
+        self._record_settings(options, kw, notes, n is not None)
+        self.recorder.calls.clear()
+        segments, _ = self.model.transcribe(audio, **kw)
+        segments = list(segments)  # the generator does the work
+        tokens = [t for call in self.recorder.calls for seq in call for t in seq]
+        if n is not None:
+            self._check([tokens], [n])
+        return Transcription("".join(s.text for s in segments).strip(), tokens)
+
+    def _batched(self, audios: list[np.ndarray], options: DecodeOptions, forced: list[int] | None) -> list[Transcription]:
+        n = max(forced) if forced else None
+        kw, notes = self._kwargs(options, n)
+        self._record_settings(options, kw, notes, n is not None)
+        bounds, start = [], 0
+        for a in audios:
+            bounds.append((start, start + len(a)))
+            start += len(a)
+        # +0.5 sample so that int(t * 16000) in faster-whisper recovers the exact sample index
+        clips = [{"start": (s + 0.5) / SAMPLE_RATE, "end": (e + 0.5) / SAMPLE_RATE} for s, e in bounds]
+        self.recorder.calls.clear()
+        segments, _ = self.pipeline.transcribe(np.concatenate(audios), clip_timestamps=clips,
+                                               batch_size=len(audios), **kw)
+        by_seek: dict[int, list] = {}
+        for seg in segments:
+            by_seek.setdefault(seg.seek, []).append(seg)
+        token_lists = [seq for call in self.recorder.calls for seq in call]
+        if len(token_lists) != len(audios):
+            raise WhisperoptError(f"{self.recipe.name}: pipeline decoded {len(token_lists)} clips for {len(audios)} utterances")
+        if n is not None:
+            self._check(token_lists, [n] * len(audios))
+        fps = self.model.frames_per_second
+        out = []
+        for clip, tokens in zip(clips, token_lists):
+            start = int(clip["start"] * SAMPLE_RATE)  # as faster-whisper computes each segment's seek
+            segs = by_seek.get(int(start / SAMPLE_RATE * fps), [])
+            out.append(Transcription("".join(seg.text for seg in segs).strip(), tokens))
+        return out
+
+    def run_info(self) -> dict:
+        info = {"decode_settings": self.settings or {}, "fidelity_method":
+                "teacher-forced: ctranslate2 Whisper.generate with the reference tokens as prompt, "
+                "return_logits_vocab (no suppression)"}
+        if self.forcing_checked:
+            info["forced_lengths_checked"] = self.forcing_checked
+        return info
+
+    # --- fidelity probes ---
+    def encoder_output(self, features: np.ndarray) -> np.ndarray:
+        import ctranslate2
+
+        view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
+        return to_numpy(self.ct2.encode(view, to_cpu=True))
+
+    def teacher_forced_top1(self, features: np.ndarray, tokens: list[int]) -> np.ndarray:
+        """Engine logits for the given tokens: generate() forces a prompt's tokens after <|notimestamps|>
+        one decoding step at a time and ``return_logits_vocab`` returns the logits of every step."""
+        import ctranslate2
+
+        tokens = [int(t) for t in tokens]
+        idx = tokens.index(self.sot)
+        while idx < len(tokens) and self.sot <= tokens[idx] <= self.no_timestamps:
+            idx += 1
+        start_step = idx - 1  # positions before this are fed as the prompt, without logits
+        steps = len(tokens) - start_step
+        view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
+        result = self.ct2.generate(view, [tokens], beam_size=1, max_length=ct2_max_length(steps, start_step),
+                                   suppress_tokens=[], suppress_blank=False, return_logits_vocab=True)[0]
+        logits = result.logits[0]
+        if len(logits) < steps:
+            raise WhisperoptError(f"{self.recipe.name}: teacher forcing returned {len(logits)} steps for {steps}")
+        top1 = np.full(len(tokens), -1, dtype=np.int64)
+        top1[start_step:] = [int(to_numpy(v).argmax()) for v in logits[:steps]]
+        return top1
+
+    # --- long-form windows (whisperopt.transcribe): ctranslate2's Whisper.generate returns timestamp tokens,
+    # length-normalised scores and the no-speech probability, like faster-whisper's own transcribe loop ---
+    long_form_unsupported = None
+
+    def _long_form_encode(self, audios):
+        from faster_whisper.audio import pad_or_trim
+
+        feats = [pad_or_trim(self.model.feature_extractor(np.ascontiguousarray(a[:WINDOW_SAMPLES], dtype=np.float32)))
+                 for a in audios]
+        return self.model.encode(np.stack(feats))
+
+    def decode_windows(self, audios, options):
+        """One ``Whisper.generate`` call over the batch with openai-whisper's prompt layout (see Runtime)."""
+        from .base import WindowResult
+
+        tok = self.model.hf_tokenizer
+        prefix = [self.sot]
+        if self.multilingual:
+            prefix += [tok.token_to_id(f"<|{options.language or 'en'}|>"), tok.token_to_id(f"<|{options.task}|>")]
+        if not options.timestamps:
+            prefix.append(self.no_timestamps)
+        prompt = list(options.prompt)[-(MAX_LENGTH // 2 - 1):]
+        full = ([tok.token_to_id("<|startofprev|>"), *prompt] if prompt else []) + prefix
+        if options.temperature > 0:
+            kw = {"beam_size": 1, "num_hypotheses": max(1, options.best_of), "sampling_topk": 0,
+                  "sampling_temperature": options.temperature}
+        else:
+            kw = {"beam_size": options.beam_size}
+        results = self.ct2.generate(
+            self._long_form_encode(audios), [full] * len(audios),
+            max_length=min(MAX_LENGTH, ct2_max_length(options.max_new_tokens, len(full) - 1)), return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1], max_initial_timestamp_index=50, **kw)
+        out = []
+        for res in results:
+            # scores are length-normalised (length_penalty 1): sum = score * len; openai-whisper divides by len + 1
+            candidates = [WindowResult([int(t) for t in seq], score * len(seq) / (len(seq) + 1),
+                                       float(res.no_speech_prob)) for seq, score in zip(res.sequences_ids, res.scores)]
+            out.append(max(candidates, key=lambda r: r.avg_logprob))
+        return out
+
+    def language_probabilities(self, audio):
+        if not self.multilingual:
+            return {"en": 1.0}
+        return {token[2:-2]: float(p) for token, p in self.ct2.detect_language(self._long_form_encode([audio]))[0]}
+
+    def close(self) -> None:
+        self.pipeline = None
+        self.model = self.ct2 = self.recorder = None
+        gc.collect()
+
+
+class CT2Recipe(Recipe):
+    engine = "ctranslate2"
+    modules = ("ctranslate2", "faster_whisper")
+    quantization = "float32"  # weights written by the converter
+    compute_type = "float32"  # type requested at load
+    batched = False
+    defaults: dict = {}
+    # teacher-forced top-1 agreement with torch-fp32 required at build time (dev-clean; see fidelity_check)
+    fidelity_floor = 0.999
+
+    def resolve_options(self, given: dict | None) -> dict:
+        opts = super().resolve_options(given)
+        if opts.get("batch_size", 0) < 0:
+            raise WhisperoptError(f"recipe {self.name} option batch_size must be >= 0, got {opts['batch_size']}")
+        return opts
+
+    def unavailable_reason(self, device: str) -> str | None:
+        reason = super().unavailable_reason(device)
+        if reason or device != "cuda":
+            return reason
+        import ctranslate2
+
+        if ctranslate2.get_cuda_device_count() == 0:
+            return "this ctranslate2 build sees no CUDA device"
+        if self.compute_type not in ctranslate2.get_supported_compute_types("cuda"):
+            return f"this GPU does not support ctranslate2 compute type {self.compute_type}"
+        return None
+
+    def versions(self) -> dict:
+        return {"ctranslate2": _version("ctranslate2"), "faster-whisper": _version("faster-whisper")}
+
+    def convert(self, model_dir: Path, out_dir: Path) -> dict:
+        from ctranslate2.converters import TransformersConverter
+
+        missing = [f for f in COPY_FILES if not (Path(model_dir) / f).exists()]
+        if missing:
+            raise WhisperoptError(f"{model_dir} lacks {', '.join(missing)}; faster-whisper would download them at load time")
+        converter = TransformersConverter(str(model_dir), copy_files=COPY_FILES, low_cpu_mem_usage=True)
+        try:
+            converter.convert(str(out_dir), quantization=self.quantization, force=True)
+        except (NotImplementedError, ValueError) as exc:
+            raise WhisperoptError(f"ctranslate2 cannot convert {model_dir}: {exc}") from None
+        return {"quantization": self.quantization, "compute_type": self.compute_type,
+                "converter": "ctranslate2.converters.TransformersConverter", "copied_files": COPY_FILES}
+
+    def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
+        info = self.convert(model_dir, out_dir)
+        info["validation"] = self.validate(Artifact(self.name, Path(out_dir), Path(model_dir), {}, options),
+                                           Path(model_dir))
+        return info
+
+    def validate(self, artifact: Artifact, model_dir: Path) -> dict:
+        """Check the converted model against torch-fp32 (encoder error, teacher-forced top-1); below the floor the
+        build fails. CUDA compute types are checked on CUDA (they only build where the recipe can run)."""
+        from .onnxruntime import fidelity_check
+
+        device = "cuda" if "cpu" not in self.devices else "cpu"
+        runtime = CT2Runtime(self, artifact, device, os.cpu_count() or 1)
+        try:
+            result = fidelity_check(runtime, model_dir, self.fidelity_floor)
+        finally:
+            runtime.close()
+        if not result["passed"]:
+            raise WhisperoptError(fidelity_failure(self.name, result))
+        return result
+
+    def load(self, artifact: Artifact, device: str, threads: int) -> Runtime:
+        if not (Path(artifact.weights_dir) / "model.bin").is_file():
+            raise WhisperoptError(f"{self.name} artifact incomplete: {artifact.weights_dir}/model.bin missing; rebuild it")
+        return CT2Runtime(self, artifact, device, threads)
+
+
+def fidelity_failure(name: str, result: dict) -> str:
+    enc = result.get("encoder_rel_error")
+    return (f"{name}: fidelity check failed on {result['utterances']} dev-clean utterances: teacher-forced agreement "
+            f"{100 * (result['teacher_forced_agreement'] or 0):.1f} % < floor {100 * result['floor']:.1f} %"
+            + (f" (encoder rel. error {enc:.2e})" if enc is not None else ""))
+
+
+class CT2BatchedRecipe(CT2Recipe):
+    """The same converted model, run through ``BatchedInferencePipeline``; reuses the sequential recipe's artifact."""
+
+    batched = True
+    defaults = {"batch_size": 0}  # clips per pipeline call; 0 = the runner's whole batch (--batch-size)
+    sequential: CT2Recipe
+
+    def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
+        from .artifacts import build_artifact
+
+        source, hit = build_artifact(self.sequential, Path(model_dir), {})
+        for f in Path(source.dir).iterdir():
+            if f.is_file() and f.name != "manifest.json":
+                try:
+                    os.link(f, Path(out_dir) / f.name)
+                except OSError:
+                    shutil.copy(f, Path(out_dir) / f.name)
+        keep = ("quantization", "compute_type", "converter", "copied_files", "validation")
+        return {**{k: source.manifest[k] for k in keep if k in source.manifest},
+                "source_artifact": str(source.dir), "source_artifact_cached": hit}
+
+
+def _recipes() -> list[CT2Recipe]:
+    types = [  # (suffix, ctranslate2 type, devices, description)
+        ("fp32", "float32", ("cpu", "cuda"), "CTranslate2 float32 through faster-whisper"),
+        ("int8", "int8", ("cpu", "cuda"),
+         "CTranslate2 int8 weights (other weights kept in the checkpoint's float type) through faster-whisper"),
+        ("int8-fp32", "int8_float32", ("cpu", "cuda"),
+         "CTranslate2 int8_float32: int8 linear weights, float32 everything else"),
+        ("fp16", "float16", ("cuda",), "CTranslate2 float16 (CUDA)"),
+        ("int8-fp16", "int8_float16", ("cuda",),
+         "CTranslate2 int8_float16: int8 linear weights, float16 everything else (CUDA)"),
+        ("bf16", "bfloat16", ("cuda",), "CTranslate2 bfloat16 (CUDA, compute capability 8.0+)"),
+    ]
+    out = []
+    for suffix, ctype, devices, desc in types:
+        floor = 0.999 if ctype == "float32" else FLOORS.get(ctype, 0.80)
+        attrs = dict(name=f"ct2-{suffix}", description=desc + " (WhisperModel.transcribe, one utterance at a time)",
+                     quantization=ctype, compute_type=ctype, devices=devices, fidelity_floor=floor)
+        seq = type(f"CT2_{ctype}", (CT2Recipe,), attrs)()
+        batched_attrs = dict(attrs, name=f"ct2-{suffix}-batched", sequential=seq,
+                             description=desc + " (BatchedInferencePipeline over the runner's batch)")
+        out += [seq, type(f"CT2_{ctype}_batched", (CT2BatchedRecipe,), batched_attrs)()]
+    return out
+
+
+# build-time floors of teacher-forced top-1 agreement (random-weight logits are nearly tied, so reduced precision moves
+# top-1 more than on a trained model; measured on synthetic tiny: see tests/test_ctranslate2.py)
+FLOORS = {"int8": 0.80, "int8_float32": 0.80, "int8_float16": 0.75, "float16": 0.95, "bfloat16": 0.80}
+
+RECIPES = _recipes()
