@@ -201,6 +201,124 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _temperatures(text: str, increment: float) -> tuple[float, ...]:
+    """``0`` with an increment of 0.2 -> (0, 0.2, ..., 1.0) like openai-whisper; ``0,0.4,0.8`` is taken as given."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise WhisperoptError(f"--temperature expects numbers, got {text!r}") from None
+    if len(values) == 1 and increment and increment > 0:
+        t, values = values[0], []
+        while t <= 1.0 + 1e-6:
+            values.append(round(t, 4))
+            t += increment
+        values = values or [float(text)]
+    return tuple(values)
+
+
+def _check_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WhisperoptError(f"output directory {out} is not writable: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise WhisperoptError(f"output directory {out} is not writable")
+
+
+def cmd_transcribe(args) -> int:
+    import warnings
+
+    from .bench.config import default_device
+    from .transcribe import TranscribeOptions, Transcriber
+    from .transcribe.writers import parse_formats
+
+    warnings.filterwarnings("ignore")
+    formats = parse_formats(args.output_format)
+    out_dir = Path(args.output_dir)
+    _check_output_dir(out_dir)
+    options = TranscribeOptions(
+        language=args.language, task=args.task, mode=args.mode, beam_size=args.beam_size, best_of=args.best_of,
+        temperature=_temperatures(args.temperature, args.temperature_increment_on_fallback),
+        compression_ratio_threshold=args.compression_ratio_threshold, logprob_threshold=args.logprob_threshold,
+        no_speech_threshold=args.no_speech_threshold, condition_on_previous_text=args.condition_on_previous_text,
+        initial_prompt=args.initial_prompt, without_timestamps=args.without_timestamps,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, silence_threshold=args.silence_threshold,
+        word_timestamps=args.word_timestamps)
+    options.check()
+    if args.audio.count("-") > 1:
+        raise WhisperoptError("standard input (-) can be read only once")
+    failed: list[str] = []
+    todo = []
+    for name in args.audio:  # missing files fail before the model loads
+        if name != "-" and not Path(name).exists():
+            print(f"whisperopt: error: {name}: audio file not found", file=sys.stderr)
+            failed.append(name)
+        else:
+            todo.append(name)
+    if todo:
+        device = default_device() if args.device == "auto" else args.device
+        recipe_options = _recipe_options(_parse_options(args.option), [args.recipe]).get(args.recipe)
+        transcriber = Transcriber.load(args.model, args.recipe, device=device, threads=args.threads,
+                                       recipe_options=recipe_options)
+        transcriber.check(options)
+        stems = [_stem(name) for name in todo]
+        try:
+            for name, stem in zip(todo, stems):
+                if stems.count(stem) > 1:  # a.mp3 and a.opus in one run: a.mp3.srt and a.opus.srt, not one a.srt
+                    stem = Path(name).name
+                if not _transcribe_one(transcriber, name, stem, options, out_dir, formats, args.verbose):
+                    failed.append(name)
+        finally:
+            transcriber.close()
+    if failed:
+        raise WhisperoptError(f"{len(failed)} of {len(args.audio)} input(s) failed: {', '.join(failed)}")
+    return 0
+
+
+def _stem(name: str) -> str:
+    return "stdin" if name == "-" else Path(name).stem
+
+
+def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, formats: list[str],
+                    verbose: bool) -> bool:
+    """Transcribe one input and write its files; False (after a one-line error) if this input failed."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .transcribe import TranscriptResult, write_outputs
+    from .transcribe.longform import probe_duration
+    from .transcribe.writers import format_timestamp
+
+    total = probe_duration(name)
+    result = TranscriptResult(segments=[])
+    t0 = time.perf_counter()
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed:.0f}/{task.fields[of]} s audio"), TimeElapsedColumn(),
+                      transient=True, disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task(stem[:40], total=total, of=f"{total:.0f}" if total else "?")
+            for seg in transcriber.stream(name, options, result,
+                                          progress=lambda s: progress.update(task, completed=s)):
+                result.segments.append(seg)
+                if verbose:
+                    progress.console.print(f"[{format_timestamp(seg.start)} --> {format_timestamp(seg.end)}] "
+                                           f"{seg.text.strip()}", markup=False, highlight=False)
+        paths = write_outputs(result, stem, out_dir, formats)
+    except WhisperoptError as exc:
+        print(f"whisperopt: error: {name}: {exc}", file=sys.stderr)
+        return False
+    except Exception as exc:  # an engine's own failure on this input: one line, and the other inputs still run
+        print(f"whisperopt: error: {name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+              file=sys.stderr)
+        return False
+    lang = f"{result.language} ({result.language_probability:.2f})" if result.language and \
+        result.language_probability is not None else (result.language or "-")
+    print(f"{name}: {result.duration:.1f} s audio in {time.perf_counter() - t0:.1f} s, language {lang}, "
+          f"{len(result.segments)} segments -> {', '.join(str(p) for p in paths)}")
+    return True
+
+
 def _recommend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wer-budget", type=float, default=1.0,
                    help="recommend the fastest recipe within this many WER points of torch-fp32")
@@ -256,6 +374,45 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--option", action="append", default=[])
     bu.add_argument("--rebuild", action="store_true")
     bu.set_defaults(func=cmd_build)
+
+    t = sub.add_parser("transcribe", help="transcribe audio/video files into txt/srt/vtt/json/tsv with any recipe",
+                       description="Long-form transcription (30-s windows, timestamps, seeking like openai-whisper). "
+                       "Options named like openai-whisper's CLI; both --beam-size and --beam_size spellings work.")
+    t.add_argument("audio", nargs="+", help="audio or video files (anything PyAV/ffmpeg decodes); - reads stdin")
+    t.add_argument("--model", required=True, help="hub id, size name, local HF dir, openai .pt, or synthetic:<size>")
+    t.add_argument("--recipe", default="torch-fp32", help="one recipe (see `whisperopt recipes`)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
+    t.add_argument("--option", action="append", default=[], help="recipe option key=value (repeatable)")
+    t.add_argument("--language", default="auto", help="language code or name; auto: detect from the first 30 s")
+    t.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    t.add_argument("--output-format", "--output_format", "-f", default="all",
+                   help="comma-separated: txt, srt, vtt, json, tsv, or all")
+    t.add_argument("--output-dir", "--output_dir", "-o", default=".", help="where to write <name>.<format>")
+    t.add_argument("--mode", default="sequential", choices=["sequential", "batched", "plain"],
+                   help="sequential: seek on timestamps (openai-whisper); batched: fixed 30-s windows, --batch-size "
+                   "per call (throughput); plain: text-only engines, one segment per 30-s chunk")
+    t.add_argument("--batch-size", "--batch_size", type=int, default=8, help="windows per engine call (batched/plain)")
+    t.add_argument("--beam-size", "--beam_size", type=int, default=5, help="beams at temperature 0 (openai CLI: 5)")
+    t.add_argument("--best-of", "--best_of", type=int, default=5, help="sampled candidates at temperature > 0")
+    t.add_argument("--temperature", default="0", help="a start temperature, or a comma-separated fallback list")
+    t.add_argument("--temperature-increment-on-fallback", "--temperature_increment_on_fallback", type=float,
+                   default=0.2, help="fallback step from --temperature up to 1.0 (0: no fallback)")
+    t.add_argument("--compression-ratio-threshold", "--compression_ratio_threshold", type=float, default=2.4)
+    t.add_argument("--logprob-threshold", "--logprob_threshold", type=float, default=-1.0)
+    t.add_argument("--no-speech-threshold", "--no_speech_threshold", type=float, default=0.6)
+    t.add_argument("--condition-on-previous-text", "--condition_on_previous_text",
+                   action=argparse.BooleanOptionalAction, default=True,
+                   help="prompt each window with the previous text (--no-condition-on-previous-text: off)")
+    t.add_argument("--initial-prompt", "--initial_prompt", default=None, help="text to prompt the first window with")
+    t.add_argument("--without-timestamps", action="store_true", help="one segment per window, no timestamp tokens")
+    t.add_argument("--word-timestamps", "--word_timestamps", action="store_true",
+                   help="word start/end times in the JSON output (torch-* recipes: cross-attention alignment)")
+    t.add_argument("--max-new-tokens", type=int, default=224, help="decoded tokens per window at most")
+    t.add_argument("--silence-threshold", type=float, default=1e-3,
+                   help="windows whose peak level is below this are silence and not decoded (default -60 dBFS)")
+    t.add_argument("--verbose", "-v", action="store_true", help="print each segment as it is decoded")
+    t.set_defaults(func=cmd_transcribe)
     return p
 
 

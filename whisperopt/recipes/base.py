@@ -39,6 +39,37 @@ class Transcription:
     tokens: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class WindowOptions:
+    """How to decode one 30-s window of long-form audio (``whisperopt.transcribe``; see ``Runtime.decode_windows``).
+
+    ``prompt`` holds the previous text's tokens (without <|startofprev|>); the engine prefixes it, then
+    <|startoftranscript|>[<|lang|><|task|>][<|notimestamps|>]. ``temperature`` > 0 samples ``best_of`` candidates
+    (beam_size is ignored) and keeps the one with the best average log-probability.
+    """
+
+    language: str | None = None  # a language code; None for English-only checkpoints
+    task: str = "transcribe"
+    timestamps: bool = True
+    temperature: float = 0.0
+    beam_size: int = 1
+    best_of: int = 1
+    max_new_tokens: int = 224  # openai-whisper's sample_len: half the decoder's 448 positions
+    prompt: tuple[int, ...] = ()
+    word_timestamps: bool = False  # also return WindowResult.token_times (engines without word_timestamps_unsupported)
+
+
+@dataclass
+class WindowResult:
+    """One decoded window: generated tokens (text and timestamp tokens; no prompt, no end-of-text) and scores."""
+
+    tokens: list[int]
+    avg_logprob: float  # sum of token log-probabilities (end-of-text included) / (len(tokens) + 1)
+    no_speech_prob: float  # probability of <|nospeech|> (<|nocaptions|>) at the <|startoftranscript|> position
+    token_times: list[float] | None = None  # with word_timestamps: where each token starts (s from the window's
+    # start, cross-attention alignment), plus one entry for where the last one ends
+
+
 @dataclass
 class Artifact:
     """A built recipe: its directory (with manifest.json) and the source model it came from."""
@@ -76,6 +107,22 @@ class Runtime(ABC):
 
     def teacher_forced_top1(self, features: np.ndarray, tokens: list[int]) -> np.ndarray | None:
         """argmax next-token prediction at every position of ``tokens`` given the audio features."""
+        return None
+
+    # --- long-form transcription (optional; whisperopt.transcribe) ---
+    #: why this engine cannot decode long-form windows with timestamps and scores; None when it can
+    long_form_unsupported: str | None = ("the engine returns text only (no timestamp tokens, log-probabilities or "
+                                         "no-speech probability)")
+
+    #: why this engine cannot align tokens to time (WindowOptions.word_timestamps); None when it can
+    word_timestamps_unsupported: str | None = "the engine exposes no cross-attention weights to align words with"
+
+    def decode_windows(self, audios: list[np.ndarray], options: WindowOptions) -> list[WindowResult]:
+        """Decode each 16 kHz window (≤ 30 s, padded by the engine) once, with timestamp tokens and scores."""
+        raise WhisperoptError(f"long-form decoding unavailable: {self.long_form_unsupported}")
+
+    def language_probabilities(self, audio: np.ndarray) -> dict[str, float] | None:
+        """P(language) over the checkpoint's languages for one ≤ 30-s window; None if the engine cannot tell."""
         return None
 
     def close(self) -> None:

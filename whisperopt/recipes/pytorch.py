@@ -34,6 +34,8 @@ def _torch_dtype(name: str):
 class TorchRuntime(GenerateRuntime):
     """transformers' WhisperForConditionalGeneration, plus the encoder and teacher-forced probes."""
 
+    word_timestamps_unsupported = None  # generate(return_token_timestamps=True): cross-attentions of alignment heads
+
     def encoder_output(self, features: np.ndarray) -> np.ndarray:
         import torch
 
@@ -68,7 +70,7 @@ class TorchRecipe(Recipe):
     def _load_fp(self, model_dir: Path, dtype):
         from transformers import WhisperForConditionalGeneration
 
-        return WhisperForConditionalGeneration.from_pretrained(str(model_dir), torch_dtype=dtype, low_cpu_mem_usage=True)
+        return WhisperForConditionalGeneration.from_pretrained(str(model_dir), dtype=dtype, low_cpu_mem_usage=True)
 
     def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
         if self.dtype == "fp32" and self.quantization is None:

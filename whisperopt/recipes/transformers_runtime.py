@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.audio import SAMPLE_RATE
-from .base import DecodeOptions, Runtime, Transcription
+from .base import DecodeOptions, Runtime, Transcription, WindowOptions, WindowResult
 
 MAX_TARGET_POSITIONS = 448
 
@@ -86,3 +86,81 @@ class GenerateRuntime(Runtime):
             tokens = [t for t in seq if t not in special]
             results.append(Transcription(self.tokenizer.decode(tokens, skip_special_tokens=True).strip(), tokens))
         return results
+
+    # --- long-form windows (whisperopt.transcribe) ---
+    long_form_unsupported = None
+
+    def _long_form_encode(self, audios: list[np.ndarray]):
+        return self.model.get_encoder()(input_features=self.features(audios), attention_mask=None)
+
+    def _long_form_logits(self, encoder_outputs, ids):
+        """Full-sequence decoder logits (no cache) for ``ids`` (1, T) against one window's encoder output."""
+        return self.model(encoder_outputs=encoder_outputs, decoder_input_ids=ids, use_cache=False).logits[0].float()
+
+    def decode_windows(self, audios: list[np.ndarray], options: WindowOptions) -> list[WindowResult]:
+        """One ``generate`` call over the batch (``force_unique_generate_call``: no re-seeking inside the window),
+        then one teacher-forced decoder pass per item for the log-probabilities and the no-speech probability."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        gen = self.model.generation_config
+        sample = options.temperature > 0
+        copies = max(1, options.best_of) if sample else 1
+        with torch.inference_mode():
+            hidden = self._long_form_encode(audios).last_hidden_state
+            if copies > 1:
+                hidden = hidden.repeat_interleave(copies, dim=0)
+            enc = BaseModelOutput(last_hidden_state=hidden)
+            kwargs = {"encoder_outputs": enc, "return_timestamps": options.timestamps,
+                      "force_unique_generate_call": True, "return_dict_in_generate": True,
+                      "num_beams": 1 if sample else options.beam_size, "temperature": options.temperature,
+                      "do_sample": sample}
+            if self.multilingual:
+                kwargs.update(language=options.language, task=options.task)
+            prompt = list(options.prompt)[-(MAX_TARGET_POSITIONS // 2 - 1):]
+            if prompt:
+                kwargs["prompt_ids"] = torch.tensor([gen.prev_sot_token_id, *prompt], device=hidden.device)
+            prefix_len = (1 + len(prompt) if prompt else 0) + (3 if self.multilingual else 1) + (not options.timestamps)
+            kwargs["max_new_tokens"] = max(1, min(options.max_new_tokens, MAX_TARGET_POSITIONS - prefix_len))
+            if options.word_timestamps:  # cross-attention DTW over the checkpoint's alignment heads (eager attention)
+                kwargs["return_token_timestamps"] = True
+            out = self.model.generate(**kwargs)
+            sequences = out["sequences"].cpu()
+            times = out["token_timestamps"].tolist() if options.word_timestamps else None
+            eot = gen.eos_token_id
+            sot_index = prefix_len - (3 if self.multilingual else 1) - (not options.timestamps)
+            nospeech = gen.no_timestamps_token_id - 1  # <|nocaptions|> / <|nospeech|>
+            results = []
+            for i, seq in enumerate(sequences.tolist()):
+                generated = seq[prefix_len:]
+                if eot in generated:
+                    generated = generated[:generated.index(eot) + 1]
+                ids = torch.tensor([seq[:prefix_len] + generated], device=hidden.device)
+                one = BaseModelOutput(last_hidden_state=hidden[i:i + 1])
+                logprobs = torch.log_softmax(self._long_form_logits(one, ids), dim=-1)
+                targets = ids[0, prefix_len:]
+                total = float(logprobs[prefix_len - 1:-1].gather(1, targets[:, None]).sum()) if len(targets) else 0.0
+                tokens = [t for t in generated if t != eot]
+                token_times = None
+                if times is not None:
+                    token_times = [float(x) for x in times[i][prefix_len:prefix_len + len(tokens) + 1]]
+                    token_times += (token_times[-1:] or [0.0]) * (len(tokens) + 1 - len(token_times))
+                results.append(WindowResult(tokens, total / (len(tokens) + 1),
+                                            float(logprobs[sot_index, nospeech].exp()), token_times))
+        if copies == 1:
+            return results
+        return [max(results[i:i + copies], key=lambda r: r.avg_logprob) for i in range(0, len(results), copies)]
+
+    def language_probabilities(self, audio: np.ndarray) -> dict[str, float] | None:
+        import torch
+
+        gen = self.model.generation_config
+        if not self.multilingual:
+            return {"en": 1.0}
+        codes = {tok[2:-2]: idx for tok, idx in (gen.lang_to_id or {}).items()}
+        with torch.inference_mode():
+            enc = self._long_form_encode([audio])
+            sot = torch.tensor([[gen.decoder_start_token_id]], device=enc.last_hidden_state.device)
+            logits = self._long_form_logits(enc, sot)[-1]
+            probs = torch.softmax(logits[list(codes.values())], dim=-1).tolist()
+        return dict(zip(codes, probs))

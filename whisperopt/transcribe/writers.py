@@ -23,6 +23,7 @@ class Segment:
     no_speech_prob: float | None = None
     temperature: float | None = None
     compression_ratio: float | None = None
+    words: list[dict] | None = None  # with word timestamps: [{"start", "end", "word"}, ...]
 
 
 @dataclass
@@ -104,12 +105,15 @@ def write_outputs(result: TranscriptResult, stem: str, out_dir: Path, formats: l
     except OSError as exc:
         raise WhisperoptError(f"output directory {out_dir} is not writable: {exc.strerror or exc}") from None
     paths = []
+    umask = os.umask(0)
+    os.umask(umask)
     for fmt in formats:
         target = out_dir / f"{stem}.{fmt}"
         try:
             fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=f".{fmt}.tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(render(result, fmt))
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every transcript private
             os.replace(tmp, target)
         except OSError as exc:
             raise WhisperoptError(f"cannot write {target}: {exc.strerror or exc}") from None

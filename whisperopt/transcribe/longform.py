@@ -1,0 +1,361 @@
+"""Long-form transcription of any audio with any recipe: 30-s windows read from a stream, timestamps, seeking.
+
+Modes (``TranscribeOptions.mode``):
+
+* ``sequential`` (default) — openai-whisper's algorithm: decode a 30-s window with timestamp tokens, cut it into
+  segments, start the next window at the last complete segment's end; optionally condition on the previous text;
+  re-decode at the next temperature when the output is too repetitive (compression ratio) or too unlikely (average
+  log-probability); skip windows the model calls silent (no-speech probability).
+* ``batched`` — throughput: consecutive non-overlapping 30-s windows, ``batch_size`` per engine call, no
+  conditioning; the tail of a window after its last timestamp pair becomes a segment ending at the window's end.
+* ``plain`` — for engines that return text only (``Runtime.long_form_unsupported``): each 30-s chunk through the
+  recipe's ordinary ``transcribe``; one segment per chunk, no scores, no timestamps inside a chunk.
+
+Audio is pulled from ``whisperopt.data.stream`` as it is needed and dropped once decoded, so memory stays bounded
+however long the input is. Windows whose peak level is below ``silence_threshold`` are skipped without decoding.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..data.audio import SAMPLE_RATE
+from ..errors import WhisperoptError
+from ..recipes.base import DecodeOptions, Runtime, WindowOptions, WindowResult
+from .segments import HOP_LENGTH, N_FRAMES, Vocabulary, compression_ratio, group_words, resolve_language, split_window
+from .writers import Segment, TranscriptResult
+
+N_SAMPLES = N_FRAMES * HOP_LENGTH  # 30 s
+MODES = ("sequential", "batched", "plain")
+TASKS = ("transcribe", "translate")
+PLAIN_MODE = "--mode plain (fixed 30-s chunks, one segment per chunk, text only)"
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Long-form decoding settings; defaults are openai-whisper's ``transcribe()`` defaults (greedy at T=0)."""
+
+    language: str | None = None  # None or "auto": detect from the first non-silent window
+    task: str = "transcribe"  # or "translate" (to English)
+    mode: str = "sequential"  # sequential | batched | plain
+    beam_size: int = 1  # beam search at temperature 0
+    best_of: int = 5  # sampled candidates at temperature > 0
+    temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # fallback sequence
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    initial_prompt: str | None = None
+    without_timestamps: bool = False  # sequential/batched: one segment per window
+    max_new_tokens: int = 224
+    batch_size: int = 8  # windows per engine call (batched and plain modes)
+    silence_threshold: float = 1e-3  # peak |sample| below this (-60 dBFS): the window is silence, not decoded
+    word_timestamps: bool = False
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise WhisperoptError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+        if self.task not in TASKS:
+            raise WhisperoptError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+        if self.beam_size < 1 or self.best_of < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise WhisperoptError("beam size, best-of, batch size and max new tokens must be at least 1")
+        if not self.temperature or any(t < 0 for t in self.temperature):
+            raise WhisperoptError(f"temperatures must be a non-empty list of numbers >= 0, got {self.temperature}")
+
+
+class _Buffer:
+    """A sliding view over a stream of 16 kHz blocks: holds only the samples from the current window on."""
+
+    def __init__(self, blocks: Iterable[np.ndarray]):
+        self._blocks = iter(blocks)
+        self._data = np.zeros(0, dtype=np.float32)
+        self._start = 0  # absolute index of _data[0]
+        self.exhausted = False
+        self.total = 0  # samples read so far
+
+    def window(self, offset: int, length: int) -> np.ndarray:
+        if offset > self._start:
+            self._data = self._data[offset - self._start:]
+            self._start = offset
+        while not self.exhausted and len(self._data) < (offset - self._start) + length:
+            block = next(self._blocks, None)
+            if block is None:
+                self.exhausted = True
+                break
+            self.total += len(block)
+            self._data = np.concatenate([self._data, np.asarray(block, dtype=np.float32).reshape(-1)])
+        begin = max(0, offset - self._start)
+        return self._data[begin:begin + length]
+
+
+def _blocks(audio) -> tuple[Iterable[np.ndarray], str]:
+    """(16 kHz float32 blocks, display name) for a path, ``-`` (stdin), an array or an iterable of arrays."""
+    from ..data.stream import stream_audio
+
+    if isinstance(audio, (str, Path)):
+        name = "<stdin>" if str(audio) == "-" else str(audio)
+        return stream_audio(audio, block_seconds=N_SAMPLES / SAMPLE_RATE), name
+    if isinstance(audio, np.ndarray):
+        flat = np.asarray(audio, dtype=np.float32).reshape(-1)
+        return (flat[i:i + N_SAMPLES] for i in range(0, len(flat), N_SAMPLES)), "<array>"
+    return audio, "<stream>"
+
+
+@dataclass
+class Transcriber:
+    """A loaded recipe plus the checkpoint's tokenizer: call ``transcribe`` on as many inputs as you like."""
+
+    runtime: Runtime
+    model_dir: Path
+    recipe: str = ""
+    vocab: Vocabulary = field(init=False)
+
+    def __post_init__(self):
+        from ..recipes.transformers_runtime import load_processor
+
+        self.vocab = Vocabulary.from_model_dir(self.model_dir)
+        self.tokenizer = load_processor(self.model_dir).tokenizer
+
+    @classmethod
+    def load(cls, model: str, recipe: str = "torch-fp32", device: str = "cpu", threads: int | None = None,
+             recipe_options: dict | None = None) -> Transcriber:
+        """Resolve ``model`` (hub id, size, directory, .pt or synthetic:<size>), build or reuse ``recipe``, load it."""
+        from ..models import resolve_model
+        from ..recipes import get_recipe
+        from ..recipes.artifacts import build_artifact
+
+        r = get_recipe(recipe)
+        reason = r.unavailable_reason(device)
+        if reason:
+            raise WhisperoptError(f"recipe {recipe} cannot run here: {reason}")
+        resolved = resolve_model(model)
+        artifact, _ = build_artifact(r, resolved.path, r.resolve_options(recipe_options))
+        runtime = r.load(artifact, device, threads or os.cpu_count() or 1)
+        return cls(runtime, resolved.path, recipe)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    # --- public API ---
+    def transcribe(self, audio, options: TranscribeOptions | None = None,
+                   progress: Callable[[float], None] | None = None, **overrides) -> TranscriptResult:
+        """Transcribe a path, ``-`` (stdin), a 16 kHz mono array or an iterable of such blocks."""
+        result = TranscriptResult(segments=[])
+        for seg in self.stream(audio, options, result, progress, **overrides):
+            result.segments.append(seg)
+        return result
+
+    def stream(self, audio, options: TranscribeOptions | None, info: TranscriptResult,
+               progress: Callable[[float], None] | None = None, **overrides) -> Iterator[Segment]:
+        """Yield segments as they are decoded; ``info`` gets the language, its probability and the duration."""
+        opts = replace(options or TranscribeOptions(), **overrides)
+        language = self.check(opts)
+        info.language = language
+        info.language_probability = 1.0 if language else None
+        blocks, name = _blocks(audio)
+        buffer = _Buffer(blocks)
+        run = {"sequential": self._sequential, "batched": self._batched, "plain": self._plain}[opts.mode]
+        yield from run(buffer, opts, info, progress or (lambda seconds: None))
+        info.duration = buffer.total / SAMPLE_RATE
+        if buffer.total == 0:
+            raise WhisperoptError(f"no audio samples in {name} (zero-length audio)")
+
+    def check(self, opts: TranscribeOptions) -> str | None:
+        """Validate ``opts`` for this recipe and checkpoint; return the language code (None: detect)."""
+        opts.check()
+        language = resolve_language(opts.language, self.vocab)
+        if opts.task == "translate" and not self.vocab.multilingual:
+            raise WhisperoptError("--task translate needs a multilingual checkpoint (this one is English-only)")
+        name = self.recipe or type(self.runtime).__name__
+        if opts.mode != "plain" and self.runtime.long_form_unsupported:
+            raise WhisperoptError(f"recipe {name} cannot run --mode {opts.mode}: "
+                                  f"{self.runtime.long_form_unsupported}; use {PLAIN_MODE}")
+        if opts.word_timestamps and (opts.mode == "plain" or self.runtime.word_timestamps_unsupported):
+            raise WhisperoptError(f"recipe {name} cannot give --word-timestamps: "
+                                  f"{self.runtime.word_timestamps_unsupported or 'plain mode has no alignment'} "
+                                  f"(the torch-* recipes can)")
+        return language if self.vocab.multilingual else "en"
+
+    # --- shared pieces ---
+    def _silent(self, window: np.ndarray, opts: TranscribeOptions) -> bool:
+        return len(window) == 0 or float(np.abs(window).max()) < opts.silence_threshold
+
+    def _ensure_language(self, window: np.ndarray, info: TranscriptResult) -> str:
+        if info.language is None:
+            probs = self.runtime.language_probabilities(window)
+            if not probs:
+                raise WhisperoptError(f"recipe {self.recipe} cannot detect the language; pass --language")
+            info.language, info.language_probability = max(probs.items(), key=lambda kv: kv[1])
+        return info.language
+
+    def _window_options(self, opts: TranscribeOptions, language: str, temperature: float,
+                        prompt: list[int]) -> WindowOptions:
+        return WindowOptions(language=language if self.vocab.multilingual else None, task=opts.task,
+                             timestamps=not opts.without_timestamps, temperature=temperature,
+                             beam_size=opts.beam_size, best_of=opts.best_of, max_new_tokens=opts.max_new_tokens,
+                             prompt=tuple(prompt), word_timestamps=opts.word_timestamps)
+
+    def _text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(self.vocab.text_tokens(tokens))
+
+    def _needs_fallback(self, r: WindowResult, opts: TranscribeOptions) -> bool:
+        needs = False
+        if opts.compression_ratio_threshold is not None and \
+                compression_ratio(self._text(r.tokens)) > opts.compression_ratio_threshold:
+            needs = True  # too repetitive
+        if opts.logprob_threshold is not None and r.avg_logprob < opts.logprob_threshold:
+            needs = True  # too unlikely
+        if opts.no_speech_threshold is not None and r.no_speech_prob > opts.no_speech_threshold \
+                and opts.logprob_threshold is not None and r.avg_logprob < opts.logprob_threshold:
+            needs = False  # silence: falling back would only make up words
+        return needs
+
+    def _decode_with_fallback(self, windows: list[np.ndarray], opts: TranscribeOptions, language: str,
+                              prompt: list[int]) -> list[tuple[WindowResult, float]]:
+        """Decode each window at the first temperature; re-decode only the ones that fail at the next."""
+        out: list[tuple[WindowResult, float] | None] = [None] * len(windows)
+        todo = list(range(len(windows)))
+        for t in opts.temperature:
+            results = self.runtime.decode_windows([windows[i] for i in todo],
+                                                  self._window_options(opts, language, t, prompt))
+            still = []
+            for i, r in zip(todo, results):
+                out[i] = (r, t)
+                if self._needs_fallback(r, opts):
+                    still.append(i)
+            todo = still
+            if not todo:
+                break
+        return out  # type: ignore[return-value]
+
+    def _skip_as_silence(self, r: WindowResult, opts: TranscribeOptions) -> bool:
+        if opts.no_speech_threshold is None or r.no_speech_prob <= opts.no_speech_threshold:
+            return False
+        return opts.logprob_threshold is None or r.avg_logprob < opts.logprob_threshold
+
+    def _segments(self, r: WindowResult, t: float, offset: float, frames: int, final: bool):
+        raw, advance = split_window(r.tokens, self.vocab, offset, frames, final=final)
+        ratio = compression_ratio(self._text(r.tokens))
+        segs = [Segment(round(s.start, 3), round(s.end, 3), self._text(s.tokens), s.tokens,
+                        round(r.avg_logprob, 4), round(r.no_speech_prob, 4), t, round(ratio, 3),
+                        self._words(r, s, offset) if r.token_times else None)
+                for s in raw if self._text(s.tokens).strip()]
+        return segs, raw, advance
+
+    def _words(self, r: WindowResult, seg, offset: float) -> list[dict]:
+        span = range(seg.index, seg.index + len(seg.tokens))
+        pieces = [self.tokenizer.decode([r.tokens[i]]) if r.tokens[i] < self.vocab.eot else None for i in span]
+        times = [offset + r.token_times[i] for i in range(seg.index, seg.index + len(seg.tokens) + 1)]
+        return group_words(pieces, times, seg.start, seg.end)
+
+    # --- modes ---
+    def _sequential(self, buffer: _Buffer, opts, info, progress) -> Iterator[Segment]:
+        seek = 0  # frames
+        history: list[int] = []
+        if opts.initial_prompt:
+            history = self.tokenizer.encode(" " + opts.initial_prompt.strip(), add_special_tokens=False)
+        prompt_from = 0
+        while True:
+            window = buffer.window(seek * HOP_LENGTH, N_SAMPLES)
+            frames = len(window) // HOP_LENGTH
+            if frames == 0:
+                break
+            offset = seek * HOP_LENGTH / SAMPLE_RATE
+            if self._silent(window, opts):
+                seek += frames
+                progress(seek * HOP_LENGTH / SAMPLE_RATE)
+                continue
+            language = self._ensure_language(window, info)
+            prompt = history[prompt_from:] if opts.condition_on_previous_text else []
+            (r, t), = self._decode_with_fallback([window], opts, language, prompt)
+            if self._skip_as_silence(r, opts):
+                seek += frames
+                progress(seek * HOP_LENGTH / SAMPLE_RATE)
+                continue
+            segs, raw, advance = self._segments(r, t, offset, frames, final=False)
+            for s in raw:
+                history.extend(s.tokens)
+            if not opts.condition_on_previous_text or t > 0.5:
+                prompt_from = len(history)  # a high temperature's output is not a context worth keeping
+            seek += advance
+            yield from segs
+            progress(seek * HOP_LENGTH / SAMPLE_RATE)
+
+    def _batched(self, buffer: _Buffer, opts, info, progress) -> Iterator[Segment]:
+        start, done = 0, False  # samples
+        while not done:
+            batch: list[tuple[float, int, np.ndarray]] = []
+            while len(batch) < opts.batch_size:
+                window = buffer.window(start, N_SAMPLES)
+                frames = len(window) // HOP_LENGTH
+                if frames == 0:
+                    done = True
+                    break
+                if not self._silent(window, opts):
+                    batch.append((start / SAMPLE_RATE, frames, window.copy()))
+                start += frames * HOP_LENGTH
+            if batch:
+                language = self._ensure_language(batch[0][2], info)
+                decoded = self._decode_with_fallback([w for _, _, w in batch], opts, language, [])
+                for (offset, frames, _), (r, t) in zip(batch, decoded):
+                    if not self._skip_as_silence(r, opts):
+                        yield from self._segments(r, t, offset, frames, final=True)[0]
+            progress(start / SAMPLE_RATE)
+
+    def _plain(self, buffer: _Buffer, opts, info, progress) -> Iterator[Segment]:
+        start, done = 0, False
+        while not done:
+            batch: list[tuple[float, np.ndarray]] = []
+            while len(batch) < opts.batch_size:
+                window = buffer.window(start, N_SAMPLES)
+                if len(window) == 0:
+                    done = True
+                    break
+                if not self._silent(window, opts):
+                    batch.append((start / SAMPLE_RATE, window.copy()))
+                start += len(window)
+            if batch:
+                language = self._ensure_language(batch[0][1], info) if self.vocab.multilingual else "en"
+                options = DecodeOptions(beam_size=opts.beam_size, language=language, task=opts.task,
+                                        batch_size=len(batch))
+                for (offset, window), tr in zip(batch, self.runtime.transcribe([w for _, w in batch], options)):
+                    if tr.text.strip():
+                        yield Segment(round(offset, 3), round(offset + len(window) / SAMPLE_RATE, 3), tr.text,
+                                      list(tr.tokens))
+            progress(start / SAMPLE_RATE)
+
+
+def probe_duration(source) -> float | None:
+    """The container's stated duration in seconds (for progress bars), or None (stdin, unknown, unreadable)."""
+    if str(source) == "-" or not Path(source).is_file():
+        return None
+    try:
+        import av
+
+        with av.open(str(source)) as container:
+            if container.duration:
+                return container.duration / 1_000_000
+            stream = container.streams.audio[0]
+            return float(stream.duration * stream.time_base) if stream.duration else None
+    except Exception:
+        return None
+
+
+def transcribe(audio, model: str, recipe: str = "torch-fp32", options: TranscribeOptions | None = None,
+               device: str = "cpu", threads: int | None = None, recipe_options: dict | None = None,
+               **overrides) -> TranscriptResult:
+    """Load ``recipe`` of ``model`` and transcribe ``audio`` (path, ``-``, array or blocks) — see TranscribeOptions.
+
+    >>> result = transcribe("talk.mp3", model="small", recipe="onnx-int8-dynamic", language=None)
+    >>> result.language, result.segments[0].start, result.text
+    """
+    transcriber = Transcriber.load(model, recipe, device=device, threads=threads, recipe_options=recipe_options)
+    try:
+        return transcriber.transcribe(audio, options, **overrides)
+    finally:
+        transcriber.close()

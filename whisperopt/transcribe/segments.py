@@ -1,0 +1,152 @@
+"""From a window's decoded tokens to timed segments: timestamp-token pairs, seeking, compression ratio.
+
+Follows openai-whisper's transcribe.py: a window's tokens are cut at each pair of consecutive timestamp tokens
+(``<|t0|> text <|t1|><|t1|> text <|t2|>``); a window that ends on a single timestamp is complete, otherwise the next
+window starts at the last timestamp, so the unfinished sentence is decoded again with its full context.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import WhisperoptError
+
+HOP_LENGTH = 160  # samples per log-mel frame (10 ms)
+N_FRAMES = 3000  # frames per 30-s window
+INPUT_STRIDE = 2  # log-mel frames per encoder position, i.e. per timestamp step
+TIME_PRECISION = 0.02  # seconds per timestamp token
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The special tokens long-form decoding needs, read from a Hugging Face Whisper checkpoint directory."""
+
+    eot: int
+    sot: int
+    sot_prev: int
+    no_timestamps: int
+    timestamp_begin: int
+    languages: tuple[str, ...]  # codes the checkpoint knows, in token order; ("en",) for English-only models
+    multilingual: bool
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path) -> Vocabulary:
+        gen = json.loads((Path(model_dir) / "generation_config.json").read_text())
+        lang_to_id = gen.get("lang_to_id") or {}
+        multilingual = bool(gen.get("is_multilingual", bool(lang_to_id)))
+        languages = tuple(tok[2:-2] for tok, _ in sorted(lang_to_id.items(), key=lambda kv: kv[1])) or ("en",)
+        no_ts = gen["no_timestamps_token_id"]
+        return cls(eot=gen["eos_token_id"], sot=gen["decoder_start_token_id"], sot_prev=gen["prev_sot_token_id"],
+                   no_timestamps=no_ts, timestamp_begin=no_ts + 1, languages=languages if multilingual else ("en",),
+                   multilingual=multilingual)
+
+    def is_timestamp(self, token: int) -> bool:
+        return token >= self.timestamp_begin
+
+    def text_tokens(self, tokens: list[int]) -> list[int]:
+        return [t for t in tokens if t < self.eot]
+
+
+def resolve_language(language: str | None, vocab: Vocabulary) -> str | None:
+    """A language code the checkpoint knows (full names like "german" accepted); None/"auto" means detect."""
+    if language is None or language.strip().lower() in ("", "auto"):
+        return None
+    code = language.strip().lower()
+    try:
+        from whisper.tokenizer import TO_LANGUAGE_CODE
+
+        code = TO_LANGUAGE_CODE.get(code, code)
+    except ImportError:  # pragma: no cover - openai-whisper is a dependency
+        pass
+    if code not in vocab.languages:
+        if not vocab.multilingual:
+            raise WhisperoptError(f"this checkpoint is English-only; it cannot transcribe language {language!r}")
+        raise WhisperoptError(f"unknown language code {language!r}; this checkpoint knows: {', '.join(vocab.languages)}")
+    return code
+
+
+def compression_ratio(text: str) -> float:
+    """len(text) / len(zlib(text)): repetitive (looping) output compresses well and scores high."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+@dataclass
+class RawSegment:
+    start: float  # seconds, absolute
+    end: float
+    tokens: list[int]  # with their timestamp tokens
+    index: int = 0  # where ``tokens`` starts in the window's tokens
+
+
+def split_window(tokens: list[int], vocab: Vocabulary, time_offset: float, window_frames: int,
+                 final: bool = False) -> tuple[list[RawSegment], int]:
+    """Cut one window's tokens into segments; return them and how many frames the next window starts later.
+
+    ``window_frames`` is the window's length in log-mel frames (≤ 3000). With ``final`` (chunked mode: no next
+    window re-decodes the tail) tokens after the last timestamp pair become a segment ending at the window's end.
+    Times are clamped to the window (random or confused weights emit timestamps past the audio).
+    """
+    window_end = time_offset + window_frames * HOP_LENGTH / 16000
+
+    def at(token: int) -> float:
+        return min(max(time_offset + (token - vocab.timestamp_begin) * TIME_PRECISION, time_offset), window_end)
+
+    is_ts = [vocab.is_timestamp(t) for t in tokens]
+    single_ending = len(tokens) >= 2 and not is_ts[-2] and is_ts[-1]
+    cuts = [i for i in range(1, len(tokens)) if is_ts[i] and is_ts[i - 1]]
+    segments: list[RawSegment] = []
+    if cuts:
+        ends = cuts + [len(tokens)] if single_ending else cuts
+        last = 0
+        for cut in ends:
+            piece = tokens[last:cut]
+            if vocab.text_tokens(piece):
+                start = at(piece[0]) if vocab.is_timestamp(piece[0]) else (
+                    segments[-1].end if segments else time_offset)
+                end = at(piece[-1]) if vocab.is_timestamp(piece[-1]) else window_end
+                segments.append(RawSegment(start, max(start, end), piece, last))
+            last = cut
+        if single_ending:
+            advance = window_frames
+        else:
+            advance = (tokens[last - 1] - vocab.timestamp_begin) * INPUT_STRIDE
+            tail = tokens[last:]
+            if final and vocab.text_tokens(tail):
+                segments.append(RawSegment(at(tail[0]), window_end, tail, last))
+                advance = window_frames
+    else:
+        stamps = [t for t, ts in zip(tokens, is_ts) if ts]
+        end = window_end
+        if stamps and stamps[-1] != vocab.timestamp_begin:
+            end = at(stamps[-1])
+        if vocab.text_tokens(tokens):
+            segments.append(RawSegment(time_offset, end, list(tokens)))
+        advance = window_frames
+    if advance <= 0 or advance > window_frames:  # never stall, never skip audio that was not decoded
+        advance = window_frames
+    return segments, advance
+
+
+def group_words(pieces: list[str | None], times: list[float], start: float, end: float) -> list[dict]:
+    """Words of one segment from its tokens' texts (None for timestamp tokens) and absolute start times (one more
+    entry than ``pieces``: where the last token ends). A word starts at a piece beginning with a space or after a
+    timestamp and lasts until its last token ends; times are clamped to the segment."""
+    spans: list[list] = []  # [first index, last index, text]
+    for i, piece in enumerate(pieces):
+        if piece is None:
+            continue
+        if not spans or piece.startswith(" ") or pieces[i - 1] is None:
+            spans.append([i, i, piece])
+        else:
+            spans[-1][1] = i
+            spans[-1][2] += piece
+    words = []
+    for first, last, text in spans:
+        a = min(max(times[first], start), end)
+        b = min(max(times[last + 1], a), end)
+        words.append({"start": round(a, 3), "end": round(b, 3), "word": text})
+    return words
