@@ -12,6 +12,7 @@ ENGINE_MODULES = [
     "whisperopt.recipes.onnxruntime",
     "whisperopt.recipes.ctranslate2",
     "whisperopt.recipes.sherpa_onnx",
+    "whisperopt.recipes.openvino",
 ]
 
 

@@ -94,7 +94,51 @@ def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segmen
         manifest=status.get("manifest"),
     )
     out.update(resources(segments or []))
+    out.update(component_fields(status))
     return out
+
+
+COMPONENT_TIMES = ("encoder_ms_median", "decoder_ms_median", "decoder_first_ms_median", "decoder_step_ms_median")
+
+
+def component_fields(status: dict) -> dict:
+    """Per-component (encoder / decoder) weight bytes and median per-call times, where an engine records them
+    (OpenVINO: ``components`` in the manifest, ``*_ms_median`` from its runtime)."""
+    out = {}
+    comps = (status.get("manifest") or {}).get("components")
+    if comps:
+        out["components"] = comps
+    times = {k: status[k] for k in COMPONENT_TIMES if status.get(k) is not None}
+    if times:
+        out["component_ms"] = times
+    return out
+
+
+def component_baseline(name: str, names: set[str]) -> str | None:
+    """The fp32 of the same engine and decode loop (openvino-x-genai -> openvino-fp32-genai, else openvino-fp32)."""
+    if not name.startswith("openvino-"):
+        return None
+    if name.endswith("-genai") and "openvino-fp32-genai" in names:
+        return "openvino-fp32-genai"
+    return "openvino-fp32" if "openvino-fp32" in names else None
+
+
+def add_component_speedups(rows: list[dict]) -> None:
+    """Median per-call encoder/decoder speed-up and whole-run speed-up against the same loop's fp32 IR."""
+    ok = {r["recipe"]: r for r in rows if r["status"] == "ok"}
+    for r in ok.values():
+        base = ok.get(component_baseline(r["recipe"], set(ok)) or "")
+        if base is None:
+            continue
+        speedups = {}
+        for comp in ("encoder", "decoder"):
+            mine, ref = (r.get("component_ms") or {}).get(f"{comp}_ms_median"), \
+                (base.get("component_ms") or {}).get(f"{comp}_ms_median")
+            if mine and ref:
+                speedups[comp] = ref / mine
+        if base.get("eval_s") and r.get("eval_s"):
+            speedups["whole"] = base["eval_s"] / r["eval_s"]
+        r["component_speedup"] = {"baseline": base["recipe"], **speedups}
 
 
 def summarise(out_dir: Path) -> dict:
@@ -125,4 +169,5 @@ def summarise(out_dir: Path) -> dict:
             r["wer"] = r["cer"] = None
         r["speedup"] = base["eval_s"] / r["eval_s"] if base and r["eval_s"] else None
         r["compression"] = ref_bytes / 1024 / 1024 / r["size_mb"] if ref_bytes and r.get("size_mb") else None
+    add_component_speedups(rows_out)
     return {"config": cfg.to_dict(), "environment": env, "synthetic": synthetic, "recipes": rows_out}

@@ -72,10 +72,33 @@ def markdown(summary: dict) -> str:
                 notes.append(f"- {r['recipe']}: fidelity: {r[key]}")
         if r.get("decode_settings"):
             notes.append(f"- {r['recipe']}: ran with " + ", ".join(f"{k}={v}" for k, v in r["decode_settings"].items()))
+        if r.get("components") or r.get("component_speedup"):
+            notes.append(f"- {r['recipe']}: per component: {component_text(r)}")
     if notes:
         lines.append("")
         lines.extend(notes)
     return "\n".join(lines) + "\n"
+
+
+def component_text(r: dict) -> str:
+    """Encoder / decoder: median ms per call, speed-up vs the same loop's fp32 IR, weight MB and compression."""
+    comps, ms, sp = r.get("components") or {}, r.get("component_ms") or {}, r.get("component_speedup") or {}
+    parts = []
+    for comp in ("encoder", "decoder"):
+        bits = []
+        if ms.get(f"{comp}_ms_median") is not None:
+            bits.append(f"{ms[f'{comp}_ms_median']:.1f} ms/call median")
+        if sp.get(comp) is not None:
+            bits.append(f"{sp[comp]:.2f}× vs {sp['baseline']}")
+        c = comps.get(comp) or {}
+        if c.get("bin_bytes"):
+            bits.append(f"{c['bin_bytes'] / 1024 / 1024:.1f} MB" +
+                        (f" ({c['compression']:.2f}× smaller than fp32 IR)" if c.get("compression") else ""))
+        if bits:
+            parts.append(f"{comp} " + ", ".join(bits))
+    if sp.get("whole") is not None:
+        parts.append(f"whole run {sp['whole']:.2f}× vs {sp['baseline']}")
+    return "; ".join(parts)
 
 
 def csv_text(summary: dict) -> str:
