@@ -368,29 +368,16 @@ class CT2Recipe(Recipe):
     def validate(self, artifact: Artifact, model_dir: Path) -> dict:
         """Check the converted model against torch-fp32 (encoder error, teacher-forced top-1); below the floor the
         build fails. CUDA compute types are checked on CUDA (they only build where the recipe can run)."""
-        from .onnxruntime import fidelity_check
+        from .validation import require_fidelity
 
         device = "cuda" if "cpu" not in self.devices else "cpu"
         runtime = CT2Runtime(self, artifact, device, os.cpu_count() or 1)
-        try:
-            result = fidelity_check(runtime, model_dir, self.fidelity_floor)
-        finally:
-            runtime.close()
-        if not result["passed"]:
-            raise WhisperoptError(fidelity_failure(self.name, result))
-        return result
+        return require_fidelity(self.name, runtime, model_dir, self.fidelity_floor)
 
     def load(self, artifact: Artifact, device: str, threads: int) -> Runtime:
         if not (Path(artifact.weights_dir) / "model.bin").is_file():
             raise WhisperoptError(f"{self.name} artifact incomplete: {artifact.weights_dir}/model.bin missing; rebuild it")
         return CT2Runtime(self, artifact, device, threads)
-
-
-def fidelity_failure(name: str, result: dict) -> str:
-    enc = result.get("encoder_rel_error")
-    return (f"{name}: fidelity check failed on {result['utterances']} dev-clean utterances: teacher-forced agreement "
-            f"{100 * (result['teacher_forced_agreement'] or 0):.1f} % < floor {100 * result['floor']:.1f} %"
-            + (f" (encoder rel. error {enc:.2e})" if enc is not None else ""))
 
 
 class CT2BatchedRecipe(CT2Recipe):

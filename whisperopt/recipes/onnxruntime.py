@@ -43,6 +43,7 @@ from ..errors import WhisperoptError
 from .base import Artifact, Recipe
 from .pytorch import copy_side_files
 from .transformers_runtime import GenerateRuntime
+from .validation import fidelity_check, probe_job, require_fidelity, torch_reference  # noqa: F401 (re-exported)
 
 ENCODER = "encoder_model.onnx"
 DECODER = "decoder_model.onnx"
@@ -50,8 +51,6 @@ DECODER_WITH_PAST = "decoder_with_past_model.onnx"
 DECODER_MERGED = "decoder_model_merged.onnx"
 EXPORT_TASK = "automatic-speech-recognition-with-past"
 CALIBRATION_DATASET = "librispeech:dev-clean"  # never test data
-VALIDATION_DATASET = "librispeech:dev-clean"
-VALIDATION_UTTERANCES = 2
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf's 2 GB limit: larger graphs keep their weights in a side file
 
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -392,61 +391,6 @@ def load_ort_model(directory: Path, device: str, threads: int, level: str):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Fidelity check (build-time validation; also what the tests call)
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _probe_job(model_dir: Path, dataset: str, utterances: int) -> dict:
-    return {"model_dir": str(model_dir), "dataset": dataset, "fidelity_utterances": utterances,
-            "decode": {"language": "en", "task": "transcribe"}}
-
-
-def fidelity_check(runtime, model_dir: Path, floor: float, *, dataset: str = VALIDATION_DATASET,
-                   utterances: int = VALIDATION_UTTERANCES, threads: int | None = None,
-                   reference: dict | None = None) -> dict:
-    """Compare ``runtime`` with torch-fp32 on ``utterances`` of ``dataset`` (the bench's probes and metrics).
-
-    Returns the figures with ``passed`` (teacher-forced agreement >= ``floor`` and a finite encoder error).
-    ``reference``: precomputed torch outputs ({uid: (enc, top1)}) to skip loading torch again.
-    """
-    from ..bench.worker import _probe_inputs
-    from ..metrics.fidelity import relative_l2, summarise, top1_agreement
-
-    job = _probe_job(model_dir, dataset, utterances)
-    if reference is None:
-        reference = torch_reference(model_dir, dataset, utterances, threads)
-    errors, matches, positions = [], 0, 0
-    for uid, feats, tokens, prompt_len in _probe_inputs(job):
-        ref_enc, ref_top1 = reference[uid]
-        errors.append(relative_l2(ref_enc, runtime.encoder_output(feats)))
-        m, n = top1_agreement(ref_top1, np.asarray(runtime.teacher_forced_top1(feats, tokens))[prompt_len - 1:])
-        matches += m
-        positions += n
-    out = summarise(errors, matches, positions)
-    out.update(dataset=dataset, utterances=utterances, floor=floor)
-    enc_ok = out["encoder_rel_error"] is not None and np.isfinite(out["encoder_rel_error"])
-    out["passed"] = bool(enc_ok and out["teacher_forced_agreement"] is not None
-                         and out["teacher_forced_agreement"] >= floor)
-    return out
-
-
-def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
-                    threads: int | None = None) -> dict:
-    from ..bench.worker import _probe_inputs
-    from .base import Artifact as _Artifact
-    from .pytorch import TorchFp32
-
-    recipe = TorchFp32()
-    art = _Artifact(recipe.name, Path(model_dir), Path(model_dir), {"weights_dir": str(model_dir)}, {})
-    rt = recipe.load(art, "cpu", threads or os.cpu_count() or 1)
-    ref = {}
-    for uid, feats, tokens, prompt_len in _probe_inputs(_probe_job(model_dir, dataset, utterances)):
-        ref[uid] = (rt.encoder_output(feats), np.asarray(rt.teacher_forced_top1(feats, tokens))[prompt_len - 1:])
-    rt.close()
-    return ref
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Recipes
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -510,14 +454,7 @@ class OrtRecipe(Recipe):
     def validate(self, directory: Path, model_dir: Path, options: dict) -> dict:
         model, _ = load_ort_model(directory, self.validate_device, os.cpu_count() or 1, options["graph_optimization"])
         runtime = OrtRuntime(model, model_dir, self.validate_device, {})
-        result = fidelity_check(runtime, model_dir, self.fidelity_floor)
-        runtime.close()
-        if not result["passed"]:
-            raise WhisperoptError(
-                f"{self.name}: fidelity check failed on {result['utterances']} dev-clean utterances: teacher-forced "
-                f"agreement {100 * (result['teacher_forced_agreement'] or 0):.1f} % < floor "
-                f"{100 * self.fidelity_floor:.1f} % (encoder rel. error {result['encoder_rel_error']:.2e})")
-        return result
+        return require_fidelity(self.name, runtime, model_dir, self.fidelity_floor)
 
     # --- load ---
     def load(self, artifact: Artifact, device: str, threads: int):
@@ -699,7 +636,7 @@ def calibration_samples(export: Path, model_dir: Path, size: int, past_steps: in
     out_names = [o.name for o in dec.get_outputs()]
     rng = np.random.default_rng(seed)
     samples = {"encoder": [], "decoder": [], "decoder_with_past": []}
-    for _uid, feats, tokens, _ in _probe_inputs(_probe_job(model_dir, CALIBRATION_DATASET, size)):
+    for _uid, feats, tokens, _ in _probe_inputs(probe_job(model_dir, CALIBRATION_DATASET, size)):
         samples["encoder"].append({enc.get_inputs()[0].name: feats})
         states = enc.run(["last_hidden_state"], {enc.get_inputs()[0].name: feats})[0]
         ids = np.asarray([tokens], dtype=np.int64)

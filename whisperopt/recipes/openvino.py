@@ -444,7 +444,7 @@ class OpenVINORecipe(Recipe):
 
     def validate(self, ir_dir: Path, model_dir: Path) -> dict:
         """Fidelity of the IRs in ``ir_dir`` against torch-fp32 on dev-clean; below ``fidelity_floor`` is an error."""
-        from .onnxruntime import fidelity_check
+        from .validation import fidelity_check
 
         threads = os.cpu_count() or 1
         probe = _IRProbe(ir_dir, threads)
@@ -505,7 +505,7 @@ _REFERENCES: dict = {}
 
 def _torch_reference(model_dir: Path, threads: int) -> dict:
     """torch-fp32 encoder outputs and teacher-forced tokens on the validation utterances (once per process)."""
-    from .onnxruntime import torch_reference
+    from .validation import torch_reference
 
     key = str(Path(model_dir).resolve())
     if key not in _REFERENCES:

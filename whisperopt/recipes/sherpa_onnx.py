@@ -460,17 +460,10 @@ class SherpaRecipe(Recipe):
     def validate(self, artifact: Artifact, model_dir: Path) -> dict:
         """Check the graphs against torch-fp32 on dev-clean (encoder error at ln_post, teacher-forced top-1 through
         the decoder graph); below the floor the build fails. sherpa-onnx itself must load the artifact, too."""
-        from .ctranslate2 import fidelity_failure
-        from .onnxruntime import fidelity_check
+        from .validation import require_fidelity
 
         runtime = self.load(artifact, "cpu", os.cpu_count() or 1)
-        try:
-            result = fidelity_check(runtime, model_dir, self.fidelity_floor)
-        finally:
-            runtime.close()
-        if not result["passed"]:
-            raise WhisperoptError(fidelity_failure(self.name, result))
-        return result
+        return require_fidelity(self.name, runtime, model_dir, self.fidelity_floor)
 
     def load(self, artifact: Artifact, device: str, threads: int) -> Runtime:
         check_encoder(Path(artifact.weights_dir) / artifact.manifest["encoder"])
