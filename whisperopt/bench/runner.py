@@ -104,14 +104,15 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
     env = environment(cfg.threads, cfg.device)
     (out_dir / "environment.json").write_text(json.dumps({**env, "dataset": {"name": dataset.name, **stats},
                                                           "model": {"spec": model.spec, "path": str(model.path),
-                                                                    "synthetic": model.synthetic}}, indent=2))
+                                                                    "synthetic": model.synthetic,
+                                                                    "source": model.source}}, indent=2))
     wenv = worker_env(cfg.threads)
     base_job = {
         "model_dir": str(model.path), "synthetic": model.synthetic, "dataset": cfg.dataset, "limit": cfg.limit,
         "decode": cfg.decode.to_dict(), "threads": cfg.threads, "device": cfg.device, "warmup": cfg.warmup,
         "fidelity_utterances": cfg.fidelity_utterances, "reference_path": str(out_dir / REFERENCE_FILE),
     }
-    log(f"model {model.spec} ({'synthetic weights' if model.synthetic else model.path}); dataset {dataset.name}: "
+    log(f"model {model.spec} ({model.source or model.path}); dataset {dataset.name}: "
         f"{stats['utterances']} utterances, {stats['total_s'] / 60:.1f} min; {cfg.threads} threads on {cfg.device}")
 
     # 1. build (each in its own process; cached artifacts are reused)

