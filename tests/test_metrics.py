@@ -51,3 +51,56 @@ def test_peak_rss_of_a_worker_is_its_own_not_its_parents():
                           "print(peak_rss_mb())"], check=True, capture_output=True, text=True).stdout
     assert float(out) < 300, out
     del ballast
+
+
+def _counts(n: int, p: float = 0.1, seed: int = 0) -> list:
+    """n utterances of 10-30 reference words, each word wrong with probability p."""
+    from whisperopt.metrics import ErrorCounts
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(10, 31, n)
+    errors = rng.binomial(lengths, p)
+    return [ErrorCounts(int(e), 0, 0, int(n_words - e)) for e, n_words in zip(errors, lengths)]
+
+
+def test_bootstrap_ci_contains_the_corpus_rate_and_narrows_with_more_utterances():
+    from whisperopt.metrics import rate_ci
+
+    small, large = _counts(30), _counts(3000)
+    for counts in (small, large):
+        lo, hi = rate_ci(counts)
+        assert lo < corpus_rate(counts) < hi
+        assert 0 <= lo and hi <= 1  # a fraction, like corpus_rate
+    (lo_small, hi_small), (lo_large, hi_large) = rate_ci(small), rate_ci(large)
+    assert hi_large - lo_large < (hi_small - lo_small) / 5  # ~ 1/sqrt(n): 10x narrower for 100x the utterances
+    assert rate_ci(small) == rate_ci(small)  # seeded: the same counts give the same interval
+    assert rate_ci(small, seed=1) != rate_ci(small)
+
+
+def test_bootstrap_resamples_utterances_not_words():
+    """One utterance holding every error: the interval must reach 0 (resamples that miss it), which a word-level
+    bootstrap of the same 2 % would not."""
+    from whisperopt.metrics import ErrorCounts, rate_ci
+
+    counts = [ErrorCounts(10, 0, 0, 10)] + [ErrorCounts(0, 0, 0, 20) for _ in range(24)]
+    lo, hi = rate_ci(counts)
+    assert lo == 0.0 and hi > 2 * corpus_rate(counts)
+
+
+def test_paired_delta_of_identical_and_of_worse_recipes():
+    from whisperopt.metrics import ErrorCounts, paired_delta_ci
+
+    base = _counts(200)
+    same = paired_delta_ci(base, list(base))
+    assert same == {"delta": 0.0, "lo": 0.0, "hi": 0.0, "significant": False}
+    worse = [ErrorCounts(c.substitutions, c.deletions, c.insertions + 1, c.hits) for c in base]  # +1 error each
+    d = paired_delta_ci(base, worse)
+    assert d["delta"] == pytest.approx(corpus_rate(worse) - corpus_rate(base)) and d["delta"] > 0
+    assert d["significant"] and 0 < d["lo"] <= d["delta"] <= d["hi"]
+    # pairing: the same utterances in both sides, so the shared difficulty cancels and the delta's interval is
+    # far narrower than either rate's own
+    from whisperopt.metrics import rate_ci
+
+    assert d["hi"] - d["lo"] < (rate_ci(worse)[1] - rate_ci(worse)[0]) / 2
+    with pytest.raises(ValueError):
+        paired_delta_ci(base, worse[:-1])

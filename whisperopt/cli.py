@@ -55,6 +55,7 @@ def cmd_bench(args) -> int:
     from .recipes import DecodeOptions, parse_recipe_list
     from .report import rich_table, summarise, write_plots, write_reports
 
+    _check_report_args(args)  # a typo in --columns or --rank-by fails now, not after an hour of benchmarking
     recipes = [r.name for r in parse_recipe_list(args.recipes)]
     model_slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in args.model)
     data_slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in args.dataset)
@@ -77,36 +78,37 @@ def cmd_bench(args) -> int:
     with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False, disable=not sys.stdout.isatty()) as progress:
         run_bench(cfg, progress=progress, log=lambda m: console.print(m, markup=False, highlight=False))
-    summary = summarise(out)
+    summary = summarise(out, args.wer_budget, args.min_agreement, args.rank_by)
     paths = write_reports(summary, out)
     write_plots(summary, out)
-    console.print(rich_table(summary))
-    _print_recommendation(summary, args.wer_budget, args.min_agreement)
+    console.print(rich_table(summary, args.columns))
+    _print_recommendation(summary)
     console.print(f"results: {paths['md']} (also .csv, .json, plots .png)", markup=False, highlight=False)
     if args.markdown:
         print(paths["md"].read_text())
     return 0
 
 
-def _print_recommendation(summary: dict, wer_budget: float, min_agreement: float) -> None:
-    from .report import recommend
+def _check_report_args(args) -> None:
+    from .report import check_criteria, select_columns
 
-    try:
-        rec = recommend(summary, wer_budget, min_agreement)
-    except WhisperoptError as exc:
-        print(f"recommendation: none ({exc})")
-        return
-    if rec["recipe"] is None:
-        print(f"recommendation: none — {rec['reason']} ({rec['criterion']})")
-    else:
-        speed = f", {rec['speedup']:.2f}× torch-fp32" if rec.get("speedup") else ""
-        print(f"recommendation: {rec['recipe']} — fastest with {rec['criterion']}{speed}")
+    check_criteria(args.wer_budget, args.min_agreement, args.rank_by)
+    select_columns(args.columns)
+
+
+def _print_recommendation(summary: dict) -> None:
+    """The recommendation saved in the summary (summary.json / summary.md), as plain text."""
+    from .report import recommendation_lines
+
+    print("\n".join(["", *recommendation_lines(summary["recommendation"], bullet="", bold="",
+                                                  label="recommendation")]))
 
 
 def cmd_report(args) -> int:
     from .report import rich_table, summarise, write_plots, write_reports
 
-    summary = summarise(Path(args.results_dir))
+    _check_report_args(args)
+    summary = summarise(Path(args.results_dir), args.wer_budget, args.min_agreement, args.rank_by)
     paths = write_reports(summary, Path(args.results_dir))
     write_plots(summary, Path(args.results_dir))
     if args.format == "markdown":
@@ -116,8 +118,8 @@ def cmd_report(args) -> int:
     elif args.format == "json":
         print(paths["json"].read_text())
     else:
-        _console().print(rich_table(summary))
-        _print_recommendation(summary, args.wer_budget, args.min_agreement)
+        _console().print(rich_table(summary, args.columns))
+        _print_recommendation(summary)
     return 0
 
 
@@ -321,9 +323,15 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
 
 def _recommend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wer-budget", type=float, default=1.0,
-                   help="recommend the fastest recipe within this many WER points of torch-fp32")
+                   help="WER percentage points: recommend only recipes whose 95%% CI of WER minus torch-fp32's "
+                   "WER has its upper bound within this budget (default 1.0)")
     p.add_argument("--min-agreement", type=float, default=0.95,
-                   help="without a meaningful WER (synthetic weights): minimum teacher-forced agreement with fp32")
+                   help="without a meaningful WER (synthetic weights): minimum teacher-forced top-1 agreement "
+                   "with fp32, a fraction 0-1 (default 0.95)")
+    p.add_argument("--rank-by", default="eval_s", metavar="eval_s|peak_ram|size",
+                   help="among eligible recipes recommend the fastest (eval_s), lowest peak RAM, or smallest")
+    p.add_argument("--columns", default=None,
+                   help="terminal table columns: comma-separated keys, or all (summary.md/.csv always have all)")
 
 
 def build_parser() -> argparse.ArgumentParser:

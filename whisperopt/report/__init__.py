@@ -1,8 +1,9 @@
 """Reports: read saved benchmark results and render them."""
 
 from .plots import write_plots
-from .recommend import recommend
+from .recommend import RANK_BY, check_criteria, recommend
 from .summary import summarise
-from .tables import markdown, rich_table, write_reports
+from .tables import COLUMNS, DEFAULT_COLUMNS, markdown, recommendation_lines, rich_table, select_columns, write_reports
 
-__all__ = ["write_plots", "recommend", "summarise", "markdown", "rich_table", "write_reports"]
+__all__ = ["write_plots", "RANK_BY", "check_criteria", "recommend", "summarise", "COLUMNS", "DEFAULT_COLUMNS",
+           "markdown", "recommendation_lines", "rich_table", "select_columns", "write_reports"]

@@ -1,23 +1,18 @@
-"""Plots of a benchmark summary (matplotlib, headless): speed-up vs size, and latency per recipe."""
+"""Plots of a benchmark summary (matplotlib, headless): speed-up vs size, latency per recipe, and the
+accuracy / speed Pareto front with the recommended recipe."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .tables import flags
 
-def write_plots(summary: dict, out_dir: Path) -> list[Path]:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _title(summary: dict) -> str:
+    return f"{summary['config']['model']} — {summary['config']['dataset']}"
 
-    rows = [r for r in summary["recipes"] if r["status"] == "ok"]
-    if not rows:
-        return []
-    out_dir = Path(out_dir)
-    paths = []
-    title = f"{summary['config']['model']} — {summary['config']['dataset']}"
 
+def _speedup_vs_size(plt, summary: dict, rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         if r.get("size_mb") and r.get("speedup"):
@@ -27,12 +22,14 @@ def write_plots(summary: dict, out_dir: Path) -> list[Path]:
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("weights on disk (MB)")
     ax.set_ylabel("speed-up vs torch-fp32 (×)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_title(summary), fontsize=10)
     fig.tight_layout()
-    paths.append(out_dir / "speedup_vs_size.png")
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
 
+
+def _latency(plt, summary: dict, rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.4 * len(rows)))
     names = [r["recipe"] for r in rows]
     p50 = [1000 * (r.get("latency_p50_s") or 0) for r in rows]
@@ -41,10 +38,112 @@ def write_plots(summary: dict, out_dir: Path) -> list[Path]:
     ax.barh(names, p50, color="#3182bd", label="p50")
     ax.invert_yaxis()
     ax.set_xlabel("latency per utterance (ms)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_title(summary), fontsize=10)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    paths.append(out_dir / "latency.png")
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
+    return path
+
+
+def accuracy_axis(summary: dict) -> tuple[str, bool]:
+    """(the row key on the y axis, whether lower is better): WER % for real weights; teacher-forced agreement for
+    synthetic weights (and whenever no recipe has a WER), whose WER is noise."""
+    has_wer = any(r.get("wer") is not None for r in summary["recipes"] if r["status"] == "ok")
+    if summary.get("synthetic") or not has_wer:
+        return "teacher_forced_agreement", False
+    return "wer", True
+
+
+def pareto_front(points: list[tuple[float, float, str]], lower_is_better: bool) -> list[tuple[float, float, str]]:
+    """The non-dominated (speed-up, accuracy, name) points: no other point is at least as fast and at least as
+    accurate while strictly better in one. Returned by increasing speed-up."""
+    front = []
+    best = None
+    # fastest first: a point is on the front when it is more accurate than every faster one
+    for x, y, name in sorted(points, key=lambda p: (-p[0], p[1] if lower_is_better else -p[1])):
+        better = best is None or (y < best if lower_is_better else y > best)
+        if better:
+            front.append((x, y, name))
+            best = y
+    return sorted(front)
+
+
+def _pareto_points(rows: list[dict], key: str, scale: float) -> list[tuple[float, float, str]]:
+    return [(r["speedup"], scale * r[key], r["recipe"]) for r in rows
+            if r.get("speedup") is not None and r.get(key) is not None]
+
+
+def _comparable(r: dict) -> bool:
+    return bool(r.get("complete", True)) and not r.get("not_comparable")
+
+
+def _pareto(plt, summary: dict, rows: list[dict], recommendation: dict | None, path: Path) -> Path:
+    key, lower = accuracy_axis(summary)
+    scale = 1.0 if key == "wer" else 100.0  # agreement is a fraction in the summary; plotted in percent
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    placed = sorted((r for r in rows if r.get("speedup") is not None and r.get(key) is not None),
+                    key=lambda r: r["speedup"])
+    for i, r in enumerate(placed):
+        x, y = r["speedup"], scale * r[key]
+        # incomplete / not comparable rows are shown hollow and never on the front
+        style = {"color": "#3182bd"} if _comparable(r) else {"facecolor": "none", "edgecolor": "grey"}
+        ci = r.get("wer_ci") if key == "wer" else None
+        if ci and ci[0] is not None:
+            ax.errorbar(x, y, yerr=[[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]], fmt="none", ecolor="#9ecae1",
+                        capsize=3, lw=1)
+        ax.scatter(x, y, s=36, zorder=3, **style)
+        label = r["recipe"] + "".join(f" ({f})" for f in flags(r))
+        # neighbours along x alternate above / below their point, so close recipes' labels do not overprint
+        ax.annotate(label, (x, y), fontsize=7, xytext=(5, 6 if i % 2 == 0 else -11), textcoords="offset points")
+    front = pareto_front(_pareto_points([r for r in rows if _comparable(r)], key, scale), lower)
+    if front:
+        # the front is a staircase: between two front points, the next (faster) one's accuracy is attainable
+        ax.step([p[0] for p in front], [p[1] for p in front], where="pre", color="#e6550d", lw=1.2,
+                label="Pareto front")
+    _mark_recommended(ax, rows, recommendation, key, scale)
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("speed-up vs torch-fp32 (×)")
+    ax.set_ylabel("WER % (95 % CI, lower is better)" if key == "wer"
+                  else "teacher-forced top-1 agreement with fp32 % (WER n/a; higher is better)")
+    ax.set_title(_title(summary), fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight" keeps labels of the outermost points
+    plt.close(fig)
+    return path
+
+
+def _mark_recommended(ax, rows: list[dict], recommendation: dict | None, key: str, scale: float) -> None:
+    name = (recommendation or {}).get("recipe")
+    row = next((r for r in rows if r["recipe"] == name), None)
+    if row is None or row.get("speedup") is None or row.get(key) is None:
+        return
+    x, y = row["speedup"], scale * row[key]
+    ax.scatter(x, y, marker="*", s=260, color="#fdae6b", edgecolor="#a63603", zorder=4, label=f"recommended: {name}")
+    ax.annotate("recommended", (x, y), fontsize=8, fontweight="bold", color="#a63603", xytext=(0, -24),
+                textcoords="offset points", ha="center", arrowprops={"arrowstyle": "-", "color": "#a63603", "lw": 0.6})
+
+
+def write_plots(summary: dict, out_dir: Path, recommendation: dict | None = None) -> list[Path]:
+    """speedup_vs_size.png, latency.png and pareto.png; the recommendation defaults to the summary's own (or one
+    computed with the default criteria)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summary["recipes"] if r["status"] == "ok"]
+    if not rows:
+        return []
+    if recommendation is None:
+        from .recommend import recommend
+
+        recommendation = summary.get("recommendation") or recommend(summary)
+    out_dir = Path(out_dir)
+    return [
+        _speedup_vs_size(plt, summary, rows, out_dir / "speedup_vs_size.png"),
+        _latency(plt, summary, rows, out_dir / "latency.png"),
+        _pareto(plt, summary, rows, recommendation, out_dir / "pareto.png"),
+    ]

@@ -1,31 +1,129 @@
-"""Recommend the fastest recipe whose accuracy stays within a budget of the torch-fp32 baseline."""
+"""Recommend the best recipe (fastest by default) whose accuracy stays within a budget of the torch-fp32 baseline.
+
+Real weights: a recipe qualifies when the UPPER bound of the bootstrap interval of its paired WER delta against
+torch-fp32 is within the budget (percentage points), so a recipe whose point estimate merely looks fine on a small
+test set is not recommended. Synthetic weights decode noise, so there the criterion is the teacher-forced top-1
+agreement with fp32, and the answer says WER is n/a.
+"""
 
 from __future__ import annotations
 
 from ..errors import WhisperoptError
 
+BASELINE = "torch-fp32"
+# --rank-by value -> (summary key minimised, what the ranking means)
+RANK_BY = {
+    "eval_s": ("eval_s", "fastest (lowest eval time)"),
+    "peak_ram": ("peak_ram_mb", "lowest peak RAM"),
+    "size": ("size_mb", "smallest weights on disk"),
+}
+FIGURES = ("eval_s", "speedup", "wer", "wer_delta", "wer_delta_ci", "size_mb", "peak_ram_mb",
+           "teacher_forced_agreement")
 
-def recommend(summary: dict, wer_budget: float = 1.0, min_agreement: float = 0.95) -> dict:
-    """Fastest ok recipe with WER <= baseline WER + ``wer_budget`` (percentage points).
 
-    Synthetic checkpoints have no meaningful WER, so there the criterion is the teacher-forced top-1 agreement
-    with fp32 (>= ``min_agreement``), and the answer says so.
+def check_criteria(wer_budget: float, min_agreement: float, rank_by: str) -> None:
+    """One-line errors for values that cannot mean what the user wants (e.g. 95 given for 0.95)."""
+    if rank_by not in RANK_BY:
+        raise WhisperoptError(f"unknown --rank-by {rank_by!r}; choose one of {', '.join(RANK_BY)}")
+    if wer_budget < 0:
+        raise WhisperoptError(f"--wer-budget is in WER percentage points and must be >= 0, got {wer_budget}")
+    if not 0 <= min_agreement <= 1:
+        raise WhisperoptError(f"--min-agreement is a fraction between 0 and 1, got {min_agreement}")
+
+
+def _points(value: float) -> str:
+    return f"{value:g} percentage point" + ("" if value == 1 else "s")
+
+
+def _level(summary: dict) -> str:
+    return f"{100 * (summary.get('bootstrap') or {}).get('level', 0.95):g} %"
+
+
+def _wer_exclusion(r: dict, wer_budget: float, level: str) -> str | None:
+    ci = r.get("wer_delta_ci")
+    if r.get("wer_delta") is None or not ci:
+        return f"no WER paired with {BASELINE}"
+    if ci[1] <= wer_budget:
+        return None
+    if r["wer_delta"] <= wer_budget:
+        return (f"ΔWER {r['wer_delta']:+.2f} points is within the {wer_budget:g}-point budget, but the upper bound of "
+                f"its {level} CI ({ci[1]:+.2f}) is not")
+    return f"ΔWER {r['wer_delta']:+.2f} points ({level} CI up to {ci[1]:+.2f}) exceeds the {wer_budget:g}-point budget"
+
+
+def _agreement_exclusion(r: dict, min_agreement: float) -> str | None:
+    agreement = r.get("teacher_forced_agreement")
+    if agreement is None:
+        return "no teacher-forced agreement measured"
+    if agreement < min_agreement:
+        return f"teacher-forced agreement {100 * agreement:.2f} % < {100 * min_agreement:g} %"
+    return None
+
+
+def exclusion(r: dict, by_wer: bool, wer_budget: float, min_agreement: float, key: str, level: str) -> str | None:
+    """Why ``r`` cannot be recommended, or None."""
+    if r["status"] != "ok":
+        reason = r.get("reason")
+        return f"{r['status']}: {reason}" if reason else r["status"]
+    if not r.get("complete"):
+        return f"incomplete: {r.get('utterances', '?')} of {r.get('expected_utterances', '?')} utterances measured"
+    if r.get("not_comparable"):
+        return f"not comparable: {r['not_comparable']}"
+    why = _wer_exclusion(r, wer_budget, level) if by_wer else _agreement_exclusion(r, min_agreement)
+    if why:
+        return why
+    if r.get(key) is None:
+        return f"no {key} figure to rank by"
+    return None
+
+
+def _criterion(summary: dict, base: dict | None, by_wer: bool, wer_budget: float, min_agreement: float,
+               rank_by: str) -> str:
+    ranking = RANK_BY[rank_by][1]
+    if by_wer:
+        return (f"{ranking} recipe whose ΔWER vs {BASELINE} ({base['wer']:.2f} %) has a {_level(summary)} CI upper "
+                f"bound <= {_points(wer_budget)}")
+    why = "synthetic weights" if summary.get("synthetic") else f"{BASELINE} has no WER"
+    return (f"{ranking} recipe with teacher-forced top-1 agreement with fp32 >= {100 * min_agreement:g} % "
+            f"(WER is n/a: {why})")
+
+
+def recommend(summary: dict, wer_budget: float = 1.0, min_agreement: float = 0.95, rank_by: str = "eval_s") -> dict:
+    """The best eligible recipe under ``rank_by`` (eval_s, peak_ram or size: lowest wins), as a plain dict.
+
+    Eligible: status ok, complete, comparable, and (real weights) the upper bound of the paired ΔWER interval
+    <= ``wer_budget`` percentage points (the baseline itself, delta 0, qualifies); without a WER, teacher-forced
+    agreement >= ``min_agreement`` (a fraction). ``ranking`` lists every eligible recipe, best first;
+    ``excluded`` says why each other recipe is not.
     """
-    rows = [r for r in summary["recipes"] if r["status"] == "ok" and r.get("eval_s")]
-    if not rows:
-        raise WhisperoptError("no recipe finished successfully; nothing to recommend")
-    base = next((r for r in rows if r["recipe"] == "torch-fp32"), None)
-    if not summary.get("synthetic") and base and base.get("wer") is not None:
-        limit = base["wer"] + wer_budget / 100
-        eligible = [r for r in rows if r.get("wer") is not None and r["wer"] <= limit]
-        criterion = f"WER <= {100 * limit:.2f} % (torch-fp32 {100 * base['wer']:.2f} % + {wer_budget} points)"
-    else:
-        eligible = [r for r in rows if (r.get("teacher_forced_agreement") or 0) >= min_agreement]
-        criterion = (f"teacher-forced top-1 agreement with fp32 >= {100 * min_agreement:.1f} % "
-                     f"(WER is n/a{' for synthetic weights' if summary.get('synthetic') else ''})")
-    if not eligible:
-        return {"recipe": None, "criterion": criterion, "reason": "no recipe meets the criterion"}
-    best = min(eligible, key=lambda r: r["eval_s"])
-    return {"recipe": best["recipe"], "criterion": criterion, "eval_s": best["eval_s"], "speedup": best.get("speedup"),
-            "size_mb": best.get("size_mb"), "wer": best.get("wer"),
-            "teacher_forced_agreement": best.get("teacher_forced_agreement")}
+    check_criteria(wer_budget, min_agreement, rank_by)
+    key = RANK_BY[rank_by][0]
+    rows = summary["recipes"]
+    base = next((r for r in rows if r["recipe"] == BASELINE and r["status"] == "ok"), None)
+    by_wer = not summary.get("synthetic") and base is not None and base.get("wer") is not None
+    level = _level(summary)
+    excluded, eligible = {}, []
+    for r in rows:
+        why = exclusion(r, by_wer, wer_budget, min_agreement, key, level)
+        if why:
+            excluded[r["recipe"]] = why
+        else:
+            eligible.append(r)
+    eligible.sort(key=lambda r: (r[key], r["recipe"]))
+    best = eligible[0] if eligible else None
+    reason = None
+    if best is None:
+        ok = any(r["status"] == "ok" for r in rows)
+        reason = "no recipe meets the criterion" if ok else "no recipe finished successfully"
+    return {
+        "recipe": best["recipe"] if best else None,
+        "reason": reason,
+        "criterion": _criterion(summary, base, by_wer, wer_budget, min_agreement, rank_by),
+        "basis": "wer" if by_wer else "teacher_forced_agreement",
+        "rank_by": rank_by,
+        "wer_budget": wer_budget,
+        "min_agreement": min_agreement,
+        **{k: (best.get(k) if best else None) for k in FIGURES},
+        "ranking": [r["recipe"] for r in eligible],
+        "excluded": excluded,
+    }

@@ -9,9 +9,17 @@ import numpy as np
 
 from ..bench.config import load_run
 from ..bench.worker import read_rows
+from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
 from ..metrics.wer import ErrorCounts, corpus_rate
+from .recommend import BASELINE, recommend
 
-BASELINE = "torch-fp32"
+# one unit per quantity, recorded in summary.json so a reader never guesses fraction vs percent
+UNITS = {
+    **dict.fromkeys(("wer", "cer", "wer_ci", "cer_ci"), "percent"),
+    **dict.fromkeys(("wer_delta", "cer_delta", "wer_delta_ci", "cer_delta_ci"), "percentage points"),
+    "teacher_forced_agreement": "fraction (0-1)", "*_s": "seconds", "*_mb": "MiB", "speedup": "× torch-fp32",
+    "rtfx": "audio seconds per eval second",
+}
 
 
 def fp32_bytes(model_dir: Path) -> int | None:
@@ -31,11 +39,38 @@ def fp32_bytes(model_dir: Path) -> int | None:
     return total
 
 
-def _rate(rows: list[dict], key: str) -> float | None:
-    counts = [ErrorCounts(**r[key]) for r in rows if r.get(key)]
-    if not counts or len(counts) != len(rows):
+def error_counts(rows: list[dict], key: str) -> dict[str, ErrorCounts] | None:
+    """Per-utterance counts ("words" or "chars") by utterance id; None unless every row has them (synthetic
+    weights have none, and a rate over part of the rows would be a different corpus)."""
+    if not rows or any(not r.get(key) for r in rows):
         return None
-    return corpus_rate(counts)
+    return {r["id"]: ErrorCounts(**r[key]) for r in rows}
+
+
+def percent(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def rate_fields(counts: dict[str, ErrorCounts] | None, name: str) -> dict:
+    """``wer`` and ``wer_ci`` [lo, hi] (or cer), in percent; None where there is no rate."""
+    rate = corpus_rate(list(counts.values())) if counts else None
+    if rate is None:
+        return {name: None, f"{name}_ci": None}
+    lo, hi = rate_ci(list(counts.values()))
+    return {name: percent(rate), f"{name}_ci": [percent(lo), percent(hi)]}
+
+
+def delta_fields(base: dict[str, ErrorCounts] | None, mine: dict[str, ErrorCounts] | None, name: str) -> dict:
+    """Paired difference against the baseline on the utterances both have, in percentage points."""
+    empty = {f"{name}_delta": None, f"{name}_delta_ci": None, f"{name}_delta_significant": None}
+    if not base or not mine:
+        return empty
+    common = [i for i in base if i in mine]
+    if not common or sum(base[i].reference_length for i in common) == 0:
+        return empty
+    d = paired_delta_ci([base[i] for i in common], [mine[i] for i in common])
+    return {f"{name}_delta": percent(d["delta"]), f"{name}_delta_ci": [percent(d["lo"]), percent(d["hi"])],
+            f"{name}_delta_significant": d["significant"]}
 
 
 def resources(segments: list[dict]) -> dict:
@@ -58,22 +93,31 @@ def resources(segments: list[dict]) -> dict:
     }
 
 
+ACCURACY_KEYS = ("wer", "wer_ci", "wer_delta", "wer_delta_ci", "wer_delta_significant",
+                 "cer", "cer_ci", "cer_delta", "cer_delta_ci", "cer_delta_significant", "paired_utterances")
+
+
+def wanted_rows(rows: list[dict], wanted_ids: list[str]) -> list[dict]:
+    """The rows of the run's utterances, in dataset order (a rows file may hold more after a --limit change)."""
+    by_id = {r["id"]: r for r in rows}
+    return [by_id[i] for i in wanted_ids if i in by_id]
+
+
 def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segments: list[dict] | None = None) -> dict:
     out = {"recipe": status["recipe"], "status": status["status"]}
     if status["status"] != "ok":
         out["reason"] = status.get("reason") or status.get("error")
         return out
-    by_id = {r["id"]: r for r in rows}
-    rows = [by_id[i] for i in wanted_ids if i in by_id]
+    rows = wanted_rows(rows, wanted_ids)
     lat = np.array([r["latency_s"] / 1.0 for r in rows])
     # a batch's wall time is shared by its items: count it once per batch
     eval_s = float(sum(r["latency_s"] / r.get("batch", 1) for r in rows))
     audio_s = float(sum(r["duration_s"] for r in rows))
     out.update(
         utterances=len(rows),
+        expected_utterances=len(wanted_ids),
         complete=len(rows) == len(wanted_ids),
-        wer=_rate(rows, "words"),
-        cer=_rate(rows, "chars"),
+        **dict.fromkeys(ACCURACY_KEYS),  # filled by add_accuracy, which needs the baseline and the weights' kind
         eval_s=eval_s,
         audio_s=audio_s,
         latency_p50_s=float(np.percentile(lat, 50)) if len(lat) else None,
@@ -141,8 +185,29 @@ def add_component_speedups(rows: list[dict]) -> None:
         r["component_speedup"] = {"baseline": base["recipe"], **speedups}
 
 
-def summarise(out_dir: Path) -> dict:
-    """Everything the report shows, as plain data."""
+def accuracy_fields(counts: dict, base_counts: dict | None) -> dict:
+    """WER/CER with their intervals, and their paired deltas against the baseline, all in percent."""
+    out = {**rate_fields(counts["words"], "wer"), **rate_fields(counts["chars"], "cer")}
+    out.update(delta_fields(base_counts and base_counts["words"], counts["words"], "wer"))
+    out.update(delta_fields(base_counts and base_counts["chars"], counts["chars"], "cer"))
+    # a delta exists only where both sides have word counts
+    out["paired_utterances"] = (len(set(base_counts["words"]) & set(counts["words"]))
+                                if out["wer_delta"] is not None else None)
+    return out
+
+
+def add_accuracy(rows_out: list[dict], counts: dict[str, dict], synthetic: bool) -> None:
+    """Fill the accuracy keys of every ok row. Synthetic weights decode noise: accuracy is not a measurement, so
+    every figure stays None (n/a), never a number."""
+    base_counts = counts.get(BASELINE)
+    for r in rows_out:
+        if r["status"] == "ok" and not synthetic:
+            r.update(accuracy_fields(counts[r["recipe"]], base_counts))
+
+
+def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.95, rank_by: str = "eval_s") -> dict:
+    """Everything the report shows, as plain data, including the recommendation for these criteria
+    (``wer_budget`` in WER percentage points; see ``recommend``)."""
     from ..data import load_dataset
 
     out_dir = Path(out_dir)
@@ -150,24 +215,30 @@ def summarise(out_dir: Path) -> dict:
     env = json.loads((out_dir / "environment.json").read_text()) if (out_dir / "environment.json").exists() else {}
     synthetic = bool(env.get("model", {}).get("synthetic"))
     wanted = [u.id for u in load_dataset(cfg.dataset).limit(cfg.limit).utterances]
-    rows_out = []
+    rows_out, counts = [], {}
     for name in cfg.recipes:
         status_file = out_dir / f"{name}.status.json"
         if not status_file.exists():
             rows_out.append({"recipe": name, "status": "not run"})
             continue
         status = json.loads(status_file.read_text())
-        rows_out.append(recipe_summary(status, read_rows(out_dir / f"{name}.rows.jsonl"), wanted,
-                                       read_rows(out_dir / f"{name}.segments.jsonl")))
+        rows = read_rows(out_dir / f"{name}.rows.jsonl")
+        rows_out.append(recipe_summary(status, rows, wanted, read_rows(out_dir / f"{name}.segments.jsonl")))
+        mine = wanted_rows(rows, wanted)
+        counts[name] = {"words": error_counts(mine, "words"), "chars": error_counts(mine, "chars")}
+    add_accuracy(rows_out, counts, synthetic)
     model_dir = env.get("model", {}).get("path")
     ref_bytes = fp32_bytes(Path(model_dir)) if model_dir else None
     base = next((r for r in rows_out if r["recipe"] == BASELINE and r["status"] == "ok"), None)
     for r in rows_out:
         if r["status"] != "ok":
             continue
-        if synthetic:  # random weights decode noise: accuracy is not a measurement
-            r["wer"] = r["cer"] = None
         r["speedup"] = base["eval_s"] / r["eval_s"] if base and r["eval_s"] else None
         r["compression"] = ref_bytes / 1024 / 1024 / r["size_mb"] if ref_bytes and r.get("size_mb") else None
     add_component_speedups(rows_out)
-    return {"config": cfg.to_dict(), "environment": env, "synthetic": synthetic, "recipes": rows_out}
+    summary = {"config": cfg.to_dict(), "environment": env, "synthetic": synthetic, "baseline": BASELINE,
+               "units": UNITS, "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED,
+                                             "unit": "utterance", "interval": "percentile"},
+               "recipes": rows_out}
+    summary["recommendation"] = recommend(summary, wer_budget, min_agreement, rank_by)
+    return summary

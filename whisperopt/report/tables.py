@@ -6,37 +6,117 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-# (key, header, format)
-COLUMNS = [
-    ("wer", "WER %", lambda v: f"{100 * v:.2f}"),
-    ("cer", "CER %", lambda v: f"{100 * v:.2f}"),
-    ("eval_s", "eval s", lambda v: f"{v:.1f}"),
-    ("speedup", "speed-up ×", lambda v: f"{v:.2f}"),
-    ("latency_p50_s", "p50 ms", lambda v: f"{1000 * v:.0f}"),
-    ("latency_p90_s", "p90 ms", lambda v: f"{1000 * v:.0f}"),
-    ("rtfx", "RTFx", lambda v: f"{v:.1f}"),
-    ("load_s", "load s", lambda v: f"{v:.2f}"),
-    ("peak_ram_mb", "peak RAM MB", lambda v: f"{v:.0f}"),
-    ("peak_vram_mb", "peak VRAM MB", lambda v: f"{v:.0f}"),
-    ("cpu_percent", "CPU %", lambda v: f"{v:.0f}"),
-    ("size_mb", "size MB", lambda v: f"{v:.1f}"),
-    ("compression", "compression ×", lambda v: f"{v:.2f}"),
-    ("encoder_rel_error", "enc. rel. err", lambda v: f"{v:.2e}"),
-    ("teacher_forced_agreement", "TF top-1 %", lambda v: f"{100 * v:.2f}"),
-]
+from ..errors import WhisperoptError
+
 NA = "n/a"
 
 
-def cells(row: dict) -> list[str]:
+@dataclass(frozen=True)
+class Column:
+    key: str  # the name --columns takes
+    header: str  # a line break stacks it in the terminal (narrow columns); Markdown joins the lines
+    text: Callable[[dict], str | None]  # None: n/a
+
+
+def _figure(key: str, fmt: str, scale: float = 1.0) -> Callable[[dict], str | None]:
+    return lambda r: None if r.get(key) is None else fmt.format(scale * r[key])
+
+
+def _interval(key: str, fmt: str) -> Callable[[dict], str | None]:
+    def text(r: dict) -> str | None:
+        ci = r.get(key)
+        return None if not ci or ci[0] is None else f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+    return text
+
+
+def _delta(name: str) -> Callable[[dict], str | None]:
+    """Signed points with ``*`` when the paired interval excludes 0 (a real difference, not resampling noise)."""
+    def text(r: dict) -> str | None:
+        d = r.get(f"{name}_delta")
+        if d is None:
+            return None
+        d = 0.0 if round(d, 2) == 0 else d  # no "-0.00"
+        return f"{d:+.2f}" + ("*" if r.get(f"{name}_delta_significant") else "")
+    return text
+
+
+def _utterances(r: dict) -> str | None:
+    return None if r.get("utterances") is None else f"{r['utterances']}/{r.get('expected_utterances', '?')}"
+
+
+def _accuracy_columns(name: str, label: str) -> list[Column]:
+    return [
+        Column(name, f"{label}\n%", _figure(name, "{:.2f}")),
+        Column(f"{name}_ci", f"{label}\n95% CI", _interval(f"{name}_ci", "{:.2f}")),
+        Column(f"{name}_delta", f"Δ{label}\npts", _delta(name)),
+        Column(f"{name}_delta_ci", f"Δ{label}\n95% CI", _interval(f"{name}_delta_ci", "{:+.2f}")),
+    ]
+
+
+COLUMNS = [
+    *_accuracy_columns("wer", "WER"),
+    *_accuracy_columns("cer", "CER"),
+    Column("eval_s", "eval\ns", _figure("eval_s", "{:.1f}")),
+    Column("speedup", "speed\nup ×", _figure("speedup", "{:.2f}")),
+    Column("latency_p50_s", "p50\nms", _figure("latency_p50_s", "{:.0f}", 1000)),
+    Column("latency_p90_s", "p90\nms", _figure("latency_p90_s", "{:.0f}", 1000)),
+    Column("rtfx", "RTFx", _figure("rtfx", "{:.1f}")),
+    Column("tokens_per_s", "tokens\n/s", _figure("tokens_per_s", "{:.1f}")),
+    Column("load_s", "load\ns", _figure("load_s", "{:.2f}")),
+    Column("peak_ram_mb", "peak\nRAM MB", _figure("peak_ram_mb", "{:.0f}")),
+    Column("run_ram_mb", "run\nRAM MB", _figure("run_ram_mb", "{:.0f}")),
+    Column("peak_vram_mb", "peak\nVRAM MB", _figure("peak_vram_mb", "{:.0f}")),
+    Column("cpu_percent", "CPU\n%", _figure("cpu_percent", "{:.0f}")),
+    Column("size_mb", "size\nMB", _figure("size_mb", "{:.1f}")),
+    Column("compression", "compr.\n×", _figure("compression", "{:.2f}")),
+    Column("encoder_rel_error", "enc. rel.\nerr", _figure("encoder_rel_error", "{:.2e}")),
+    Column("teacher_forced_agreement", "TF top-1\n%", _figure("teacher_forced_agreement", "{:.2f}", 100)),
+    Column("utterances", "utts", _utterances),
+    Column("paired_utterances", "paired\nutts", _figure("paired_utterances", "{:.0f}")),
+]
+BY_KEY = {c.key: c for c in COLUMNS}
+# the terminal default: fits 100 columns with a 23-character recipe name; everything else is in --columns all,
+# summary.md and summary.csv
+DEFAULT_COLUMNS = ("wer", "wer_delta", "wer_delta_ci", "speedup", "latency_p50_s", "rtfx", "peak_ram_mb", "size_mb")
+# synthetic weights have no WER deltas to show: fidelity takes their place (WER stays, as n/a)
+SYNTHETIC_COLUMNS = ("wer", "teacher_forced_agreement", "speedup", "latency_p50_s", "rtfx", "peak_ram_mb", "size_mb")
+
+
+def select_columns(spec: str | None, synthetic: bool = False) -> list[Column]:
+    """``--columns``: None for the default set, ``all``, or comma-separated keys (``recipe`` is always shown)."""
+    if not spec:
+        return [BY_KEY[k] for k in (SYNTHETIC_COLUMNS if synthetic else DEFAULT_COLUMNS)]
+    keys = [k.strip() for k in spec.split(",") if k.strip() and k.strip() != "recipe"]
+    if keys == ["all"]:
+        return list(COLUMNS)
+    unknown = [k for k in keys if k not in BY_KEY]
+    if unknown:
+        raise WhisperoptError(f"unknown column(s) {', '.join(unknown)}; valid: all, {', '.join(BY_KEY)}")
+    return [BY_KEY[k] for k in dict.fromkeys(keys)]
+
+
+def flags(row: dict) -> list[str]:
+    """Why a row's figures are not like the others' (kept in the table, never recommended)."""
+    out = []
+    if row.get("status") == "ok" and row.get("complete") is False:
+        out.append(f"incomplete {row.get('utterances')}/{row.get('expected_utterances')}")
+    if row.get("not_comparable"):
+        out.append("not comparable")
+    return out
+
+
+def cells(row: dict, columns: list[Column] = COLUMNS) -> list[str]:
     if row["status"] != "ok":
-        reason = row.get("reason") or ""
-        return [f"{row['status']}: {reason}"] + [""] * (len(COLUMNS) - 1)
-    return [fmt(row[key]) if row.get(key) is not None else NA for key, _, fmt in COLUMNS]
+        text = f"{row['status']}: {row['reason']}" if row.get("reason") else row["status"]
+        return ([text] + [""] * (len(columns) - 1))[:len(columns)]
+    return [c.text(row) or NA for c in columns]
 
 
-def markdown(summary: dict) -> str:
+def _md_header(summary: dict) -> list[str]:
     lines = []
     cfg, env = summary["config"], summary.get("environment", {})
     cpu = env.get("cpu", {})
@@ -46,27 +126,42 @@ def markdown(summary: dict) -> str:
     lines.append(f"- utterances: {ds.get('utterances', '?')} ({ds.get('total_s', 0) / 60:.1f} min of audio); "
                  f"decoding: beam {cfg['decode']['beam_size']}, language {cfg['decode']['language']}, "
                  f"task {cfg['decode']['task']}, batch {cfg['decode']['batch_size']}, no timestamps")
-    lines.append(f"- device: {cfg['device']}; threads: {cfg['threads']}; OS: {env.get('os', '?')}; CPU: {cpu.get('model', '?')} "
-                 f"[{' '.join(cpu.get('isa', []))}]" + (f"; GPU: {env['gpus'][0]['name']}" if env.get("gpus") else ""))
+    lines.append(f"- device: {cfg['device']}; threads: {cfg['threads']}; OS: {env.get('os', '?')}; "
+                 f"CPU: {cpu.get('model', '?')} [{' '.join(cpu.get('isa', []))}]"
+                 + (f"; GPU: {env['gpus'][0]['name']}" if env.get("gpus") else ""))
     versions = env.get("versions", {})
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     if summary.get("synthetic"):
         lines.append("- **synthetic checkpoint** (random weights): WER/CER are n/a; each utterance decodes exactly as "
                      "many tokens as its reference transcript (+ end-of-text), so time and memory equal a real run")
+    else:
+        boot = summary.get("bootstrap") or {}
+        lines.append(f"- WER/CER in percent; ΔWER/ΔCER in percentage points against torch-fp32 on the utterances "
+                     f"both have; 95 % CIs: percentile bootstrap over utterances ({boot.get('resamples', '?')} "
+                     "resamples, paired for deltas); `*` marks a delta whose CI excludes 0")
     lines.append("- speed-up and compression are relative to torch-fp32 (compression: fp32 parameter bytes / "
                  "weight bytes on disk); fidelity is against torch-fp32 on CPU, "
                  f"{cfg.get('fidelity_utterances')} utterances")
-    lines.append("")
-    header = ["recipe"] + [h for _, h, _ in COLUMNS]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|")
+    return lines
+
+
+def _md_table(summary: dict) -> list[str]:
+    header = ["recipe"] + [c.header.replace("\n", " ") for c in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
     for row in summary["recipes"]:
-        name = row["recipe"] + (" (not comparable)" if row.get("not_comparable") else "")
+        name = row["recipe"] + "".join(f" ({f})" for f in flags(row))
         lines.append("| " + " | ".join([name] + cells(row)) + " |")
+    return lines
+
+
+def _md_notes(summary: dict) -> list[str]:
     notes = []
     for r in summary["recipes"]:
         if r.get("not_comparable"):
             notes.append(f"- {r['recipe']}: **not comparable**: {r['not_comparable']}")
+        if r.get("status") == "ok" and r.get("complete") is False:
+            notes.append(f"- {r['recipe']}: **incomplete**: {r.get('utterances')} of {r.get('expected_utterances')} "
+                         "utterances measured (re-run the same command to resume)")
         for key in ("fidelity_note", "fidelity_method"):
             if r.get(key):
                 notes.append(f"- {r['recipe']}: fidelity: {r[key]}")
@@ -74,9 +169,56 @@ def markdown(summary: dict) -> str:
             notes.append(f"- {r['recipe']}: ran with " + ", ".join(f"{k}={v}" for k, v in r["decode_settings"].items()))
         if r.get("components") or r.get("component_speedup"):
             notes.append(f"- {r['recipe']}: per component: {component_text(r)}")
+    return notes
+
+
+def winner_text(rec: dict) -> str:
+    """The recommended recipe's figures in one line."""
+    parts = []
+    if rec.get("speedup") is not None:
+        parts.append(f"{rec['speedup']:.2f}× torch-fp32")
+    if rec.get("eval_s") is not None:
+        parts.append(f"eval {rec['eval_s']:.1f} s")
+    if rec.get("wer") is not None:
+        wer = f"WER {rec['wer']:.2f} %"
+        if rec.get("wer_delta") is not None and rec.get("wer_delta_ci"):
+            lo, hi = rec["wer_delta_ci"]
+            wer += f" (ΔWER {rec['wer_delta']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}])"
+        parts.append(wer)
+    else:
+        parts.append("WER n/a")
+        if rec.get("teacher_forced_agreement") is not None:
+            parts.append(f"TF top-1 {100 * rec['teacher_forced_agreement']:.2f} %")
+    if rec.get("size_mb") is not None:
+        parts.append(f"{rec['size_mb']:.1f} MB on disk")
+    if rec.get("peak_ram_mb") is not None:
+        parts.append(f"peak RAM {rec['peak_ram_mb']:.0f} MB")
+    return ", ".join(parts)
+
+
+def recommendation_lines(rec: dict, bullet: str = "- ", bold: str = "**", label: str = "recommended") -> list[str]:
+    """Winner, criterion, runner-ups and exclusions (Markdown bullets, or plain text with other arguments)."""
+    if rec["recipe"] is None:
+        lines = [f"{bullet}{label}: none ({rec['reason']})"]
+    else:
+        lines = [f"{bullet}{label}: {bold}{rec['recipe']}{bold}: {winner_text(rec)}"]
+    lines.append(f"{bullet}criterion: {rec['criterion']}")
+    runner_ups = rec.get("ranking", [])[1:]
+    if runner_ups:
+        lines.append(f"{bullet}runner-ups, in order: {', '.join(runner_ups)}")
+    if rec.get("excluded"):
+        lines.append(f"{bullet}excluded:")
+        lines.extend(f"  {bullet}{name}: {why}" for name, why in rec["excluded"].items())
+    return lines
+
+
+def markdown(summary: dict) -> str:
+    lines = _md_header(summary) + [""] + _md_table(summary)
+    notes = _md_notes(summary)
     if notes:
-        lines.append("")
-        lines.extend(notes)
+        lines += [""] + notes
+    if summary.get("recommendation"):
+        lines += ["", "## Recommendation", ""] + recommendation_lines(summary["recommendation"])
     return "\n".join(lines) + "\n"
 
 
@@ -101,14 +243,45 @@ def component_text(r: dict) -> str:
     return "; ".join(parts)
 
 
+def _accuracy_csv(name: str) -> list[tuple[str, int | str | None]]:
+    return [(name, 2), (f"{name}_ci_lo", 2), (f"{name}_ci_hi", 2), (f"{name}_delta", 2),
+            (f"{name}_delta_ci_lo", 2), (f"{name}_delta_ci_hi", 2), (f"{name}_delta_significant", None)]
+
+
+# (field, rounding): decimals, "e" (3 significant digits, scientific) or None (as is). Every figure of the JSON
+# except nested ones, rounded to what the measurement supports: no 17-digit floats.
+CSV_FIELDS: list[tuple[str, int | str | None]] = [
+    ("recipe", None), ("status", None), ("reason", None), ("complete", None), ("not_comparable", None),
+    ("utterances", None), ("expected_utterances", None), ("paired_utterances", None),
+    *_accuracy_csv("wer"), *_accuracy_csv("cer"),
+    ("eval_s", 3), ("speedup", 3), ("latency_p50_s", 3), ("latency_p90_s", 3), ("rtfx", 2), ("audio_s", 2),
+    ("tokens", None), ("tokens_per_s", 1), ("load_s", 2), ("peak_ram_mb", 1), ("run_ram_mb", 1),
+    ("peak_vram_mb", 1), ("cpu_percent", 1), ("size_mb", 1), ("compression", 3), ("encoder_rel_error", "e"),
+    ("teacher_forced_agreement", 4),
+]
+
+
+def _flat(row: dict) -> dict:
+    """The row with each [lo, hi] interval split into ``<key>_lo`` / ``<key>_hi``."""
+    out = dict(row)
+    for key in ("wer_ci", "cer_ci", "wer_delta_ci", "cer_delta_ci"):
+        out[f"{key}_lo"], out[f"{key}_hi"] = row.get(key) or (None, None)
+    return out
+
+
+def _csv_value(value, rounding: int | str | None):
+    if value is None or rounding is None or isinstance(value, bool):
+        return value
+    return f"{value:.2e}" if rounding == "e" else round(float(value), rounding)
+
+
 def csv_text(summary: dict) -> str:
     buf = io.StringIO()
-    keys = ["recipe", "status", "reason"] + [k for k, _, _ in COLUMNS] + ["utterances", "audio_s", "tokens",
-                                                                          "tokens_per_s", "run_ram_mb"]
-    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
-    writer.writeheader()
+    writer = csv.writer(buf)
+    writer.writerow([name for name, _ in CSV_FIELDS])
     for row in summary["recipes"]:
-        writer.writerow({k: row.get(k) for k in keys})
+        flat = _flat(row)
+        writer.writerow([_csv_value(flat.get(name), rounding) for name, rounding in CSV_FIELDS])
     return buf.getvalue()
 
 
@@ -119,6 +292,12 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_reports(summary: dict, out_dir: Path) -> dict[str, Path]:
+    """summary.md, summary.csv and summary.json; the recommendation is saved with them (computed with the
+    default criteria if ``summarise`` did not attach one)."""
+    from .recommend import recommend
+
+    if "recommendation" not in summary:
+        summary["recommendation"] = recommend(summary)
     out_dir = Path(out_dir)
     paths = {"md": out_dir / "summary.md", "csv": out_dir / "summary.csv", "json": out_dir / "summary.json"}
     _atomic_write(paths["md"], markdown(summary))
@@ -127,17 +306,47 @@ def write_reports(summary: dict, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def rich_table(summary: dict):
-    from rich.table import Table
-
-    table = Table(title=f"{summary['config']['model']} — {summary['config']['dataset']}", show_lines=False)
-    table.add_column("recipe", no_wrap=True)
-    for _, header, _ in COLUMNS:
-        table.add_column(header, justify="right")
+def _caption(summary: dict, columns: list[Column]) -> str | None:
+    """What the marks mean, and why rows are flagged or empty (the table has no room for reasons)."""
+    lines = []
+    if summary.get("synthetic"):
+        lines.append("synthetic weights: WER/CER n/a")
+    elif any(c.key.endswith("_delta") for c in columns):
+        lines.append("Δ: percentage points vs torch-fp32 on the same utterances; * its 95 % CI excludes 0")
     for row in summary["recipes"]:
-        c = cells(row)
         if row["status"] != "ok":
-            table.add_row(row["recipe"], f"[yellow]{c[0]}[/yellow]", *[""] * (len(COLUMNS) - 1))
+            lines.append(f"{row['recipe']}: {row['status']}" + (f": {row['reason']}" if row.get("reason") else ""))
+        for mark, flag in zip(_marks(row), flags(row)):
+            why = f": {row['not_comparable']}" if flag == "not comparable" else ""
+            lines.append(f"{mark} {row['recipe']}: {flag}{why}")
+    return "\n".join(lines) or None
+
+
+def _marks(row: dict) -> list[str]:
+    return ["†" if flag.startswith("incomplete") else "‡" for flag in flags(row)]
+
+
+def rich_table(summary: dict, columns: str | None = None):
+    """The terminal table: ``columns`` as --columns takes them (None: the default set, sized for 100 columns)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    chosen = select_columns(columns, bool(summary.get("synthetic")))
+    # no outer edge and shared padding: each column costs 2 characters, so the default set fits 100 columns
+    caption = _caption(summary, chosen)
+    # Text, not markup: a reason such as "[errno 2] ..." must print as it is
+    table = Table(title=Text(f"{summary['config']['model']} — {summary['config']['dataset']}"), box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True, caption=Text(caption) if caption else None,
+                  caption_justify="left")
+    table.add_column("recipe", no_wrap=True)
+    for c in chosen:
+        table.add_column(c.header, justify="right", no_wrap=True)  # a figure is never wrapped or cut
+    for row in summary["recipes"]:
+        name = Text(row["recipe"] + "".join(_marks(row)))
+        if row["status"] != "ok":  # the reason is in the caption: a long one here would squeeze every column
+            status = [Text(row["status"], style="yellow")] + [Text("")] * (len(chosen) - 1)
+            table.add_row(name, *status[:len(chosen)])
         else:
-            table.add_row(row["recipe"], *c)
+            table.add_row(name, *[Text(c.text(row) or NA) for c in chosen])
     return table
