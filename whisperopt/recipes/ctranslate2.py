@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.audio import SAMPLE_RATE
+from ..data.features import FRONT_END
 from ..errors import WhisperoptError
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 
@@ -83,6 +84,31 @@ class _GenerateRecorder:
         return getattr(self._model, name)
 
 
+class _ReferenceFrontEnd:
+    """faster-whisper's ``FeatureExtractor`` interface returning the bench's shared log-mel (``data/features.py``).
+
+    faster-whisper pads the log-mel of the audio with zeros; the reference pads the audio. One ≤ 30-s window gets
+    the reference features plus a copy of the last frame, because faster-whisper treats the last frame as padding
+    (``content_frames = frames - 1``, and its batched pipeline drops it): the encoder then sees exactly the 3000
+    reference frames. Longer audio (faster-whisper's own long-form loop) keeps its native front end.
+    """
+
+    def __init__(self, native, extractor):
+        self._native = native
+        self._extractor = extractor
+
+    def __call__(self, waveform, padding=160, chunk_length=None):
+        from ..data.features import log_mel
+
+        if chunk_length is not None or len(waveform) > WINDOW_SAMPLES:
+            return self._native(waveform, padding=padding, chunk_length=chunk_length)
+        feats = log_mel(self._extractor, [np.asarray(waveform, dtype=np.float32)])[0]
+        return np.concatenate([feats, feats[:, -1:]], axis=1)
+
+    def __getattr__(self, name):
+        return getattr(self._native, name)
+
+
 class CT2Runtime(Runtime):
     def __init__(self, recipe: CT2Recipe, artifact: Artifact, device: str, threads: int):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -94,6 +120,10 @@ class CT2Runtime(Runtime):
         self.batch_size = int(artifact.options.get("batch_size", 0))
         self.model = WhisperModel(str(artifact.weights_dir), device=device, compute_type=recipe.compute_type,
                                   cpu_threads=threads, num_workers=1, local_files_only=True)
+        from ..data.features import load_feature_extractor
+
+        self.model.feature_extractor = _ReferenceFrontEnd(self.model.feature_extractor,
+                                                          load_feature_extractor(artifact.model_dir))
         self.ct2 = self.model.model  # ctranslate2.models.Whisper
         self.recorder = _GenerateRecorder(self.ct2)
         self.model.model = self.recorder
@@ -157,6 +187,7 @@ class CT2Runtime(Runtime):
             "mode": self.mode,
             "device": self.device,
             "compute_type": self.ct2.compute_type,
+            "front_end": "shared " + FRONT_END,
             "cpu_threads": self.threads,
             "inter_threads": self.ct2.num_workers,
             **shown,

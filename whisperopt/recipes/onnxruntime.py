@@ -8,7 +8,7 @@ Build
     the recipes below; each recipe's artifact holds ``encoder_model.onnx`` + ``decoder_model_merged.onnx`` only.
   * ``onnx-int8-dynamic``: ``quantize_dynamic``; the preset (weight type, reduce_range) follows the CPU's ISA, read
     from /proc/cpuinfo (or the ``isa`` option), see ``DYNAMIC_PRESETS``.
-  * ``onnx-int8-static``: QDQ ``quantize_static``; the encoder is calibrated on log-mel features of
+  * ``onnx-int8-static``: QDQ ``quantize_static`` with percentile (99.99) activation ranges; the encoder is calibrated on log-mel features of
     LibriSpeech dev-clean, the decoder and decoder-with-past on real decoder inputs (reference transcript tokens,
     encoder states and KV caches produced by the fp32 export on the same dev-clean audio); both decoders are
     quantised separately and merged again with Optimum's ``merge_decoders`` (identical weights are stored once).
@@ -663,7 +663,11 @@ class OnnxInt8Static(_Int8Mixin, OrtRecipe):
                    "decoder and decoder-with-past on real inputs)")
     devices = ("cpu",)
     defaults = {"graph_optimization": "all", "isa": "auto", "per_channel": True, "op_types": "MatMul",
-                "lm_head": True, "calibration": "minmax", "calibration_size": 16, "percentile": 99.999}
+                "lm_head": True, "calibration": "percentile", "calibration_size": 16, "percentile": 99.99}
+    # Percentile, not min/max, ranges: on trained weights the input of the encoder's fc2 (fc1's GELU output) has rare
+    # outliers; a per-tensor uint8 scale stretched to the max left the rest a few levels, and the encoder broke
+    # (tiny.en, 6 dev-clean utterances: min/max WER 57 %, min/max encoder + fp32 decoder 37 %, the same with the
+    # encoder's fc2 kept fp32 0.7 %, percentile 99.99 0.7 % = torch-fp32). Teacher forcing did not see it (81.6 %).
     # measured on synthetic:tiny: 0.907-0.920 (calibration 8-16 dev-clean utterances); swapped layers: 0.000
     fidelity_floor = 0.80
 

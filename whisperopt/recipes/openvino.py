@@ -231,20 +231,6 @@ class _ProbeMixin:
         return np.concatenate(out)
 
 
-class _IRProbe(_ProbeMixin):
-    """The probes alone, on an IR directory (build-time validation)."""
-
-    def __init__(self, ir_dir: Path, threads: int):
-        self.model = _load_ov_model(ir_dir, "CPU", {"INFERENCE_NUM_THREADS": int(threads),
-                                                    "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
-
-    def _probe_model(self):
-        return self.model
-
-    def close(self) -> None:
-        self.model = None
-
-
 class OVRuntime(_ProbeMixin, GenerateRuntime):
     """transformers ``generate`` (the Python decode loop) over optimum-intel's OpenVINO encoder and decoder."""
 
@@ -444,10 +430,12 @@ class OpenVINORecipe(Recipe):
 
     def validate(self, ir_dir: Path, model_dir: Path) -> dict:
         """Fidelity of the IRs in ``ir_dir`` against torch-fp32 on dev-clean; below ``fidelity_floor`` is an error."""
-        from .validation import fidelity_check
+        from .validation import fidelity_check, fidelity_failure
 
         threads = os.cpu_count() or 1
-        probe = _IRProbe(ir_dir, threads)
+        props = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        # the Python-loop runtime: the probes plus a real decode (the decode check on trained weights)
+        probe = OVRuntime(_load_ov_model(ir_dir, "CPU", props), Path(model_dir), "CPU", props, threads)
         try:
             result = fidelity_check(probe, Path(model_dir), self.fidelity_floor, dataset=VALIDATION_DATASET,
                                     utterances=VALIDATION_UTTERANCES, reference=_torch_reference(model_dir, threads))
@@ -455,11 +443,7 @@ class OpenVINORecipe(Recipe):
             probe.close()
         result["method"] = FIDELITY_METHOD
         if not result["passed"]:
-            agree, err = result["teacher_forced_agreement"], result["encoder_rel_error"]
-            raise WhisperoptError(
-                f"{self.name}: fidelity check failed on {result['utterances']} dev-clean utterances: teacher-forced "
-                f"agreement {100 * (agree or 0):.1f} % < floor {100 * self.fidelity_floor:.1f} % "
-                f"(encoder rel. error {err if err is None else f'{err:.2e}'})")
+            raise WhisperoptError(fidelity_failure(self.name, result))
         return result
 
     def _fp32_ir(self, model_dir: Path) -> Path:

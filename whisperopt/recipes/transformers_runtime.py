@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.audio import SAMPLE_RATE
+from ..data.features import log_mel
 from .base import DecodeOptions, Runtime, Transcription, WindowOptions, WindowResult
 
 MAX_TARGET_POSITIONS = 448
@@ -43,9 +43,9 @@ class GenerateRuntime(Runtime):
         self.multilingual = bool(getattr(model.generation_config, "is_multilingual", True))
 
     def features(self, audios: list[np.ndarray]):
-        feats = self.processor.feature_extractor(
-            audios, sampling_rate=SAMPLE_RATE, return_tensors="pt"
-        ).input_features
+        import torch
+
+        feats = torch.from_numpy(log_mel(self.processor.feature_extractor, audios))  # the bench's shared front end
         if self.dtype is not None:
             feats = feats.to(self.device, dtype=self.dtype)
         return feats
