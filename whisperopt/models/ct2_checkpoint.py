@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..cache import atomic_dir
 from ..errors import WhisperoptError
 from .sizes import SIZES, ModelDims
 
@@ -182,6 +180,18 @@ def _attention(state: dict, w: _Weights, src: str, dst: str, d_model: int, cross
         _linear(state, w, f"{src}/linear_1", f"{dst}.out_proj")
 
 
+def _layer(state: dict, w: _Weights, src: str, dst: str, d_model: int, cross: bool) -> None:
+    """One encoder (``cross`` False) or decoder layer: self-attention, [cross-attention,] feed-forward."""
+    _attention(state, w, f"{src}/self_attention", f"{dst}.self_attn", d_model, cross=False)
+    _norm(state, w, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
+    if cross:
+        _attention(state, w, f"{src}/attention", f"{dst}.encoder_attn", d_model, cross=True)
+        _norm(state, w, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
+    _linear(state, w, f"{src}/ffn/linear_0", f"{dst}.fc1")
+    _linear(state, w, f"{src}/ffn/linear_1", f"{dst}.fc2")
+    _norm(state, w, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
+
+
 def hf_state_dict(variables: dict[str, np.ndarray], aliases: dict[str, str], dims: ModelDims) -> dict:
     """transformers ``WhisperForConditionalGeneration`` parameters (fp32 numpy) from the model.bin variables."""
     w = _Weights(variables)
@@ -204,24 +214,12 @@ def hf_state_dict(variables: dict[str, np.ndarray], aliases: dict[str, str], dim
     state[f"{enc}.embed_positions.weight"] = w("encoder/position_encodings/encodings")
     _norm(state, w, "encoder/layer_norm", f"{enc}.layer_norm")
     for i in range(dims.encoder_layers):
-        src, dst = f"encoder/layer_{i}", f"{enc}.layers.{i}"
-        _attention(state, w, f"{src}/self_attention", f"{dst}.self_attn", d, cross=False)
-        _norm(state, w, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
-        _linear(state, w, f"{src}/ffn/linear_0", f"{dst}.fc1")
-        _linear(state, w, f"{src}/ffn/linear_1", f"{dst}.fc2")
-        _norm(state, w, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
+        _layer(state, w, f"encoder/layer_{i}", f"{enc}.layers.{i}", d, cross=False)
     state[f"{dec}.embed_tokens.weight"] = w("decoder/embeddings/weight")
     state[f"{dec}.embed_positions.weight"] = w("decoder/position_encodings/encodings")
     _norm(state, w, "decoder/layer_norm", f"{dec}.layer_norm")
     for i in range(dims.decoder_layers):
-        src, dst = f"decoder/layer_{i}", f"{dec}.layers.{i}"
-        _attention(state, w, f"{src}/self_attention", f"{dst}.self_attn", d, cross=False)
-        _norm(state, w, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
-        _attention(state, w, f"{src}/attention", f"{dst}.encoder_attn", d, cross=True)
-        _norm(state, w, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
-        _linear(state, w, f"{src}/ffn/linear_0", f"{dst}.fc1")
-        _linear(state, w, f"{src}/ffn/linear_1", f"{dst}.fc2")
-        _norm(state, w, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
+        _layer(state, w, f"decoder/layer_{i}", f"{dec}.layers.{i}", d, cross=True)
     unused = w.unused()
     if unused:
         raise WhisperoptError(f"model.bin: {len(unused)} variable(s) not mapped to transformers: "
@@ -263,10 +261,8 @@ def convert_ct2_checkpoint(model_bin: bytes, ct2_config: dict, target: Path, sou
     """
     import torch
     from safetensors.torch import save_file
-    from transformers import WhisperFeatureExtractor
 
-    from .synthetic import generation_config, whisper_config
-    from .tokenizer import build_tokenizer
+    from .synthetic import generation_config, write_model_files
 
     spec, variables, aliases = read_model_bin(model_bin)
     if spec != SPEC_NAME:
@@ -292,23 +288,11 @@ def convert_ct2_checkpoint(model_bin: bytes, ct2_config: dict, target: Path, sou
         "english_only": dims.english_only,
         "weights": "float32",
     }
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=str(target.parent)))
-    try:
-        whisper_config(dims).save_pretrained(str(tmp))
-        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
-        WhisperFeatureExtractor(feature_size=dims.n_mels).save_pretrained(str(tmp))
-        build_tokenizer(tmp, english_only=dims.english_only, num_languages=dims.num_languages)
+    with atomic_dir(target) as tmp:
+        write_model_files(tmp, dims, gen)
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return record
 
 

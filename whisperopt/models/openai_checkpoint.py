@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ..cache import atomic_dir
 from ..errors import WhisperoptError
 from .sizes import ModelDims
 
@@ -62,10 +60,8 @@ def dims_from_openai(d: dict) -> ModelDims:
 def convert_openai_checkpoint(pt: Path, target: Path) -> None:
     import torch
     from safetensors.torch import save_file
-    from transformers import WhisperFeatureExtractor
 
-    from .synthetic import generation_config, whisper_config
-    from .tokenizer import build_tokenizer
+    from .synthetic import generation_config, write_model_files
 
     try:
         ckpt = torch.load(str(pt), map_location="cpu", weights_only=True)
@@ -75,17 +71,7 @@ def convert_openai_checkpoint(pt: Path, target: Path) -> None:
         raise WhisperoptError(f"{pt} is not an openai-whisper checkpoint (no 'dims' / 'model_state_dict')")
     dims = dims_from_openai(ckpt["dims"])
     state = {rename_key(k): v.to(torch.float32).contiguous() for k, v in ckpt["model_state_dict"].items()}
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=str(target.parent)))
-    try:
-        whisper_config(dims).save_pretrained(str(tmp))
-        (tmp / "generation_config.json").write_text(json.dumps(generation_config(dims), indent=2))
-        WhisperFeatureExtractor(feature_size=dims.n_mels).save_pretrained(str(tmp))
-        build_tokenizer(tmp, english_only=dims.english_only, num_languages=dims.num_languages)
+    with atomic_dir(target) as tmp:
+        write_model_files(tmp, dims, generation_config(dims))
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "whisperopt_source.json").write_text(json.dumps({"converted_from": str(pt.resolve())}))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -13,14 +13,11 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..cache import models_dir
+from ..cache import atomic_dir, models_dir
 from .sizes import ModelDims, get_dims
 from .tokenizer import CONTROL_TOKENS, build_tokenizer, languages
 
@@ -170,14 +167,25 @@ def _write_weights(config, out_dir: Path) -> None:
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index_json, indent=2))
 
 
+def write_model_files(out_dir: Path, dims: ModelDims, generation: dict):
+    """Everything of a Hugging Face Whisper directory but the weights: config, generation config, feature
+    extractor, tokenizer. Returns the WhisperConfig."""
+    from transformers import WhisperFeatureExtractor
+
+    config = whisper_config(dims)
+    config.save_pretrained(str(out_dir))
+    (Path(out_dir) / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    WhisperFeatureExtractor(feature_size=dims.n_mels).save_pretrained(str(out_dir))
+    build_tokenizer(out_dir, english_only=dims.english_only, num_languages=dims.num_languages)
+    return config
+
+
 def synthetic_dir(size: str) -> Path:
     return models_dir() / f"synthetic-{size}"
 
 
 def ensure_synthetic(size: str) -> Path:
     """Return the cached synthetic checkpoint directory for ``size``, building it on first use."""
-    from transformers import WhisperFeatureExtractor
-
     dims = get_dims(size)
     target = synthetic_dir(size)
     marker = target / SYNTHETIC_MARKER
@@ -185,24 +193,13 @@ def ensure_synthetic(size: str) -> Path:
         info = json.loads(marker.read_text())
         if info.get("format_version") == FORMAT_VERSION:
             return target
-    tmp = Path(tempfile.mkdtemp(prefix=f".synthetic-{size}-", dir=str(models_dir())))
-    try:
-        config = whisper_config(dims)
-        config.save_pretrained(str(tmp))
-        (tmp / "generation_config.json").write_text(json.dumps(generation_config(dims), indent=2))
-        WhisperFeatureExtractor(feature_size=dims.n_mels).save_pretrained(str(tmp))
-        build_tokenizer(tmp, english_only=dims.english_only, num_languages=dims.num_languages)
+    with atomic_dir(target) as tmp:
+        config = write_model_files(tmp, dims, generation_config(dims))
         _write_weights(config, tmp)
         (tmp / SYNTHETIC_MARKER).write_text(
             json.dumps({"size": size, "seed": SEED, "format_version": FORMAT_VERSION, "architecture_of": dims.hub_id},
                        indent=2)
         )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
