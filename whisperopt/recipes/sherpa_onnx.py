@@ -378,7 +378,8 @@ class SherpaRuntime(Runtime):
         return out
 
     def run_info(self) -> dict:
-        info = {"decode_settings": self.settings,
+        info = {"decode_settings": {**(self.settings or {}),
+                                    "front_end": "own (sherpa-onnx's C++ log-mel, from audio)"},
                 "fidelity_method": "teacher-forced through onnxruntime on the artifact's own encoder/decoder graphs "
                                    "(sherpa-onnx exposes no scores); encoder error read at the encoder graph's "
                                    "ln_post output"}

@@ -25,6 +25,10 @@ DECODE_UTTERANCES = 6  # ~110 words of dev-clean: one word is ~0.9 points
 # measured on tiny.en (6 dev-clean utterances): torch-fp32 WER 1.8 %; the dynamic/weight-only int8 and int4 recipes
 # within +3.6 points; a decoder with two layers swapped, or a static-int8 decoder that loops, > +100 points
 DECODE_MARGIN = 10.0
+# Teacher-forced floors were measured on random weights, whose near-flat logits make top-1 fragile (int4: 0.20).
+# Trained logits are peaked: on tiny.en every recipe scored 100 % on the 2 dev-clean utterances (43 positions)
+# except onnx-int8-static, 93.0 %; so on trained weights no recipe may score under REAL_FLOOR, whatever its floor.
+REAL_FLOOR = 0.90
 
 
 def _runaway(reference: str, hypothesis: str) -> bool:
@@ -88,12 +92,14 @@ def fidelity_check(runtime, model_dir: Path, floor: float, *, dataset: str = VAL
         m, n = top1_agreement(ref_top1, np.asarray(runtime.teacher_forced_top1(feats, tokens))[prompt_len - 1:])
         matches += m
         positions += n
+    synthetic = is_synthetic(model_dir)
+    floor = floor if synthetic else max(floor, REAL_FLOOR)
     out = summarise(errors, matches, positions)
     out.update(dataset=dataset, utterances=utterances, floor=floor)
     enc_ok = out["encoder_rel_error"] is not None and np.isfinite(out["encoder_rel_error"])
     out["passed"] = bool(enc_ok and out["teacher_forced_agreement"] is not None
                          and out["teacher_forced_agreement"] >= floor)
-    if is_synthetic(model_dir):
+    if synthetic:
         out["decode_check"] = "skipped: random weights decode noise"
     elif out["passed"]:  # a trained model must also decode on its own (see the module's docstring)
         out.update(decode_check(runtime, model_dir, torch_decode_reference(model_dir, dataset, threads)))
