@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,7 @@ def _transcribe(capsys, audio, out, *args) -> dict:
                  "-f", "json", "-o", str(out), "--beam-size", "1", *args])
     capsys.readouterr()
     assert code == 0
-    return json.loads((out / f"{audio.stem}.json").read_text())
+    return json.loads((out / f"{Path(audio).stem}.json").read_text())
 
 
 def test_detects_english_on_test_clean(base, librispeech, tmp_path, capsys):
