@@ -79,6 +79,8 @@ def read_model_bin(data: bytes) -> tuple[str, dict[str, np.ndarray], dict[str, s
             shape = tuple(take("I") for _ in range(take("B")))
             type_id = take("B")
             nbytes = take("I")
+            if offset + nbytes > len(data):
+                raise struct.error("variable past the end of the file")
             raw = data[offset:offset + nbytes]
             offset += nbytes
             dtype = _DTYPES.get(type_id)
