@@ -31,6 +31,14 @@ def get_recipe(name: str) -> Recipe:
     return recipes[name]
 
 
+def baseline_recipe() -> Recipe:
+    """The registry's reference recipe (``Recipe.baseline``): every speed-up, ΔWER and fidelity figure is against it."""
+    found = [r for r in all_recipes().values() if r.baseline]
+    if len(found) != 1:
+        raise WhisperoptError(f"the recipe registry must declare exactly one baseline, found {len(found)}")
+    return found[0]
+
+
 def parse_recipe_list(text: str) -> list[Recipe]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -40,5 +48,5 @@ def parse_recipe_list(text: str) -> list[Recipe]:
     return [get_recipe(n) for n in names]
 
 
-__all__ = ["Artifact", "DecodeOptions", "Recipe", "Runtime", "Transcription", "all_recipes", "get_recipe",
+__all__ = ["Artifact", "DecodeOptions", "Recipe", "Runtime", "Transcription", "all_recipes", "baseline_recipe", "get_recipe",
            "parse_recipe_list"]

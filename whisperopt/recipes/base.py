@@ -138,7 +138,9 @@ class Recipe(ABC):
     modules: tuple[str, ...] = ()  # Python modules the engine needs
     devices: tuple[str, ...] = ("cpu", "cuda")
     defaults: dict = {}  # recipe options (``--option key=value``) and their defaults
-    baseline: bool = False
+    baseline: bool = False  # the registry's one reference recipe (``recipes.baseline_recipe``)
+    #: the recipe of the same engine and decode loop that per-component times are compared with (None: not compared)
+    component_baseline: str | None = None
 
     def unavailable_reason(self, device: str) -> str | None:
         """Why this recipe cannot run here (missing engine, wrong device), or None."""

@@ -390,6 +390,7 @@ class OpenVINORecipe(Recipe):
     devices = ("cpu",)
     defaults = dict(RUNTIME_DEFAULTS)
     genai = False
+    component_baseline = "openvino-fp32"
     fidelity_floor = 0.999  # teacher-forced top-1 agreement vs torch-fp32 on dev-clean required at build time
 
     def versions(self) -> dict:
@@ -717,6 +718,7 @@ def _genai_twin(base: OpenVINORecipe) -> OpenVINORecipe:
         "description": base.description.split(", Python")[0] + " — run by openvino-genai WhisperPipeline (C++ decode loop)",
         "modules": base.modules + ("openvino_genai",),
         "genai": True,
+        "component_baseline": "openvino-fp32-genai",
         "build": build,
     })
     return cls()
