@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whisperopt.bench.worker import read_rows
+from whisperopt.bench.results import read_rows
 from whisperopt.cli import main
 
 from .conftest import TEST_CLEAN

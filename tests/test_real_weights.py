@@ -60,7 +60,7 @@ def bench(tiny_en, librispeech, tmp_path_factory):
 
 
 def _hypotheses(out: Path, recipe: str) -> dict[str, str]:
-    from whisperopt.bench.worker import read_rows
+    from whisperopt.bench.results import read_rows
 
     return {r["id"]: r["hypothesis"] for r in read_rows(out / f"{recipe}.rows.jsonl")}
 

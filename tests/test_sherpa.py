@@ -10,9 +10,10 @@ import pytest
 
 pytest.importorskip("sherpa_onnx")
 
-from whisperopt.bench.worker import forced_length, read_rows  # noqa: E402
+from whisperopt.bench.results import read_rows
 from whisperopt.cli import main  # noqa: E402
 from whisperopt.data import load_audio, load_dataset  # noqa: E402
+from whisperopt.data.references import forced_length  # noqa: E402
 from whisperopt.errors import WhisperoptError  # noqa: E402
 from whisperopt.recipes import get_recipe  # noqa: E402
 from whisperopt.recipes import onnxruntime as ortr  # noqa: E402

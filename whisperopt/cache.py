@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -43,20 +39,3 @@ def dir_size(path: Path) -> int:
         if p.is_file() and not p.is_symlink():
             total += p.stat().st_size
     return total
-
-
-@contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """A temporary sibling of ``target`` to write into; it replaces ``target`` only if the block succeeds, so a
-    reader never sees half a model (a crash leaves the old one or none)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=str(target.parent)))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

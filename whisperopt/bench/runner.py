@@ -17,18 +17,9 @@ from ..models import resolve_model
 from ..recipes import parse_recipe_list
 from .config import BenchConfig, save_run
 from .environment import environment
-from .worker import read_rows
+from .results import read_rows, recipe_paths
 
 REFERENCE_FILE = "fidelity_reference.npz"
-
-
-def recipe_paths(out_dir: Path, recipe: str) -> dict[str, Path]:
-    return {
-        "rows": out_dir / f"{recipe}.rows.jsonl",
-        "segments": out_dir / f"{recipe}.segments.jsonl",
-        "status": out_dir / f"{recipe}.status.json",
-        "log": out_dir / "logs" / f"{recipe}.log",
-    }
 
 
 def _check_writable(out_dir: Path) -> None:

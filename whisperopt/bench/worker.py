@@ -9,82 +9,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 
+from ..data.references import forced_length, reference_tokens
 from ..errors import WhisperoptError
-
-
-def reference_text(text: str) -> str:
-    """A LibriSpeech-style reference as Whisper would write it (sentence case), for counting decode tokens."""
-    text = " ".join(text.split())
-    return text[:1].upper() + text[1:].lower() if text.isupper() else text
-
-
-def reference_tokens(tokenizer, text: str) -> list[int]:
-    return tokenizer.encode(" " + reference_text(text), add_special_tokens=False)
-
-
-def forced_length(tokenizer, text: str) -> int:
-    """Decode steps of a real run that outputs the reference: its text tokens plus the end-of-text step."""
-    return len(reference_tokens(tokenizer, text)) + 1
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Rows saved so far; a torn last line (process killed mid-write) is ignored."""
-    rows = []
-    if not path.exists():
-        return rows
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
-def append_row(f, row: dict) -> None:
-    f.write(json.dumps(row) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-class RssSampler(threading.Thread):
-    """Samples this process's RSS while inference runs (peak RAM in use, excluding load-time transients)."""
-
-    def __init__(self, interval: float = 0.02):
-        super().__init__(daemon=True)
-        import psutil
-
-        self.proc = psutil.Process()
-        self.interval = interval
-        self.peak = 0
-        self._halt = threading.Event()
-
-    def run(self):
-        while not self._halt.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            self._halt.wait(self.interval)
-
-    def stop(self) -> float:
-        self._halt.set()
-        self.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-        return self.peak / 1024 / 1024
+from ..files import atomic_write_json
+from .results import append_row, read_rows
 
 
 def _artifact(job: dict):
@@ -173,7 +107,7 @@ def _fidelity(runtime, job: dict) -> dict:
 
 def do_run(job: dict) -> dict:
     from ..data import SAMPLE_RATE, load_audio, load_dataset
-    from ..metrics.resources import CpuMeter, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
+    from ..metrics.resources import CpuMeter, RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
     from ..metrics.wer import utterance_errors
     from ..recipes.base import DecodeOptions
     from ..recipes.transformers_runtime import load_processor
@@ -262,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # any engine failure is recorded, the other recipes still run
         tb = traceback.format_exc()
         result, code = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": tb}, 1
-    _write_json(result_path, result)
+    atomic_write_json(result_path, result)
     return code
 
 

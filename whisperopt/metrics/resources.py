@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -106,3 +107,27 @@ class CpuMeter:
     @property
     def percent(self) -> float | None:
         return 100.0 * self.cpu_s / self.wall_s if self.wall_s > 0 else None
+
+
+class RssSampler(threading.Thread):
+    """Samples this process's RSS while inference runs (peak RAM in use, excluding load-time transients)."""
+
+    def __init__(self, interval: float = 0.02):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> float:
+        self._halt.set()
+        self.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        return self.peak / 1024 / 1024

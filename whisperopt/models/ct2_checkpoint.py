@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import atomic_dir
 from ..errors import WhisperoptError
+from ..files import atomic_dir
 from .sizes import SIZES, ModelDims
 
 # ctranslate2's DataType enum order (include/ctranslate2/types.h, model_spec._dtype_to_type_id)

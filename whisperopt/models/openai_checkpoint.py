@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..cache import atomic_dir
 from ..errors import WhisperoptError
+from ..files import atomic_dir
 from .sizes import ModelDims
 
 # openai-whisper parameter-name fragments -> transformers names (applied in order)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import atomic_dir, models_dir
+from ..cache import models_dir
+from ..files import atomic_dir
 from .sizes import ModelDims, get_dims
 from .tokenizer import CONTROL_TOKENS, build_tokenizer, languages
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from ..data.audio import SAMPLE_RATE
 from ..data.features import FRONT_END
+from ..data.references import forced_length
 from ..errors import WhisperoptError
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 from .pytorch import MODEL_SIDE_FILES, copy_side_files
@@ -113,12 +114,6 @@ def is_test_data(path: str) -> bool:
     if text.startswith("librispeech:"):
         return text.split(":", 1)[1].lower().startswith("test")
     return any(p in ("test", "test-clean", "test-other") for p in (part.lower() for part in Path(text).parts))
-
-
-def _forced(tokenizer, text: str) -> int:
-    from ..bench.worker import forced_length
-
-    return forced_length(tokenizer, text)
 
 
 class _TimedRequest:
@@ -664,7 +659,7 @@ class OpenVINOInt8PTQ(OpenVINORecipe):
         with torch.inference_mode():
             for u in ds.utterances:
                 # synthetic weights decode noise: force the reference transcript's length, as the bench does
-                forced = [_forced(runtime.tokenizer, u.text)] if synthetic else None
+                forced = [forced_length(runtime.tokenizer, u.text)] if synthetic else None
                 runtime.transcribe([load_audio(u.audio)], decode, forced)
         return enc_data, dec_data, [u.id for u in ds.utterances], ds
 

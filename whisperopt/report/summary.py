@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bench.config import load_run
-from ..bench.worker import read_rows
+from ..bench.results import read_rows
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
 from ..metrics.wer import ErrorCounts, corpus_rate
 from .recommend import BASELINE, recommend
