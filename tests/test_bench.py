@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from whisperopt.bench.results import read_rows
@@ -140,11 +139,10 @@ def test_fidelity_check_catches_a_corrupted_artifact(tmp_path, tiny_model, libri
 
     from safetensors.torch import load_file, save_file
 
-    from whisperopt.bench.worker import _probe_inputs
-    from whisperopt.metrics import relative_l2, top1_agreement
     from whisperopt.recipes import get_recipe
     from whisperopt.recipes.artifacts import build_artifact
     from whisperopt.recipes.base import Artifact
+    from whisperopt.recipes.validation import compare, torch_reference
 
     bf16 = get_recipe("torch-bf16")
     good, _ = build_artifact(bf16, tiny_model.path, {})
@@ -157,17 +155,12 @@ def test_fidelity_check_catches_a_corrupted_artifact(tmp_path, tiny_model, libri
     save_file(state, str(bad_dir / "model.safetensors"), metadata={"format": "pt"})
     bad = Artifact(bf16.name, bad_dir, tiny_model.path, {**good.manifest, "weights_dir": str(bad_dir)}, {})
 
-    ref = get_recipe("torch-fp32").load(Artifact("torch-fp32", tiny_model.path, tiny_model.path, {}, {}), "cpu", 2)
-    job = {"model_dir": str(tiny_model.path), "decode": {"language": "en", "task": "transcribe"},
-           "dataset": str(TEST_CLEAN), "fidelity_utterances": 2}
+    probes = {"dataset": str(TEST_CLEAN), "utterances": 2}
+    ref = torch_reference(tiny_model.path, threads=2, **probes)
 
-    def fidelity(runtime):
-        errs, m, n = [], 0, 0
-        for _, feats, tokens, _ in _probe_inputs(job):
-            errs.append(relative_l2(ref.encoder_output(feats), runtime.encoder_output(feats)))
-            a, b = top1_agreement(ref.teacher_forced_top1(feats, tokens), runtime.teacher_forced_top1(feats, tokens))
-            m, n = m + a, n + b
-        return float(np.mean(errs)), m / n
+    def fidelity(runtime):  # the bench's and the build check's one comparison
+        res = compare(runtime, tiny_model.path, ref, **probes)
+        return res["encoder_rel_error"], res["teacher_forced_agreement"]
 
     good_err, good_agree = fidelity(bf16.load(good, "cpu", 2))
     bad_err, bad_agree = fidelity(bf16.load(bad, "cpu", 2))

@@ -13,9 +13,10 @@ import pytest
 pytest.importorskip("ctranslate2")
 pytest.importorskip("faster_whisper")
 
-from whisperopt.bench.worker import _probe_inputs, forced_length, read_rows  # noqa: E402
+from whisperopt.bench.results import read_rows  # noqa: E402
 from whisperopt.cli import main  # noqa: E402
 from whisperopt.data import load_audio, load_dataset  # noqa: E402
+from whisperopt.data.references import forced_length  # noqa: E402
 from whisperopt.errors import WhisperoptError  # noqa: E402
 from whisperopt.metrics.fidelity import relative_l2, top1_agreement  # noqa: E402
 from whisperopt.recipes import get_recipe  # noqa: E402
@@ -23,6 +24,7 @@ from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions  # noqa: E402
 from whisperopt.recipes.ctranslate2 import ct2_max_length  # noqa: E402
 from whisperopt.recipes.transformers_runtime import load_processor  # noqa: E402
+from whisperopt.recipes.validation import probe_inputs  # noqa: E402
 
 N_UTT = 3
 # floors from measurement on these 3 utterances (synthetic tiny, random weights; see the report):
@@ -44,9 +46,7 @@ def utterances(tiny_model, librispeech):
 
 @pytest.fixture(scope="module")
 def probes(tiny_model):
-    job = {"model_dir": str(tiny_model.path), "decode": DecodeOptions().to_dict(),
-           "dataset": "librispeech:test-clean", "fidelity_utterances": N_UTT}
-    return list(_probe_inputs(job))
+    return list(probe_inputs(tiny_model.path, "librispeech:test-clean", N_UTT))
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_corrupted_artifact_fails(fp32, reference, probes, tmp_path):
     assert enc > FP32_MAX_ENC_ERROR * 100
     assert not passes(enc, agree)
     with pytest.raises(WhisperoptError, match="fidelity check failed"):  # the build-time check rejects it too
-        recipe.validate(bad, art.model_dir)
+        recipe.validate(bad)
 
 
 def test_cache_hit_on_rebuild(tiny_model, fp32):

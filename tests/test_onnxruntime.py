@@ -12,9 +12,10 @@ import pytest
 from whisperopt.bench.results import read_rows
 from whisperopt.cli import main
 from whisperopt.errors import WhisperoptError
-from whisperopt.recipes import get_recipe
+from whisperopt.recipes import get_recipe, onnx_tools
 from whisperopt.recipes import onnxruntime as ortr
 from whisperopt.recipes.artifacts import build_artifact
+from whisperopt.recipes.base import Artifact
 
 STATIC_OPTS = {"calibration_size": "3"}  # small calibration set keeps the test fast; the default is 16
 
@@ -56,16 +57,16 @@ def test_export_is_cached_with_a_manifest(artifacts, tiny_model):
     (set(), "aarch64", "arm64", False, "QInt8"),
 ])
 def test_isa_presets(flags, machine, isa, reduce_range, weight_type):
-    assert ortr.detect_isa(flags, machine) == isa
-    preset = ortr.DYNAMIC_PRESETS[isa]
+    assert onnx_tools.detect_isa(flags, machine) == isa
+    preset = onnx_tools.DYNAMIC_PRESETS[isa]
     assert preset["reduce_range"] is reduce_range and preset["weight_type"] == weight_type
 
 
 def test_int8_dynamic_preset_follows_this_cpu(artifacts):
     q = artifacts["onnx-int8-dynamic"].manifest["quantization"]
-    here = ortr.detect_isa()
+    here = onnx_tools.detect_isa()
     assert q["isa_detected"] == here and q["isa"] == here
-    assert q["reduce_range"] is ortr.DYNAMIC_PRESETS[here]["reduce_range"]
+    assert q["reduce_range"] is onnx_tools.DYNAMIC_PRESETS[here]["reduce_range"]
     assert q["op_types"] == ["MatMul"] and q["lm_head_quantized"]
     ops = q["ops_after"]
     assert ops[ortr.ENCODER]["MatMulInteger"] >= 4 * 6  # 4 encoder layers x (q, k, v, out, fc1, fc2)
@@ -93,13 +94,13 @@ def test_int4_uses_matmulnbits(artifacts):
 
 
 def test_bad_options_are_clear_errors():
-    with pytest.raises(WhisperoptError, match="isa must be one of"):
+    with pytest.raises(WhisperoptError, match="option isa: expected one of"):
         get_recipe("onnx-int8-dynamic").resolve_options({"isa": "avx9"})
-    with pytest.raises(WhisperoptError, match="block_size must be a power of two"):
+    with pytest.raises(WhisperoptError, match="option block_size: expected a power of two"):
         get_recipe("onnx-int4").resolve_options({"block_size": "20"})
-    with pytest.raises(WhisperoptError, match="calibration must be one of"):
+    with pytest.raises(WhisperoptError, match="option calibration: expected one of"):
         get_recipe("onnx-int8-static").resolve_options({"calibration": "guess"})
-    with pytest.raises(WhisperoptError, match="op_types must be"):
+    with pytest.raises(WhisperoptError, match="option op_types: expected a comma-separated subset"):
         get_recipe("onnx-int8-dynamic").resolve_options({"op_types": "Softmax"})
 
 
@@ -110,12 +111,12 @@ def _swap_fc1(path: Path, a: int, b: int) -> None:
 
     model = onnx.load(str(path))
     weights: dict[int, str] = {}
-    for g in ortr.iter_graphs(model.graph):
+    for g in onnx_tools.iter_graphs(model.graph):
         for n in g.node:
             for layer in (a, b):
                 if n.op_type == "MatMul" and f"/layers.{layer}/fc1/" in n.name:
                     weights.setdefault(layer, n.input[1])
-    inits = {t.name: t for g in ortr.iter_graphs(model.graph) for t in g.initializer}
+    inits = {t.name: t for g in onnx_tools.iter_graphs(model.graph) for t in g.initializer}
     ta, tb = inits[weights[a]], inits[weights[b]]
     wa, wb = numpy_helper.to_array(ta).copy(), numpy_helper.to_array(tb).copy()
     ta.CopyFrom(numpy_helper.from_array(wb, ta.name))
@@ -129,9 +130,9 @@ def test_corrupted_export_fails_the_fidelity_check(artifacts, tiny_model, tmp_pa
     shutil.copytree(artifacts["onnx-fp32"].dir, bad)
     _swap_fc1(bad / ortr.DECODER_MERGED, 0, 1)
     with pytest.raises(WhisperoptError, match="fidelity check failed"):
-        recipe.validate(bad, tiny_model.path, recipe.resolve_options({}))
+        recipe.validate(Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
     # and the intact export passes the same check
-    assert recipe.validate(artifacts["onnx-fp32"].dir, tiny_model.path, recipe.resolve_options({}))["passed"]
+    assert recipe.validate(artifacts["onnx-fp32"])["passed"]
 
 
 def test_dropped_kv_cache_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
@@ -158,7 +159,7 @@ def test_dropped_kv_cache_fails_the_fidelity_check(artifacts, tiny_model, tmp_pa
         branch.node.insert(0, helper.make_node("Mul", [name, "drop_scale"], [name + "_dropped"]))
     onnx.save(model, str(bad / ortr.DECODER_MERGED))
     with pytest.raises(WhisperoptError, match="fidelity check failed"):
-        recipe.validate(bad, tiny_model.path, recipe.resolve_options({}))
+        recipe.validate(Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
 
 
 def test_bench_rows_for_every_onnx_recipe(tmp_path, artifacts, tiny_model):

@@ -15,6 +15,7 @@ from whisperopt.errors import WhisperoptError
 from whisperopt.recipes import get_recipe
 from whisperopt.recipes import openvino as ovr
 from whisperopt.recipes.artifacts import build_artifact
+from whisperopt.recipes.base import Artifact
 
 from .conftest import DEV_CLEAN, TEST_CLEAN
 
@@ -118,7 +119,7 @@ def test_bad_options_are_clear_errors(artifacts, tiny_model, tmp_path):
         get_recipe("openvino-int8-ptq").resolve_options({"smooth_quant_alpha_decoder": "1.5"})
     recipe = get_recipe("openvino-int4-weights")
     with pytest.raises(WhisperoptError, match="group_size=100 does not divide"):
-        recipe.build(tiny_model.path, tmp_path, recipe.resolve_options({"group_size": "100"}))
+        build_artifact(recipe, tiny_model.path, recipe.resolve_options({"group_size": "100"}))
 
 
 def _swap_decoder_fc1(src: Path, dst: Path) -> None:
@@ -143,9 +144,9 @@ def test_corrupted_ir_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
     _swap_decoder_fc1(good, bad)
     assert (bad / f"{ovr.DECODER}.bin").read_bytes() != (good / f"{ovr.DECODER}.bin").read_bytes()
     with pytest.raises(WhisperoptError, match="fidelity check failed"):
-        recipe.validate(bad, tiny_model.path)
+        recipe.validate(Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
     # the intact IR passes the same check
-    assert recipe.validate(good, tiny_model.path)["passed"]
+    assert recipe.validate(artifacts["openvino-fp32"])["passed"]
 
 
 def test_bench_rows_for_every_openvino_recipe(tmp_path, artifacts, tiny_model):

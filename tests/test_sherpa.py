@@ -10,16 +10,16 @@ import pytest
 
 pytest.importorskip("sherpa_onnx")
 
-from whisperopt.bench.results import read_rows
+from whisperopt.bench.results import read_rows  # noqa: E402
 from whisperopt.cli import main  # noqa: E402
 from whisperopt.data import load_audio, load_dataset  # noqa: E402
 from whisperopt.data.references import forced_length  # noqa: E402
 from whisperopt.errors import WhisperoptError  # noqa: E402
-from whisperopt.recipes import get_recipe  # noqa: E402
-from whisperopt.recipes import onnxruntime as ortr  # noqa: E402
+from whisperopt.recipes import get_recipe, onnx_tools  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions  # noqa: E402
 from whisperopt.recipes.transformers_runtime import load_processor  # noqa: E402
+from whisperopt.recipes.validation import fidelity_check, torch_reference  # noqa: E402
 
 N_UTT = 2
 
@@ -36,7 +36,7 @@ def built(tiny_model, librispeech):
 @pytest.fixture(scope="module")
 def reference(tiny_model):
     """torch-fp32 encoder outputs and teacher-forced top-1 on the validation utterances (computed once)."""
-    return ortr.torch_reference(tiny_model.path, threads=2)
+    return torch_reference(tiny_model.path, threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_export_format_and_cache(built, tiny_model):
     lines = (art.dir / "tokens.txt").read_text().splitlines()
     assert len(lines) == int(meta["eot"]) and lines[0].endswith(" 0")
     q = built["sherpa-int8"][1].manifest["quantization"]
-    assert q["isa"] == ortr.detect_isa() and q["op_types"] == ["MatMul"]
+    assert q["isa"] == onnx_tools.detect_isa() and q["op_types"] == ["MatMul"]
     # int8 MatMul weights (the embedding Gather table stays fp32, as in sherpa-onnx's own int8 exports)
     assert get_recipe("sherpa-int8").size_bytes(built["sherpa-int8"][1]) < 0.6 * recipe.size_bytes(art)
 
@@ -74,7 +74,7 @@ def test_fidelity(built, tiny_model, reference):
     for name, max_enc in (("sherpa-fp32", 1e-4), ("sherpa-int8", 0.05)):
         recipe, art = built[name]
         rt = recipe.load(art, "cpu", 2)
-        res = ortr.fidelity_check(rt, tiny_model.path, recipe.fidelity_floor, reference=reference)
+        res = fidelity_check(rt, tiny_model.path, recipe.fidelity_floor, reference=reference)
         rt.close()
         print(f"{name}: encoder rel. error {res['encoder_rel_error']:.2e}, TF top-1 {res['teacher_forced_agreement']:.4f}")
         assert res["passed"] and res["encoder_rel_error"] <= max_enc
@@ -112,12 +112,12 @@ def test_corrupted_artifact_fails(built, tiny_model, reference, tmp_path):
     bad = Artifact(recipe.name, bad_dir, art.model_dir, manifest, art.options)
     rt = recipe.load(bad, "cpu", 2)
     assert rt.transcribe([np.zeros(16000, dtype=np.float32)], DecodeOptions())  # sherpa still runs it
-    res = ortr.fidelity_check(rt, tiny_model.path, recipe.fidelity_floor, reference=reference)
+    res = fidelity_check(rt, tiny_model.path, recipe.fidelity_floor, reference=reference)
     rt.close()
     print(f"corrupted: TF top-1 {res['teacher_forced_agreement']:.4f}")
     assert not res["passed"] and res["teacher_forced_agreement"] < 0.5
     with pytest.raises(WhisperoptError, match="fidelity check failed"):
-        recipe.validate(bad, art.model_dir)
+        recipe.validate(bad)
     # a graph that is not a sherpa encoder is refused with a one-line error
     (bad_dir / "encoder.onnx").write_bytes((art.dir / "decoder.onnx").read_bytes())
     with pytest.raises(WhisperoptError) as err:

@@ -44,6 +44,10 @@ class BenchConfig:
     out_dir: Path = Path("whisperopt-results")
 
     def validate(self) -> None:
+        if not self.recipes:
+            raise WhisperoptError("no recipe given")
+        if len(set(self.recipes)) != len(self.recipes):
+            raise WhisperoptError(f"recipe listed twice in {','.join(self.recipes)!r}")
         if self.limit is not None and self.limit <= 0:
             raise WhisperoptError(f"--limit must be a positive number of utterances, got {self.limit}")
         if self.threads <= 0:

@@ -9,15 +9,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from ..data import load_dataset
 from ..errors import WhisperoptError
+from ..files import atomic_write_json
 from ..models import resolve_model
-from ..recipes import parse_recipe_list
+from ..recipes import baseline_recipe, get_recipe
 from .config import BenchConfig, save_run
 from .environment import environment
 from .results import read_rows, recipe_paths
+from .worker import Job
 
 REFERENCE_FILE = "fidelity_reference.npz"
 
@@ -42,13 +45,13 @@ def worker_env(threads: int) -> dict:
     return env
 
 
-def run_worker(mode: str, job: dict, log: Path, env: dict, poll: Callable[[], None] | None = None) -> dict:
+def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], None] | None = None) -> dict:
     """Run one worker step; return its result dict (``ok`` False with ``error`` on any failure, kill included)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="whisperopt-job-") as tmp:
-        job = dict(job, result_path=str(Path(tmp) / "result.json"))
+        job = replace(job, result_path=str(Path(tmp) / "result.json"))
         job_file = Path(tmp) / "job.json"
-        job_file.write_text(json.dumps(job))
+        job_file.write_text(json.dumps(job.to_dict()))
         with open(log, "a", encoding="utf-8") as logf:
             logf.write(f"\n=== {mode} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
             logf.flush()
@@ -58,7 +61,7 @@ def run_worker(mode: str, job: dict, log: Path, env: dict, poll: Callable[[], No
                 if poll:
                     poll()
                 time.sleep(0.25)
-        result_file = Path(job["result_path"])
+        result_file = Path(job.result_path)
         if result_file.exists():
             result = json.loads(result_file.read_text())
         elif proc.returncode < 0:
@@ -72,16 +75,10 @@ def run_worker(mode: str, job: dict, log: Path, env: dict, poll: Callable[[], No
     return result
 
 
-def _write_status(path: Path, status: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status, indent=2))
-    os.replace(tmp, path)
-
-
 def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = print) -> Path:
     """Run the benchmark described by ``cfg``; results land in ``cfg.out_dir``. Returns that directory."""
     cfg.validate()
-    recipes = parse_recipe_list(",".join(cfg.recipes))
+    recipes = [get_recipe(name) for name in cfg.recipes]
     options = {r.name: r.resolve_options(cfg.recipe_options.get(r.name)) for r in recipes}
     unknown = set(cfg.recipe_options) - {r.name for r in recipes}
     if unknown:
@@ -98,11 +95,9 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
                                                                     "synthetic": model.synthetic,
                                                                     "source": model.source}}, indent=2))
     wenv = worker_env(cfg.threads)
-    base_job = {
-        "model_dir": str(model.path), "synthetic": model.synthetic, "dataset": cfg.dataset, "limit": cfg.limit,
-        "decode": cfg.decode.to_dict(), "threads": cfg.threads, "device": cfg.device, "warmup": cfg.warmup,
-        "fidelity_utterances": cfg.fidelity_utterances, "reference_path": str(out_dir / REFERENCE_FILE),
-    }
+    base_job = Job(model_dir=str(model.path), synthetic=model.synthetic, dataset=cfg.dataset, limit=cfg.limit,
+                   decode=cfg.decode.to_dict(), threads=cfg.threads, device=cfg.device, warmup=cfg.warmup,
+                   fidelity_utterances=cfg.fidelity_utterances, reference_path=str(out_dir / REFERENCE_FILE))
     log(f"model {model.spec} ({model.source or model.path}); dataset {dataset.name}: "
         f"{stats['utterances']} utterances, {stats['total_s'] / 60:.1f} min; {cfg.threads} threads on {cfg.device}")
 
@@ -113,23 +108,24 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
         reason = recipe.unavailable_reason(cfg.device)
         if reason:
             log(f"skip  {recipe.name}: {reason}")
-            _write_status(paths["status"], {"recipe": recipe.name, "status": "skipped", "reason": reason})
+            atomic_write_json(paths["status"], {"recipe": recipe.name, "status": "skipped", "reason": reason})
             continue
         log(f"build {recipe.name} ...")
-        built = run_worker("build", {**base_job, "recipe": recipe.name, "options": options[recipe.name]},
+        built = run_worker("build", replace(base_job, recipe=recipe.name, options=options[recipe.name]),
                            paths["log"], wenv)
         if not built.get("ok"):
             log(f"fail  {recipe.name} (build): {built['error']}")
-            _write_status(paths["status"], {"recipe": recipe.name, "status": "failed", "stage": "build",
+            atomic_write_json(paths["status"], {"recipe": recipe.name, "status": "failed", "stage": "build",
                                             "error": built["error"]})
             continue
         how = "cached" if built["cache_hit"] else f"built in {built['build_s']:.1f} s"
         log(f"      {recipe.name}: {how} -> {built['artifact_dir']}")
         runnable.append((recipe, built))
 
-    # 2. fidelity reference (torch-fp32 on CPU, computed once per results directory)
+    # 2. fidelity reference (the baseline on CPU, computed once per results directory)
     if runnable and cfg.fidelity_utterances and not (out_dir / REFERENCE_FILE).exists():
-        log(f"reference: torch-fp32 encoder outputs and teacher-forced tokens on {cfg.fidelity_utterances} utterances")
+        log(f"reference: {baseline_recipe().name} encoder outputs and teacher-forced tokens on "
+            f"{cfg.fidelity_utterances} utterances")
         ref = run_worker("reference", base_job, out_dir / "logs" / "reference.log", wenv)
         if not ref.get("ok"):
             log(f"warn  fidelity reference failed: {ref['error']}")
@@ -143,9 +139,8 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
         if len(done) == n_total and previous.get("status") == "ok":
             log(f"done  {recipe.name}: all {n_total} utterances already measured (delete its rows to re-measure)")
             continue
-        job = {**base_job, "recipe": recipe.name, "options": options[recipe.name],
-               "artifact_dir": built["artifact_dir"], "rows_path": str(paths["rows"]),
-               "segments_path": str(paths["segments"])}
+        job = replace(base_job, recipe=recipe.name, options=options[recipe.name], artifact_dir=built["artifact_dir"],
+                      rows_path=str(paths["rows"]), segments_path=str(paths["segments"]))
         task = progress.add_task(recipe.name, total=n_total, completed=len(done)) if progress else None
 
         def poll(rows=paths["rows"], task=task):
@@ -156,11 +151,12 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
         status = {"recipe": recipe.name, "engine": recipe.engine, "options": options[recipe.name],
                   "artifact_dir": built["artifact_dir"], "size_bytes": built["size_bytes"],
                   "build_s": built["build_s"], "cache_hit": built["cache_hit"],
-                  "manifest": built["manifest"], "description": recipe.description}
+                  "manifest": built["manifest"], "description": recipe.description,
+                  "baseline": recipe.baseline, "component_baseline": recipe.component_baseline}
         if result.get("ok"):
             status.update(status="ok", **{k: v for k, v in result.items() if k != "ok"})
         else:
             status.update(status="failed", stage="run", error=result["error"])
             log(f"fail  {recipe.name}: {result['error']}")
-        _write_status(paths["status"], status)
+        atomic_write_json(paths["status"], status)
     return out_dir

@@ -7,105 +7,94 @@ makes resuming trivial: every finished utterance is one fsync'ed JSON line in th
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import traceback
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
-from ..data.references import forced_length, reference_tokens
+from ..data.references import forced_length
 from ..errors import WhisperoptError
 from ..files import atomic_write_json
 from .results import append_row, read_rows
 
 
-def _artifact(job: dict):
+@dataclass
+class Job:
+    """What the runner asks a worker to do (written as JSON next to the worker's command line)."""
+
+    model_dir: str
+    synthetic: bool
+    dataset: str
+    decode: dict
+    threads: int
+    device: str = "cpu"
+    limit: int | None = None
+    warmup: int = 1
+    fidelity_utterances: int = 0
+    reference_path: str | None = None
+    recipe: str | None = None
+    options: dict = field(default_factory=dict)
+    rebuild: bool = False
+    artifact_dir: str | None = None
+    rows_path: str | None = None
+    segments_path: str | None = None
+    result_path: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Job:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def probes(self) -> dict:
+        """Arguments of ``recipes.validation`` probes for this job's fidelity subset."""
+        return {"dataset": self.dataset, "utterances": self.fidelity_utterances,
+                "language": self.decode.get("language"), "task": self.decode.get("task", "transcribe")}
+
+
+def _artifact(job: Job):
     from ..recipes import get_recipe
     from ..recipes.artifacts import MANIFEST
     from ..recipes.base import Artifact
 
-    recipe = get_recipe(job["recipe"])
-    adir = Path(job["artifact_dir"])
+    recipe = get_recipe(job.recipe)
+    adir = Path(job.artifact_dir)
     manifest = json.loads((adir / MANIFEST).read_text())
-    return recipe, Artifact(recipe.name, adir, Path(job["model_dir"]), manifest, job["options"])
+    return recipe, Artifact(recipe.name, adir, Path(job.model_dir), manifest, job.options)
 
 
-def do_build(job: dict) -> dict:
+def do_build(job: Job) -> dict:
     from ..recipes import get_recipe
     from ..recipes.artifacts import build_artifact
 
-    recipe = get_recipe(job["recipe"])
+    recipe = get_recipe(job.recipe)
     t0 = time.perf_counter()
-    artifact, hit = build_artifact(recipe, Path(job["model_dir"]), job["options"], rebuild=job.get("rebuild", False))
+    artifact, hit = build_artifact(recipe, Path(job.model_dir), job.options, rebuild=job.rebuild)
     return {"artifact_dir": str(artifact.dir), "cache_hit": hit, "build_s": round(time.perf_counter() - t0, 2),
             "size_bytes": recipe.size_bytes(artifact), "manifest": artifact.manifest}
 
 
-def _probe_inputs(job: dict):
-    """(utterance ids, log-mel features, teacher-forcing token sequences) for the fidelity subset."""
-    from ..data import load_audio, load_dataset
-    from ..recipes.transformers_runtime import decoder_prompt, load_processor
+def do_reference(job: Job) -> dict:
+    """Encoder outputs and teacher-forced top-1 tokens of the baseline on CPU, the bench's fidelity reference."""
+    from ..recipes.validation import torch_reference
 
-    processor = load_processor(Path(job["model_dir"]))
-    tok = processor.tokenizer
-    gen = json.loads((Path(job["model_dir"]) / "generation_config.json").read_text())
-    prompt = decoder_prompt(tok, job["decode"]["language"], job["decode"]["task"], gen.get("is_multilingual", True))
-    ds = load_dataset(job["dataset"]).limit(job["fidelity_utterances"])
-    for u in ds.utterances:
-        feats = processor.feature_extractor(load_audio(u.audio), sampling_rate=16000, return_tensors="np").input_features
-        tokens = prompt + reference_tokens(tok, u.text)[:440] + [tok.eos_token_id]
-        yield u.id, feats.astype(np.float32), tokens, len(prompt)
+    ref = torch_reference(Path(job.model_dir), threads=job.threads, **job.probes())
+    ref.save(Path(job.reference_path))
+    return {"utterances": list(ref)}
 
 
-def do_reference(job: dict) -> dict:
-    """Encoder outputs and teacher-forced top-1 tokens of torch-fp32 on CPU, the fidelity reference."""
-    from ..recipes import get_recipe
-    from ..recipes.base import Artifact
+def _fidelity(runtime, job: Job) -> dict:
+    from ..recipes.validation import Reference, compare
 
-    recipe = get_recipe("torch-fp32")
-    artifact = Artifact(recipe.name, Path(job["model_dir"]), Path(job["model_dir"]),
-                        {"weights_dir": job["model_dir"]}, {})
-    runtime = recipe.load(artifact, "cpu", job["threads"])
-    arrays, ids = {}, []
-    for uid, feats, tokens, prompt_len in _probe_inputs(job):
-        arrays[f"enc/{uid}"] = runtime.encoder_output(feats)
-        arrays[f"top1/{uid}"] = runtime.teacher_forced_top1(feats, tokens)[prompt_len - 1:]
-        ids.append(uid)
-    tmp = Path(job["reference_path"] + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, job["reference_path"])
-    return {"utterances": ids}
-
-
-def _fidelity(runtime, job: dict) -> dict:
-    from ..metrics.fidelity import relative_l2, summarise, top1_agreement
-
-    ref_path = job.get("reference_path")
-    if not ref_path or not Path(ref_path).exists():
+    if not job.reference_path or not Path(job.reference_path).exists():
         return {"fidelity_note": "no reference"}
-    ref = np.load(ref_path)
-    errors, matches, positions, note = [], 0, 0, None
-    for uid, feats, tokens, prompt_len in _probe_inputs(job):
-        enc = runtime.encoder_output(feats)
-        if enc is not None and f"enc/{uid}" in ref:
-            errors.append(relative_l2(ref[f"enc/{uid}"], enc))
-        top1 = runtime.teacher_forced_top1(feats, tokens)
-        if top1 is not None and f"top1/{uid}" in ref:
-            m, n = top1_agreement(ref[f"top1/{uid}"], np.asarray(top1)[prompt_len - 1:])
-            matches += m
-            positions += n
-        if enc is None and top1 is None:
-            note = "engine exposes neither encoder output nor decoder scores"
-            break
-    out = summarise(errors, matches, positions)
-    if note:
-        out["fidelity_note"] = note
-    return out
+    return compare(runtime, Path(job.model_dir), Reference.load(Path(job.reference_path)), **job.probes())
 
 
-def do_run(job: dict) -> dict:
+def do_run(job: Job) -> dict:
     from ..data import SAMPLE_RATE, load_audio, load_dataset
     from ..metrics.resources import CpuMeter, RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
     from ..metrics.wer import utterance_errors
@@ -113,23 +102,23 @@ def do_run(job: dict) -> dict:
     from ..recipes.transformers_runtime import load_processor
 
     recipe, artifact = _artifact(job)
-    decode = DecodeOptions(**job["decode"])
-    synthetic = job["synthetic"]
-    ds = load_dataset(job["dataset"]).limit(job.get("limit"))
-    rows_path = Path(job["rows_path"])
+    decode = DecodeOptions(**job.decode)
+    synthetic = job.synthetic
+    ds = load_dataset(job.dataset).limit(job.limit)
+    rows_path = Path(job.rows_path)
     done = {r["id"] for r in read_rows(rows_path)}
     todo = [u for u in ds.utterances if u.id not in done]
-    tok = load_processor(Path(job["model_dir"])).tokenizer if synthetic else None
+    tok = load_processor(Path(job.model_dir)).tokenizer if synthetic else None
 
     reset_peak_gpu()
     t0 = time.perf_counter()
-    runtime = recipe.load(artifact, job["device"], job["threads"])
+    runtime = recipe.load(artifact, job.device, job.threads)
     load_s = time.perf_counter() - t0
     load_peak = peak_rss_mb()
 
     warm = load_audio(ds.utterances[0].audio)
     warm_forced = [forced_length(tok, ds.utterances[0].text)] if synthetic else None
-    for _ in range(job.get("warmup", 1)):
+    for _ in range(job.warmup):
         runtime.transcribe([warm], decode, warm_forced)
 
     sampler = RssSampler()
@@ -165,17 +154,17 @@ def do_run(job: dict) -> dict:
         "load_peak_ram_mb": load_peak,
         "peak_ram_mb": peak_rss_mb(),
         "run_ram_mb": run_ram,
-        "peak_vram_mb": peak_gpu_mb() if job["device"] == "cuda" else None,
+        "peak_vram_mb": peak_gpu_mb() if job.device == "cuda" else None,
         "cpu_s": cpu.cpu_s,
         "wall_s": cpu.wall_s,
     }
     if todo:  # resource figures of a process that measured nothing would mislead; keep only real segments
-        with open(job["segments_path"], "a", encoding="utf-8") as f:
+        with open(job.segments_path, "a", encoding="utf-8") as f:
             append_row(f, segment)
     info = dict(segment)
-    # optional: the settings the engine actually ran with, and why its rows are not comparable (if they are not)
-    info.update(runtime.run_info() if callable(getattr(runtime, "run_info", None)) else {})
-    info.update(_fidelity(runtime, job) if job.get("fidelity_utterances") else {})
+    info.update(runtime.run_info())  # the settings the engine ran with; why its rows are not comparable, if so
+    info["fidelity_method"] = runtime.fidelity_method
+    info.update(_fidelity(runtime, job) if job.fidelity_utterances else {})
     runtime.close()
     return info
 
@@ -183,8 +172,8 @@ def do_run(job: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     mode, job_path = argv[0], Path(argv[1])
-    job = json.loads(job_path.read_text())
-    result_path = Path(job["result_path"])
+    job = Job.from_dict(json.loads(job_path.read_text()))
+    result_path = Path(job.result_path)
     try:
         fn = {"build": do_build, "reference": do_reference, "run": do_run}[mode]
         result = {"ok": True, **fn(job)}

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import SAMPLE_RATE
 from ..errors import WhisperoptError
 
-SAMPLE_RATE = 16000
+__all__ = ["SAMPLE_RATE", "load_audio"]
 
 
 def _decode_soundfile(path: Path) -> np.ndarray | None:

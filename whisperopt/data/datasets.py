@@ -187,3 +187,12 @@ def load_dataset(spec: str) -> Dataset:
     if path.is_dir():
         return load_librispeech_dir(path)
     raise WhisperoptError(f"dataset not found: {spec} (give librispeech:<split>, a LibriSpeech directory or a .jsonl manifest)")
+
+
+def is_test_data(path: str) -> bool:
+    """True for a LibriSpeech test split (``librispeech:test-clean``, ``.../test-other/...``) or a directory named
+    ``test``: calibration must never see the audio the benchmark measures."""
+    text = str(path)
+    if text.startswith("librispeech:"):
+        return text.split(":", 1)[1].lower().startswith("test")
+    return any(p in ("test", "test-clean", "test-other") for p in (part.lower() for part in Path(text).parts))

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from .. import __version__
 from ..cache import artifacts_dir
-from ..errors import WhisperoptError
+from ..files import atomic_dir, atomic_write_json
 from .base import Artifact, Recipe
 
 MANIFEST = "manifest.json"
@@ -53,38 +50,52 @@ def load_artifact(recipe: Recipe, model_dir: Path, options: dict) -> Artifact | 
     return Artifact(recipe.name, path, Path(model_dir), manifest, options)
 
 
+# manifest fields that describe one build, not the weights a shared artifact passes on
+_OWN_FIELDS = {"recipe", "engine", "options", "source_model", "model_fingerprint", "build_seconds", "built_at",
+               "versions", "weights_dir", "base_artifact"}
+
+
 def build_artifact(recipe: Recipe, model_dir: Path, options: dict, rebuild: bool = False) -> tuple[Artifact, bool]:
-    """Return (artifact, cache_hit). Builds into a temporary directory and renames it into place when complete."""
+    """Return (artifact, cache_hit). Builds into a temporary directory and renames it into place when complete.
+
+    A recipe with a ``base_recipe`` gets that recipe's cached artifact (built first if missing); one that
+    ``shares_base_weights`` is not built at all: its manifest points at the base artifact and inherits its fields
+    (validation included). Every other build is checked by ``recipe.validate`` before it is renamed into place.
+    """
+    model_dir = Path(model_dir)
     if not rebuild:
         cached = load_artifact(recipe, model_dir, options)
         if cached is not None:
             return cached, True
+    base = None
+    if recipe.base_recipe is not None:
+        base, _ = build_artifact(recipe.base_recipe, model_dir, recipe.base_options(options))
     path = artifact_path(recipe, model_dir, options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{recipe.name}-", dir=str(path.parent)))
     t0 = time.perf_counter()
-    try:
-        extra = recipe.build(Path(model_dir), tmp, options) or {}
+    with atomic_dir(path) as tmp:
+        if recipe.shares_base_weights:
+            extra = {k: v for k, v in base.manifest.items() if k not in _OWN_FIELDS}
+            extra.update(weights_dir=str(base.weights_dir), shared_artifact=base.recipe)
+            if isinstance(extra.get("validation"), dict):
+                extra["validation"] = {**extra["validation"], "inherited_from": base.recipe}
+        else:
+            extra = recipe.build(model_dir, tmp, options, base) or {}
+            if base is not None:
+                extra.setdefault("base_artifact", {"recipe": base.recipe, "dir": str(base.dir)})
         manifest = {
             "recipe": recipe.name,
             "engine": recipe.engine,
             "options": options,
             "source_model": str(model_dir),
             "model_fingerprint": model_fingerprint(model_dir),
-            "build_seconds": round(time.perf_counter() - t0, 2),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": {"whisperopt": __version__, **recipe.versions()},
             **extra,
         }
+        if not recipe.shares_base_weights:
+            manifest["validation"] = recipe.validate(Artifact(recipe.name, tmp, model_dir, manifest, options))
+        manifest["build_seconds"] = round(time.perf_counter() - t0, 2)
         if manifest.get("weights_dir") == str(tmp):
             manifest["weights_dir"] = str(path)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except WhisperoptError:
-        raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return Artifact(recipe.name, path, Path(model_dir), manifest, options), False
+        atomic_write_json(tmp / MANIFEST, manifest)
+    return Artifact(recipe.name, path, model_dir, manifest, options), False

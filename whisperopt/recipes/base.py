@@ -2,14 +2,26 @@
 
 A recipe module defines ``Recipe`` subclasses (what to build and how to load it) and a ``Runtime`` (a loaded model).
 Nothing engine-specific lives outside its module; the benchmark runner only talks to this interface.
+
+The contract, declared on each recipe (see CONTRIBUTING.md):
+  * ``name``, ``engine``, ``description``, ``modules`` (Python modules the engine needs), ``devices``;
+  * ``options``: a table of ``Option`` (default and allowed values), checked in one place (``resolve_options``);
+  * ``fidelity_floor``: the teacher-forced top-1 agreement with the baseline a fresh build must reach
+    (``validate``, called by the artifact cache for every build); ``baseline`` marks the reference recipe;
+  * ``base_recipe``: the artifact a build starts from (built and cached first, handed to ``build``), and
+    ``shares_base_weights`` when the recipe runs that artifact as it is (only the runtime differs);
+  * ``build`` (write the artifact) and ``load`` (return a ``Runtime``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -26,7 +38,7 @@ class DecodeOptions:
     beam_size: int = 1
     language: str | None = "en"
     task: str = "transcribe"
-    max_new_tokens: int | None = None  # None: up to the model's 448-token limit
+    max_new_tokens: int | None = None  # None: up to the decoder's N_TEXT_CTX positions
     batch_size: int = 1
 
     def to_dict(self) -> dict:
@@ -54,7 +66,7 @@ class WindowOptions:
     temperature: float = 0.0
     beam_size: int = 1
     best_of: int = 1
-    max_new_tokens: int = 224  # openai-whisper's sample_len: half the decoder's 448 positions
+    max_new_tokens: int = 224  # openai-whisper's sample_len: half the decoder's N_TEXT_CTX positions
     prompt: tuple[int, ...] = ()
     word_timestamps: bool = False  # also return WindowResult.token_times (engines without word_timestamps_unsupported)
 
@@ -85,10 +97,25 @@ class Artifact:
         return Path(self.manifest.get("weights_dir") or self.dir)
 
 
+class RunInfo(TypedDict, total=False):
+    """What a runtime reports after a benchmark run (``Runtime.run_info``); the report reads these keys."""
+
+    decode_settings: dict  # the settings the engine actually ran with (front end included)
+    not_comparable: str  # why its rows cannot be compared with the baseline's, if they cannot
+    forced_lengths_checked: int  # forced decode lengths verified against the tokens the engine produced
+    component_timing_calls: int  # per-component (encoder / decoder) median call times, where the engine times them
+    encoder_ms_median: float | None
+    decoder_ms_median: float | None
+    decoder_first_ms_median: float | None
+    decoder_step_ms_median: float | None
+
+
 class Runtime(ABC):
     """A loaded recipe, ready to transcribe."""
 
     device: str = "cpu"
+    #: how ``encoder_output`` / ``teacher_forced_top1`` reach the engine (recorded beside the fidelity figures)
+    fidelity_method: str = "encoder output and teacher-forced decoder logits of the engine's own model"
 
     @abstractmethod
     def transcribe(
@@ -125,22 +152,68 @@ class Runtime(ABC):
         """P(language) over the checkpoint's languages for one ≤ 30-s window; None if the engine cannot tell."""
         return None
 
+    def run_info(self) -> RunInfo:
+        """The settings the engine ran with and anything that makes its rows not comparable (after a run)."""
+        return {}
+
     def close(self) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class Option:
+    """One recipe option (``--option key=value``): its default, and the values it accepts.
+
+    ``choices``: the allowed values (empty: any value of the default's type); ``check``: returns why a value is
+    wrong (or None); ``normalise``: applied before checking (e.g. ``str.upper``).
+    """
+
+    default: Any
+    choices: tuple = ()
+    check: Callable[[Any], str | None] | None = None
+    normalise: Callable[[Any], Any] | None = None
+
+
+def positive(value) -> str | None:
+    return None if value > 0 else "expected a positive integer"
+
+
 class Recipe(ABC):
-    """One optimised variant of a checkpoint for one engine."""
+    """One optimised variant of a checkpoint for one engine.
+
+    Variants of one engine are plain instances: ``MyRecipe(name="x-int8", compute_type="int8")`` overrides class
+    attributes (only ones the class declares).
+    """
 
     name: str = ""
     engine: str = ""
     description: str = ""
     modules: tuple[str, ...] = ()  # Python modules the engine needs
     devices: tuple[str, ...] = ("cpu", "cuda")
-    defaults: dict = {}  # recipe options (``--option key=value``) and their defaults
+    options: dict[str, Option] = {}
     baseline: bool = False  # the registry's one reference recipe (``recipes.baseline_recipe``)
     #: the recipe of the same engine and decode loop that per-component times are compared with (None: not compared)
     component_baseline: str | None = None
+    #: teacher-forced top-1 agreement with the baseline required of a fresh build (None: not checked, an intermediate
+    #: artifact); on trained weights ``validation.REAL_FLOOR`` and the decode check apply as well
+    fidelity_floor: float | None = 0.999
+    #: the recipe whose cached artifact this one's build starts from (built first, passed to ``build`` as ``base``)
+    base_recipe: Recipe | None = None
+    #: True: the artifact *is* the base's (no build; the manifest points at it and inherits its validation)
+    shares_base_weights: bool = False
+
+    def __init__(self, **attrs):
+        for key, value in attrs.items():
+            if not hasattr(type(self), key):
+                raise TypeError(f"{type(self).__name__} has no attribute {key!r} to set")
+            setattr(self, key, value)
+
+    def __repr__(self) -> str:
+        return f"<recipe {self.name}>"
+
+    @property
+    def defaults(self) -> dict:
+        return {key: opt.default for key, opt in self.options.items()}
 
     def unavailable_reason(self, device: str) -> str | None:
         """Why this recipe cannot run here (missing engine, wrong device), or None."""
@@ -152,28 +225,68 @@ class Recipe(ABC):
         return None
 
     def resolve_options(self, given: dict | None) -> dict:
+        """The recipe's options: defaults, overridden by ``given`` (strings from the command line are coerced to the
+        default's type), each checked against its ``Option``; any bad key or value is a one-line error."""
         given = dict(given or {})
-        unknown = sorted(set(given) - set(self.defaults))
+        unknown = sorted(set(given) - set(self.options))
         if unknown:
-            known = ", ".join(sorted(self.defaults)) or "none"
+            known = ", ".join(sorted(self.options)) or "none"
             raise WhisperoptError(f"recipe {self.name} has no option {', '.join(unknown)} (options: {known})")
-        opts = dict(self.defaults)
-        for key, value in given.items():
-            default = self.defaults[key]
-            opts[key] = _coerce(value, default, f"{self.name} option {key}")
+        opts = {}
+        for key, opt in self.options.items():
+            value = _coerce(given[key], opt.default, f"{self.name} option {key}") if key in given else opt.default
+            if opt.normalise is not None:
+                value = opt.normalise(value)
+            if opt.choices and value not in opt.choices:
+                raise WhisperoptError(f"{self.name} option {key}: expected one of "
+                                      f"{', '.join(map(str, opt.choices))}, got {value!r}")
+            why = opt.check(value) if opt.check is not None else None
+            if why:
+                raise WhisperoptError(f"{self.name} option {key}: {why}, got {value!r}")
+            opts[key] = value
         return opts
+
+    def base_options(self, options: dict) -> dict:
+        """The options of the base artifact this recipe starts from (default: the base recipe's defaults)."""
+        return self.base_recipe.resolve_options({}) if self.base_recipe is not None else {}
 
     def versions(self) -> dict:
         """Library versions recorded in the manifest (and in the benchmark's environment block)."""
         return {}
 
     @abstractmethod
-    def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
-        """Write the artifact into ``out_dir``; return extra manifest fields (e.g. {"weights_dir": ...})."""
+    def build(self, model_dir: Path, out_dir: Path, options: dict, base: Artifact | None = None) -> dict:
+        """Write the artifact into ``out_dir``; return extra manifest fields (e.g. {"weights_dir": ...}).
+
+        ``base``: the cached artifact of ``base_recipe`` (None without one)."""
 
     @abstractmethod
     def load(self, artifact: Artifact, device: str, threads: int) -> Runtime:
         """Load a built artifact."""
+
+    # --- the build-time check (a template: an engine supplies at most its probe runtime) ---
+    def validation_device(self) -> str:
+        return "cpu" if "cpu" in self.devices else self.devices[0]
+
+    def probe_runtime(self, artifact: Artifact, device: str, threads: int) -> Runtime:
+        """The runtime whose probes and decoding the build check uses (default: the recipe's own ``load``)."""
+        return self.load(artifact, device, threads)
+
+    def validate(self, artifact: Artifact) -> dict:
+        """Compare a fresh artifact with the baseline (``validation.fidelity_check``); below ``fidelity_floor`` the
+        build fails with a one-line error. Returns the figures recorded in the manifest."""
+        from .validation import require_fidelity
+
+        if self.baseline:
+            return {"skipped": "the baseline is the reference itself"}
+        if self.fidelity_floor is None:
+            return {"skipped": "intermediate artifact (checked through the recipes built from it)"}
+        device = self.validation_device()
+        if device == "cuda" and not _cuda_available():
+            return {"skipped": "no CUDA device at build time"}
+        runtime = self.probe_runtime(artifact, device, os.cpu_count() or 1)
+        result = require_fidelity(self.name, runtime, artifact.model_dir, self.fidelity_floor)
+        return {**result, "method": runtime.fidelity_method, "device": device}
 
     def size_bytes(self, artifact: Artifact) -> int:
         """Bytes of weight files on disk (tokenizer and config files excluded)."""
@@ -183,6 +296,15 @@ class Recipe(ABC):
             for p in root.rglob("*")
             if p.is_file() and p.suffix not in NON_WEIGHT_SUFFIXES and not p.name.startswith(".")
         )
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
 
 
 def _coerce(value, default, what: str):

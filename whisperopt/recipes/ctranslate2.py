@@ -24,28 +24,18 @@ the whole batch, so every item decodes the batch's longest forced length (as tor
 from __future__ import annotations
 
 import gc
-import os
-import shutil
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from ..data.audio import SAMPLE_RATE
+from ..constants import N_SAMPLES, N_TEXT_CTX, SAMPLE_RATE, prompt_length
 from ..data.features import FRONT_END
 from ..errors import WhisperoptError
-from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
+from ..files import dist_version
+from .base import Artifact, DecodeOptions, Option, Recipe, Runtime, Transcription
 
 COPY_FILES = ["tokenizer.json", "preprocessor_config.json"]
-MAX_LENGTH = 448  # faster-whisper's total (prompt + new tokens) limit, the decoder's positions
-WINDOW_SAMPLES = 30 * SAMPLE_RATE  # the runner feeds one 30-s window per utterance, like the HF feature extractor
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+MAX_LENGTH = N_TEXT_CTX  # faster-whisper's total (prompt + new tokens) limit, the decoder's positions
 
 
 def ct2_max_length(n: int, start_step: int) -> int:
@@ -100,7 +90,7 @@ class _ReferenceFrontEnd:
     def __call__(self, waveform, padding=160, chunk_length=None):
         from ..data.features import log_mel
 
-        if chunk_length is not None or len(waveform) > WINDOW_SAMPLES:
+        if chunk_length is not None or len(waveform) > N_SAMPLES:
             return self._native(waveform, padding=padding, chunk_length=chunk_length)
         feats = log_mel(self._extractor, [np.asarray(waveform, dtype=np.float32)])[0]
         return np.concatenate([feats, feats[:, -1:]], axis=1)
@@ -110,6 +100,9 @@ class _ReferenceFrontEnd:
 
 
 class CT2Runtime(Runtime):
+    fidelity_method = ("teacher-forced: ctranslate2 Whisper.generate with the reference tokens as prompt, "
+                       "return_logits_vocab (no suppression)")
+
     def __init__(self, recipe: CT2Recipe, artifact: Artifact, device: str, threads: int):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
@@ -136,7 +129,7 @@ class CT2Runtime(Runtime):
         self.timestamp_begin = self.no_timestamps + 1
         self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
         # <|sot|>[<|lang|><|task|>]<|notimestamps|>; the last one is the first decoder input
-        self.prompt_len = 4 if self.multilingual else 2
+        self.prompt_len = prompt_length(self.multilingual)
         self.settings: dict | None = None
         self.forcing_checked = 0
 
@@ -181,7 +174,7 @@ class CT2Runtime(Runtime):
         else:
             shown["max_new_tokens"] = f"default: at most {MAX_LENGTH // 2} decoded per window"
         self.settings = {
-            "engine": f"faster-whisper {_version('faster-whisper')} / ctranslate2 {_version('ctranslate2')}",
+            "engine": f"faster-whisper {dist_version('faster-whisper')} / ctranslate2 {dist_version('ctranslate2')}",
             "api": "BatchedInferencePipeline.transcribe (clip_timestamps: one clip per utterance)"
                    if self.mode == "batched" else "WhisperModel.transcribe",
             "mode": self.mode,
@@ -208,7 +201,7 @@ class CT2Runtime(Runtime):
         self.forcing_checked += len(got)
 
     def transcribe(self, audios, options, forced_lengths=None):
-        audios = [np.ascontiguousarray(a[:WINDOW_SAMPLES], dtype=np.float32) for a in audios]
+        audios = [np.ascontiguousarray(a[:N_SAMPLES], dtype=np.float32) for a in audios]
         if self.mode == "sequential":
             return [self._sequential(a, options, forced_lengths[i] if forced_lengths else None)
                     for i, a in enumerate(audios)]
@@ -259,9 +252,7 @@ class CT2Runtime(Runtime):
         return out
 
     def run_info(self) -> dict:
-        info = {"decode_settings": self.settings or {}, "fidelity_method":
-                "teacher-forced: ctranslate2 Whisper.generate with the reference tokens as prompt, "
-                "return_logits_vocab (no suppression)"}
+        info = {"decode_settings": self.settings or {}}
         if self.forcing_checked:
             info["forced_lengths_checked"] = self.forcing_checked
         return info
@@ -301,7 +292,7 @@ class CT2Runtime(Runtime):
     def _long_form_encode(self, audios):
         from faster_whisper.audio import pad_or_trim
 
-        feats = [pad_or_trim(self.model.feature_extractor(np.ascontiguousarray(a[:WINDOW_SAMPLES], dtype=np.float32)))
+        feats = [pad_or_trim(self.model.feature_extractor(np.ascontiguousarray(a[:N_SAMPLES], dtype=np.float32)))
                  for a in audios]
         return self.model.encode(np.stack(feats))
 
@@ -346,20 +337,18 @@ class CT2Runtime(Runtime):
 
 
 class CT2Recipe(Recipe):
+    """One ctranslate2 compute type; ``batched`` variants run the sequential recipe's artifact through
+    faster-whisper's BatchedInferencePipeline."""
+
     engine = "ctranslate2"
     modules = ("ctranslate2", "faster_whisper")
-    quantization = "float32"  # weights written by the converter
-    compute_type = "float32"  # type requested at load
+    quantization = "float32"  # weights written by the converter, and the type requested at load
     batched = False
-    defaults: dict = {}
-    # teacher-forced top-1 agreement with torch-fp32 required at build time (dev-clean; see fidelity_check)
     fidelity_floor = 0.999
 
-    def resolve_options(self, given: dict | None) -> dict:
-        opts = super().resolve_options(given)
-        if opts.get("batch_size", 0) < 0:
-            raise WhisperoptError(f"recipe {self.name} option batch_size must be >= 0, got {opts['batch_size']}")
-        return opts
+    @property
+    def compute_type(self) -> str:
+        return self.quantization
 
     def unavailable_reason(self, device: str) -> str | None:
         reason = super().unavailable_reason(device)
@@ -374,9 +363,9 @@ class CT2Recipe(Recipe):
         return None
 
     def versions(self) -> dict:
-        return {"ctranslate2": _version("ctranslate2"), "faster-whisper": _version("faster-whisper")}
+        return {"ctranslate2": dist_version("ctranslate2"), "faster-whisper": dist_version("faster-whisper")}
 
-    def convert(self, model_dir: Path, out_dir: Path) -> dict:
+    def build(self, model_dir: Path, out_dir: Path, options: dict, base=None) -> dict:
         from ctranslate2.converters import TransformersConverter
 
         missing = [f for f in COPY_FILES if not (Path(model_dir) / f).exists()]
@@ -390,77 +379,46 @@ class CT2Recipe(Recipe):
         return {"quantization": self.quantization, "compute_type": self.compute_type,
                 "converter": "ctranslate2.converters.TransformersConverter", "copied_files": COPY_FILES}
 
-    def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
-        info = self.convert(model_dir, out_dir)
-        info["validation"] = self.validate(Artifact(self.name, Path(out_dir), Path(model_dir), {}, options),
-                                           Path(model_dir))
-        return info
-
-    def validate(self, artifact: Artifact, model_dir: Path) -> dict:
-        """Check the converted model against torch-fp32 (encoder error, teacher-forced top-1); below the floor the
-        build fails. CUDA compute types are checked on CUDA (they only build where the recipe can run)."""
-        from .validation import require_fidelity
-
-        device = "cuda" if "cpu" not in self.devices else "cpu"
-        runtime = CT2Runtime(self, artifact, device, os.cpu_count() or 1)
-        return require_fidelity(self.name, runtime, model_dir, self.fidelity_floor)
-
     def load(self, artifact: Artifact, device: str, threads: int) -> Runtime:
         if not (Path(artifact.weights_dir) / "model.bin").is_file():
             raise WhisperoptError(f"{self.name} artifact incomplete: {artifact.weights_dir}/model.bin missing; rebuild it")
         return CT2Runtime(self, artifact, device, threads)
 
 
-class CT2BatchedRecipe(CT2Recipe):
-    """The same converted model, run through ``BatchedInferencePipeline``; reuses the sequential recipe's artifact."""
-
-    batched = True
-    defaults = {"batch_size": 0}  # clips per pipeline call; 0 = the runner's whole batch (--batch-size)
-    sequential: CT2Recipe
-
-    def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
-        from .artifacts import build_artifact
-
-        source, hit = build_artifact(self.sequential, Path(model_dir), {})
-        for f in Path(source.dir).iterdir():
-            if f.is_file() and f.name != "manifest.json":
-                try:
-                    os.link(f, Path(out_dir) / f.name)
-                except OSError:
-                    shutil.copy(f, Path(out_dir) / f.name)
-        keep = ("quantization", "compute_type", "converter", "copied_files", "validation")
-        return {**{k: source.manifest[k] for k in keep if k in source.manifest},
-                "source_artifact": str(source.dir), "source_artifact_cached": hit}
-
-
-def _recipes() -> list[CT2Recipe]:
-    types = [  # (suffix, ctranslate2 type, devices, description)
-        ("fp32", "float32", ("cpu", "cuda"), "CTranslate2 float32 through faster-whisper"),
-        ("int8", "int8", ("cpu", "cuda"),
-         "CTranslate2 int8 weights (other weights kept in the checkpoint's float type) through faster-whisper"),
-        ("int8-fp32", "int8_float32", ("cpu", "cuda"),
-         "CTranslate2 int8_float32: int8 linear weights, float32 everything else"),
-        ("fp16", "float16", ("cuda",), "CTranslate2 float16 (CUDA)"),
-        ("int8-fp16", "int8_float16", ("cuda",),
-         "CTranslate2 int8_float16: int8 linear weights, float16 everything else (CUDA)"),
-        ("bf16", "bfloat16", ("cuda",), "CTranslate2 bfloat16 (CUDA, compute capability 8.0+)"),
-    ]
-    out = []
-    for suffix, ctype, devices, desc in types:
-        floor = 0.999 if ctype == "float32" else FLOORS.get(ctype, 0.80)
-        attrs = dict(name=f"ct2-{suffix}", description=desc + " (WhisperModel.transcribe, one utterance at a time)",
-                     quantization=ctype, compute_type=ctype, devices=devices, fidelity_floor=floor)
-        seq = type(f"CT2_{ctype}", (CT2Recipe,), attrs)()
-        batched_attrs = dict(attrs, name=f"ct2-{suffix}-batched", sequential=seq,
-                             description=desc + " (BatchedInferencePipeline over the runner's batch)")
-        out += [seq, type(f"CT2_{ctype}_batched", (CT2BatchedRecipe,), batched_attrs)()]
-    return out
+def _batch_size(value) -> str | None:
+    return None if value >= 0 else "expected 0 (the runner's whole batch) or a positive number of clips"
 
 
 # build-time floors of teacher-forced top-1 agreement (random-weight logits are nearly tied, so reduced precision moves
 # top-1 more than on a trained model; measured on synthetic tiny: see tests/test_ctranslate2.py). int8: 79.1 % on the
 # 2 dev-clean utterances on an AVX2-only EPYC (no VNNI: ctranslate2's AVX2 int8 GEMM), higher with AVX-512; on trained
 # weights the 0.90 floor of recipes/validation.py applies (tiny.en: 100 %)
-FLOORS = {"int8": 0.70, "int8_float32": 0.70, "int8_float16": 0.70, "float16": 0.95, "bfloat16": 0.80}
+TYPES = [  # (suffix, ctranslate2 type, devices, floor, description)
+    ("fp32", "float32", ("cpu", "cuda"), 0.999, "CTranslate2 float32 through faster-whisper"),
+    ("int8", "int8", ("cpu", "cuda"), 0.70,
+     "CTranslate2 int8 weights (other weights kept in the checkpoint's float type) through faster-whisper"),
+    ("int8-fp32", "int8_float32", ("cpu", "cuda"), 0.70,
+     "CTranslate2 int8_float32: int8 linear weights, float32 everything else"),
+    ("fp16", "float16", ("cuda",), 0.95, "CTranslate2 float16 (CUDA)"),
+    ("int8-fp16", "int8_float16", ("cuda",), 0.70,
+     "CTranslate2 int8_float16: int8 linear weights, float16 everything else (CUDA)"),
+    ("bf16", "bfloat16", ("cuda",), 0.80, "CTranslate2 bfloat16 (CUDA, compute capability 8.0+)"),
+]
+
+
+def _recipes() -> list[CT2Recipe]:
+    out = []
+    for suffix, ctype, devices, floor, desc in TYPES:
+        seq = CT2Recipe(name=f"ct2-{suffix}", quantization=ctype, devices=devices, fidelity_floor=floor,
+                        description=desc + " (WhisperModel.transcribe, one utterance at a time)")
+        batched = CT2Recipe(name=f"ct2-{suffix}-batched", quantization=ctype, devices=devices, fidelity_floor=floor,
+                            batched=True,
+                            base_recipe=seq, shares_base_weights=True,
+                            # clips per pipeline call; 0 = the runner's whole batch (--batch-size)
+                            options={"batch_size": Option(0, check=_batch_size)},
+                            description=desc + " (BatchedInferencePipeline over the runner's batch)")
+        out += [seq, batched]
+    return out
+
 
 RECIPES = _recipes()

@@ -13,7 +13,8 @@ Build
     ``InferRequestWrapper``, which records every input (and the stateful decoder's state resets).
   * the manifest records the weight bytes of each component (encoder / decoder ``.bin``) and its compression
     against the fp32 IR.
-  * every build is checked against torch-fp32 on 2 dev-clean utterances (``validate``): encoder relative error and
+  * every build is checked against the baseline on 2 dev-clean utterances (``Recipe.validate``, probes through
+    ``OVRuntime``): encoder relative error and
     teacher-forced top-1 agreement, the decoder run through its KV-cache state the way ``generate`` runs it; a build
     under the recipe's ``fidelity_floor`` fails instead of leaving a broken artifact. Floors (measured on synthetic
     tiny, 8 dev-clean + 8 test-clean utterances): fp32 99.9 %, fp16 98 %, int8-weights 85 %, int8-ptq 45 %,
@@ -34,50 +35,43 @@ Run
   * ``run_info()`` also returns the median per-call time of the encoder and of the decoder (the Python loop times
     the OpenVINO infer requests; GenAI reports them in its perf metrics). The first ``transcribe`` call (the bench's
     warm-up) is left out.
+
+The runtimes are in ``openvino_runtime.py``.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-
-from ..data.audio import SAMPLE_RATE
-from ..data.features import FRONT_END
+from ..data.datasets import is_test_data
 from ..data.references import forced_length
 from ..errors import WhisperoptError
-from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
-from .pytorch import MODEL_SIDE_FILES, copy_side_files
-from .transformers_runtime import MAX_TARGET_POSITIONS, GenerateRuntime, load_processor
+from ..files import dist_version
+from .base import Artifact, DecodeOptions, Option, Recipe, Runtime, positive
+from .openvino_runtime import COMPONENTS, GenAIRuntime, OVRuntime, check_device, load_ov_model, ov_properties
+from .pytorch import copy_side_files
+from .transformers_runtime import GenerateRuntime
 
-ENCODER = "openvino_encoder_model"
-DECODER = "openvino_decoder_model"
-COMPONENTS = {"encoder": ENCODER, "decoder": DECODER}
-TOKENIZER_IRS = ["openvino_tokenizer", "openvino_detokenizer"]
 OV_DEVICES = ("CPU", "GPU", "AUTO")
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 PRECISION_HINTS = ("f32", "bf16", "f16", "default")  # "default": leave OpenVINO's device default
-WINDOW = 30 * SAMPLE_RATE
 CALIBRATION_DATA = "librispeech:dev-clean"
 
-FIDELITY_METHOD = ("encoder IR output; decoder IR teacher-forced through its KV-cache state (prompt in one call, "
-                   "then one token per call)")
-VALIDATION_DATASET = "librispeech:dev-clean"  # build-time fidelity check (never test data)
-VALIDATION_UTTERANCES = 2
+
+def _upper(value) -> str:
+    return str(value).upper()
+
+
+def _ov_device(value: str) -> str | None:
+    return None if value.split(".")[0] in OV_DEVICES else f"expected one of {', '.join(OV_DEVICES)}"
+
 
 # load-time settings shared by every OpenVINO recipe (recorded in the manifest like any option)
-RUNTIME_DEFAULTS = {"ov_device": "CPU", "performance_hint": "LATENCY", "precision_hint": "f32"}
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+RUNTIME_OPTIONS = {"ov_device": Option("CPU", normalise=_upper, check=_ov_device),
+                   "performance_hint": Option("LATENCY", PERFORMANCE_HINTS, normalise=_upper),
+                   "precision_hint": Option("f32", PRECISION_HINTS)}
 
 
 def component_bytes(ir_dir: Path) -> dict:
@@ -91,364 +85,47 @@ def component_bytes(ir_dir: Path) -> dict:
     return out
 
 
-def ov_properties(options: dict, threads: int) -> dict:
-    props = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": options["performance_hint"]}
-    if options["precision_hint"] != "default":
-        props["INFERENCE_PRECISION_HINT"] = options["precision_hint"]
-    return props
-
-
-def check_device(ov_device: str) -> str:
-    import openvino as ov
-
-    available = ov.Core().available_devices
-    if ov_device != "AUTO" and not any(d == ov_device or d.startswith(ov_device + ".") for d in available):
-        raise WhisperoptError(f"OpenVINO device {ov_device} not present (OpenVINO sees {', '.join(available)})")
-    return ov_device
-
-
-def is_test_data(path: str) -> bool:
-    """True for a LibriSpeech test split (``librispeech:test-clean``, ``.../test-other/...``) or a directory named
-    ``test``: calibration must never see the audio the benchmark measures."""
-    text = str(path)
-    if text.startswith("librispeech:"):
-        return text.split(":", 1)[1].lower().startswith("test")
-    return any(p in ("test", "test-clean", "test-other") for p in (part.lower() for part in Path(text).parts))
-
-
-class _TimedRequest:
-    """Wraps an OpenVINO CompiledModel (called) or InferRequest (start_async/wait) and records each call's seconds."""
-
-    def __init__(self, request, times: list):
-        self._request = request
-        self._times = times
-        self._t0 = None
-
-    def __call__(self, *args, **kwargs):
-        t = time.perf_counter()
-        out = self._request(*args, **kwargs)
-        self._times.append(time.perf_counter() - t)
-        return out
-
-    def infer(self, *args, **kwargs):
-        t = time.perf_counter()
-        out = self._request.infer(*args, **kwargs)
-        self._times.append(time.perf_counter() - t)
-        return out
-
-    def start_async(self, *args, **kwargs):
-        self._t0 = time.perf_counter()
-        return self._request.start_async(*args, **kwargs)
-
-    def wait(self, *args, **kwargs):
-        out = self._request.wait(*args, **kwargs)
-        if self._t0 is not None:
-            self._times.append(time.perf_counter() - self._t0)
-            self._t0 = None
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._request, name)
-
-
-class _CallLog:
-    """Per-component call durations, grouped by transcribe call so the warm-up call can be left out."""
-
-    def __init__(self):
-        self.calls: list[dict[str, list[float]]] = []
-
-    def new_call(self) -> dict[str, list[float]]:
-        self.calls.append({"encoder": [], "decoder": []})
-        return self.calls[-1]
-
-    def summary(self) -> dict:
-        measured = self.calls[1:] if len(self.calls) > 1 else self.calls  # first call = warm-up
-        out = {"component_timing_calls": len(measured)}
-        for comp in ("encoder", "decoder"):
-            values = [v for c in measured for v in c[comp]]
-            out[f"{comp}_calls"] = len(values)
-            out[f"{comp}_ms_median"] = 1000 * float(np.median(values)) if values else None
-            out[f"{comp}_ms_total"] = 1000 * float(np.sum(values)) if values else None
-        first = [c["decoder"][0] for c in measured if c["decoder"]]
-        rest = [v for c in measured for v in c["decoder"][1:]]
-        out["decoder_first_ms_median"] = 1000 * float(np.median(first)) if first else None
-        out["decoder_step_ms_median"] = 1000 * float(np.median(rest)) if rest else None
-        return out
-
-
-def _prop_text(value) -> str:
-    if hasattr(value, "get_type_name"):  # openvino.Type
-        return value.get_type_name()
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def _load_ov_model(ir_dir: Path, ov_device: str, props: dict):
-    from optimum.intel import OVModelForSpeechSeq2Seq
-
-    return OVModelForSpeechSeq2Seq.from_pretrained(str(ir_dir), device=ov_device, ov_config=dict(props),
-                                                   export=False, compile=True, local_files_only=True)
-
-
-class _ProbeMixin:
-    """Fidelity probes on the artifact's encoder/decoder IR (numpy in, numpy out), as TorchRuntime defines them."""
-
-    def _probe_model(self):
-        raise NotImplementedError
-
-    def encoder_output(self, features: np.ndarray) -> np.ndarray:
-        import torch
-
-        model = self._probe_model()
-        with torch.inference_mode():
-            out = model.encoder(input_features=torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
-        return out.last_hidden_state.float().numpy().copy()
-
-    def teacher_forced_top1(self, features: np.ndarray, tokens: list[int]) -> np.ndarray:
-        """Teacher-forced argmax through the path ``generate`` takes: the prompt in one decoder call (which resets the
-        stateful decoder), then one token per call, each reading the KV cache (the decoder's state) of the previous."""
-        import torch
-
-        model = self._probe_model()
-        x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        tokens = [int(t) for t in tokens]
-        no_ts = getattr(model.generation_config, "no_timestamps_token_id", None)
-        first = tokens.index(no_ts) + 1 if no_ts in tokens else 1
-        out = []
-        with torch.inference_mode():
-            enc = model.encoder(input_features=x).last_hidden_state
-            past = None
-            for start, end in [(0, first)] + [(i, i + 1) for i in range(first, len(tokens))]:
-                ids = torch.tensor([tokens[start:end]], dtype=torch.long)
-                step = model.decoder(input_ids=ids, encoder_hidden_states=enc, past_key_values=past)
-                past = step.past_key_values  # ((),) for the stateful decoder: "continue from the state"
-                out.append(step.logits[0].argmax(-1).numpy())
-        return np.concatenate(out)
-
-
-class OVRuntime(_ProbeMixin, GenerateRuntime):
-    """transformers ``generate`` (the Python decode loop) over optimum-intel's OpenVINO encoder and decoder."""
-
-    def __init__(self, model, model_dir: Path, ov_device: str, props: dict, threads: int):
-        super().__init__(model, model_dir, device="cpu", dtype=None)
-        self.ov_device, self.props, self.threads = ov_device, props, threads
-        self.log = _CallLog()
-        self._enc_times: list[float] = []
-        self._dec_times: list[float] = []
-        model.encoder.request = _TimedRequest(model.encoder.request, self._enc_times)
-        model.decoder.request = _TimedRequest(model.decoder.request, self._dec_times)
-
-    def _probe_model(self):
-        return self.model
-
-    def transcribe(self, audios, options, forced_lengths=None):
-        self._enc_times.clear()
-        self._dec_times.clear()
-        out = super().transcribe(audios, options, forced_lengths)
-        call = self.log.new_call()
-        call["encoder"].extend(self._enc_times)
-        call["decoder"].extend(self._dec_times)
-        return out
-
-    def run_info(self) -> dict:
-        compiled = {}
-        for comp in ("encoder", "decoder"):
-            req = getattr(self.model, comp).request
-            # the decoder holds an InferRequest, the encoder a CompiledModel
-            cm = req.get_compiled_model() if hasattr(req, "get_compiled_model") else req
-            compiled[comp] = {k: _prop_text(cm.get_property(k)) for k in
-                              ("INFERENCE_NUM_THREADS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT",
-                               "NUM_STREAMS", "EXECUTION_DEVICES")}
-        return {"decode_settings": {"loop": "python (transformers generate, optimum-intel OVModelForSpeechSeq2Seq)",
-                                    "ov_device": self.ov_device, **self.props, "front_end": "shared " + FRONT_END},
-                "compiled_properties": compiled,
-                "fidelity_method": FIDELITY_METHOD,
-                **self.log.summary()}
-
-
-def _token_counter():
-    """A GenAI streamer that keeps every generated token id (GenAI's results carry text, not token ids)."""
-    import openvino_genai as ov_genai
-
-    class TokenCounter(ov_genai.StreamerBase):
-        def __init__(self):
-            super().__init__()
-            self.tokens: list[int] = []
-
-        def write(self, token):
-            if isinstance(token, (list, tuple)):
-                self.tokens.extend(int(t) for t in token)
-            else:
-                self.tokens.append(int(token))
-            return ov_genai.StreamingStatus.RUNNING
-
-        def end(self):
-            pass
-
-    return TokenCounter()
-
-
-class GenAIRuntime(_ProbeMixin, Runtime):
-    """``openvino_genai.WhisperPipeline`` on the artifact's IRs: feature extraction and decode loop in C++."""
-
-    def __init__(self, ir_dir: Path, model_dir: Path, ov_device: str, props: dict, threads: int):
-        import openvino_genai as ov_genai
-
-        self.ir_dir, self.model_dir = Path(ir_dir), Path(model_dir)
-        self.ov_device, self.props, self.threads = ov_device, props, threads
-        self.pipe = ov_genai.WhisperPipeline(str(ir_dir), ov_device, **props)
-        self.config = self.pipe.get_generation_config()
-        self.multilingual = bool(self.config.is_multilingual)
-        self.processor = load_processor(model_dir)
-        self.tokenizer = self.processor.tokenizer
-        self.special = set(self.tokenizer.all_special_ids)
-        self.log = _CallLog()
-        self.forced_checked = 0
-        self.truncated = 0
-        self._probe = None
-
-    def _probe_model(self):
-        if self._probe is None:  # the fidelity probes run the same IR files through OpenVINO directly
-            self._probe = _load_ov_model(self.ir_dir, self.ov_device, self.props)
-        return self._probe
-
-    def transcribe(self, audios, options: DecodeOptions, forced_lengths=None):
-        prompt = 4 if self.multilingual else 2
-        limit = MAX_TARGET_POSITIONS - prompt
-        results = []
-        call = self.log.new_call()
-        for i, audio in enumerate(audios):
-            audio = np.asarray(audio, dtype=np.float32)
-            if len(audio) > WINDOW:  # one 30-s window per utterance, as the HF feature extractor does
-                audio = audio[:WINDOW]
-                self.truncated += 1
-            kwargs = {"return_timestamps": False, "num_beams": options.beam_size}
-            if self.multilingual:
-                kwargs.update(language=f"<|{options.language or 'en'}|>", task=options.task)
-            n = None
-            if forced_lengths:
-                n = min(forced_lengths[i], limit)
-                kwargs.update(max_new_tokens=n, min_new_tokens=n)
-            else:
-                kwargs["max_new_tokens"] = min(options.max_new_tokens or limit, limit)
-            streamer = _token_counter() if options.beam_size == 1 else None
-            try:
-                res = self.pipe.generate(audio, streamer=streamer, **kwargs) if streamer else \
-                    self.pipe.generate(audio, **kwargs)
-            except RuntimeError as exc:
-                raise WhisperoptError(f"openvino-genai WhisperPipeline.generate failed: {str(exc).splitlines()[0]}") from None
-            metrics = res.perf_metrics
-            generated = int(metrics.get_num_generated_tokens())
-            if n is not None and generated != n:
-                raise WhisperoptError(f"openvino-genai decoded {generated} tokens where {n} were forced: "
-                                      "rows would not be comparable")
-            if n is not None:
-                self.forced_checked += 1
-            raw = metrics.whisper_raw_metrics
-            call["encoder"].extend(float(d) / 1e6 for d in raw.encode_inference_durations)
-            call["decoder"].extend(float(d) / 1e6 for d in raw.decode_inference_durations)
-            text = res.texts[0].strip() if res.texts else ""
-            if streamer is not None:
-                tokens = [t for t in streamer.tokens if t not in self.special]
-            else:
-                tokens = [t for t in self.tokenizer.encode(text, add_special_tokens=False)]
-            results.append(Transcription(text, tokens))
-        return results
-
-    def run_info(self) -> dict:
-        info = {"decode_settings": {"loop": "C++ (openvino_genai.WhisperPipeline)", "ov_device": self.ov_device,
-                                    **self.props, "front_end": "own (openvino_genai's C++ feature extractor, from audio)",
-                                    "forcing": "min_new_tokens = max_new_tokens = n, generated count checked"},
-                "ir_dir": str(self.ir_dir),
-                "fidelity_method": FIDELITY_METHOD + ", through OpenVINO directly (WhisperPipeline exposes "
-                                                     "neither)",
-                **self.log.summary()}
-        if self.forced_checked:
-            info["forced_lengths_checked"] = self.forced_checked
-        if self.truncated:
-            info["truncated_to_30s"] = self.truncated
-        return info
-
-    def close(self) -> None:
-        self.pipe = None
-        self._probe = None
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# recipes
-
-
 class OpenVINORecipe(Recipe):
+    """An OpenVINO IR recipe. Every IR but the fp32 export starts from the cached ``openvino-fp32`` artifact
+    (``base_recipe``); a ``genai`` recipe shares its base's artifact and runs it through openvino-genai."""
+
     engine = "openvino"
     modules = ("openvino", "optimum.intel", "nncf", "openvino_tokenizers")
     devices = ("cpu",)
-    defaults = dict(RUNTIME_DEFAULTS)
+    options = RUNTIME_OPTIONS
     genai = False
     component_baseline = "openvino-fp32"
-    fidelity_floor = 0.999  # teacher-forced top-1 agreement vs torch-fp32 on dev-clean required at build time
+    fidelity_floor = 0.999  # teacher-forced top-1 agreement vs the baseline on dev-clean required at build time
+    ir_description = ""
+
+    @property
+    def description(self) -> str:
+        if self.genai:
+            return self.ir_description + " — run by openvino-genai WhisperPipeline (C++ decode loop)"
+        return self.ir_description + ", Python (transformers generate) decode loop"
 
     def versions(self) -> dict:
-        v = {"openvino": _version("openvino"), "openvino-tokenizers": _version("openvino-tokenizers"),
-             "openvino-genai": _version("openvino-genai"), "nncf": _version("nncf"),
-             "optimum-intel": _version("optimum-intel"), "optimum": _version("optimum"),
-             "transformers": _version("transformers"), "torch": _version("torch")}
+        v = {d: dist_version(d) for d in ("openvino", "openvino-tokenizers", "openvino-genai", "nncf", "optimum-intel",
+                                          "optimum", "transformers", "torch")}
         return {k: val for k, val in v.items() if val}
 
-    def resolve_options(self, given: dict | None) -> dict:
-        opts = super().resolve_options(given)
-        opts["ov_device"] = str(opts["ov_device"]).upper()
-        opts["performance_hint"] = str(opts["performance_hint"]).upper()
-        if opts["ov_device"].split(".")[0] not in OV_DEVICES:
-            raise WhisperoptError(f"{self.name} option ov_device: expected one of {', '.join(OV_DEVICES)}, "
-                                  f"got {opts['ov_device']!r}")
-        if opts["performance_hint"] not in PERFORMANCE_HINTS:
-            raise WhisperoptError(f"{self.name} option performance_hint: expected one of "
-                                  f"{', '.join(PERFORMANCE_HINTS)}, got {opts['performance_hint']!r}")
-        if opts["precision_hint"] not in PRECISION_HINTS:
-            raise WhisperoptError(f"{self.name} option precision_hint: expected one of {', '.join(PRECISION_HINTS)}, "
-                                  f"got {opts['precision_hint']!r}")
-        self._check_options(opts)
-        return opts
-
-    def _check_options(self, opts: dict) -> None:
-        pass
+    def base_options(self, options: dict) -> dict:
+        return dict(options) if self.shares_base_weights else super().base_options(options)
 
     # --- build ---
-    def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
-        fp32_dir = self._fp32_ir(model_dir)
+    def build(self, model_dir: Path, out_dir: Path, options: dict, base: Artifact | None = None) -> dict:
+        fp32_dir = base.dir
         fp32_bytes = component_bytes(fp32_dir)
         for f in fp32_dir.iterdir():  # configs, tokenizer files and tokenizer IRs travel unchanged
             if f.is_file() and f.stem not in COMPONENTS.values() and f.name != "manifest.json":
                 shutil.copy(f, out_dir / f.name)
         extra = self._transform(model_dir, fp32_dir, out_dir, options) or {}
-        return {**extra, "components": _components(out_dir, fp32_bytes),
-                "validation": self.validate(out_dir, Path(model_dir))}
+        return {**extra, "components": _components(out_dir, fp32_bytes)}
 
-    def validate(self, ir_dir: Path, model_dir: Path) -> dict:
-        """Fidelity of the IRs in ``ir_dir`` against torch-fp32 on dev-clean; below ``fidelity_floor`` is an error."""
-        from .validation import fidelity_check, fidelity_failure
-
-        threads = os.cpu_count() or 1
+    def probe_runtime(self, artifact: Artifact, device: str, threads: int) -> Runtime:
+        """The Python-loop runtime on CPU in f32 whatever the options (the probes plus a real decode)."""
         props = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-        # the Python-loop runtime: the probes plus a real decode (the decode check on trained weights)
-        probe = OVRuntime(_load_ov_model(ir_dir, "CPU", props), Path(model_dir), "CPU", props, threads)
-        try:
-            result = fidelity_check(probe, Path(model_dir), self.fidelity_floor, dataset=VALIDATION_DATASET,
-                                    utterances=VALIDATION_UTTERANCES, reference=_torch_reference(model_dir, threads))
-        finally:
-            probe.close()
-        result["method"] = FIDELITY_METHOD
-        if not result["passed"]:
-            raise WhisperoptError(fidelity_failure(self.name, result))
-        return result
-
-    def _fp32_ir(self, model_dir: Path) -> Path:
-        from .artifacts import build_artifact
-
-        base = OpenVINOFp32()
-        artifact, _ = build_artifact(base, Path(model_dir), base.resolve_options({}))
-        return artifact.dir
+        return OVRuntime(load_ov_model(artifact.weights_dir, "CPU", props), artifact.model_dir, "CPU", props, threads)
 
     def _transform(self, model_dir: Path, fp32_dir: Path, out_dir: Path, options: dict) -> dict:
         raise NotImplementedError
@@ -471,27 +148,14 @@ class OpenVINORecipe(Recipe):
 
         if device != "cpu":
             raise WhisperoptError(f"{self.name} runs through OpenVINO (ov_device option), not on {device}")
-        options = {**RUNTIME_DEFAULTS, **artifact.options}
+        options = {**self.defaults, **artifact.options}
         ov_device = check_device(options["ov_device"])
         props = ov_properties(options, threads)
         ir_dir = artifact.weights_dir  # a -genai recipe's manifest points at its base recipe's artifact
         torch.set_num_threads(threads)
         if self.genai:
             return GenAIRuntime(ir_dir, artifact.model_dir, ov_device, props, threads)
-        return OVRuntime(_load_ov_model(ir_dir, ov_device, props), artifact.model_dir, ov_device, props, threads)
-
-
-_REFERENCES: dict = {}
-
-
-def _torch_reference(model_dir: Path, threads: int) -> dict:
-    """torch-fp32 encoder outputs and teacher-forced tokens on the validation utterances (once per process)."""
-    from .validation import torch_reference
-
-    key = str(Path(model_dir).resolve())
-    if key not in _REFERENCES:
-        _REFERENCES[key] = torch_reference(Path(model_dir), VALIDATION_DATASET, VALIDATION_UTTERANCES, threads)
-    return _REFERENCES[key]
+        return OVRuntime(load_ov_model(ir_dir, ov_device, props), artifact.model_dir, ov_device, props, threads)
 
 
 def _components(ir_dir: Path, fp32_bytes: dict) -> dict:
@@ -515,9 +179,9 @@ def convert_ov_tokenizers(model_dir: Path, out_dir: Path) -> None:
 
 class OpenVINOFp32(OpenVINORecipe):
     name = "openvino-fp32"
-    description = "OpenVINO IR exported by optimum-intel, fp32 weights, Python (transformers generate) decode loop"
+    ir_description = "OpenVINO IR exported by optimum-intel, fp32 weights"
 
-    def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
+    def build(self, model_dir: Path, out_dir: Path, options: dict, base=None) -> dict:
         from optimum.intel import OVModelForSpeechSeq2Seq
 
         model = OVModelForSpeechSeq2Seq.from_pretrained(str(model_dir), export=True, compile=False,
@@ -530,12 +194,12 @@ class OpenVINOFp32(OpenVINORecipe):
         comps = component_bytes(out_dir)
         return {"weights": "fp32", "stateful_decoder": stateful,
                 "export": "optimum-intel OVModelForSpeechSeq2Seq.from_pretrained(export=True, load_in_8bit=False)",
-                "components": _components(out_dir, comps), "validation": self.validate(out_dir, Path(model_dir))}
+                "components": _components(out_dir, comps)}
 
 
 class OpenVINOFp16(OpenVINORecipe):
     name = "openvino-fp16"
-    description = "OpenVINO IR with fp16-compressed weights (decompressed to the inference precision at load)"
+    ir_description = "OpenVINO IR with fp16-compressed weights (decompressed to the inference precision at load)"
     fidelity_floor = 0.98  # measured 100 % (tiny, 8 dev-clean + 8 test-clean utterances)
 
     def _transform(self, model_dir, fp32_dir, out_dir, options):
@@ -546,15 +210,6 @@ class OpenVINOFp16(OpenVINORecipe):
 class OpenVINOWeightCompression(OpenVINORecipe):
     """``nncf.compress_weights`` data-free weight-only compression of the encoder and decoder IRs."""
 
-    modes: tuple[str, ...] = ()
-
-    def _check_options(self, opts):
-        if opts["mode"] not in self.modes:
-            raise WhisperoptError(f"{self.name} option mode: expected one of {', '.join(self.modes)}, got {opts['mode']!r}")
-        if "group_size" in opts and not (opts["group_size"] == -1 or opts["group_size"] > 0):
-            raise WhisperoptError(f"{self.name} option group_size: expected -1 (per channel) or a positive integer")
-        if "ratio" in opts and not 0 < opts["ratio"] <= 1:
-            raise WhisperoptError(f"{self.name} option ratio: expected a number in (0, 1], got {opts['ratio']}")
 
     def _nncf_kwargs(self, options: dict) -> dict:
         import nncf
@@ -570,19 +225,37 @@ class OpenVINOWeightCompression(OpenVINORecipe):
         return {"weights": f"nncf.compress_weights {recorded}", "nncf_compress_weights": recorded}
 
 
+def _group_size(value) -> str | None:
+    return None if value == -1 or value > 0 else "expected -1 (per channel) or a positive integer"
+
+
+def _ratio(value) -> str | None:
+    return None if 0 < value <= 1 else "expected a number in (0, 1]"
+
+
+def _alpha(value) -> str | None:
+    return None if 0 <= value <= 1 or value == -1 else "expected a number in [0, 1] or -1 (off)"
+
+
+def _calibration_data(value) -> str | None:
+    if is_test_data(str(value)):
+        return f"{value} is test data; calibrate on a dev or train split (default {CALIBRATION_DATA})"
+    return None
+
+
 class OpenVINOInt8Weights(OpenVINOWeightCompression):
     name = "openvino-int8-weights"
-    description = "OpenVINO IR, NNCF int8 weight-only compression (per-channel), fp32 activations"
-    modes = ("int8_asym", "int8_sym")
-    defaults = {**RUNTIME_DEFAULTS, "mode": "int8_asym"}
+    ir_description = "OpenVINO IR, NNCF int8 weight-only compression (per-channel), fp32 activations"
+    options = {**RUNTIME_OPTIONS, "mode": Option("int8_asym", ("int8_asym", "int8_sym"))}
     fidelity_floor = 0.85  # measured 92.6 % dev-clean / 95.2 % test-clean (tiny, 8 utterances each)
 
 
 class OpenVINOInt4Weights(OpenVINOWeightCompression):
     name = "openvino-int4-weights"
-    description = "OpenVINO IR, NNCF int4 weight-only compression (grouped; ratio of int4 layers, rest int8)"
-    modes = ("int4_asym", "int4_sym", "nf4")
-    defaults = {**RUNTIME_DEFAULTS, "mode": "int4_asym", "group_size": 64, "ratio": 1.0, "all_layers": False}
+    ir_description = "OpenVINO IR, NNCF int4 weight-only compression (grouped; ratio of int4 layers, rest int8)"
+    options = {**RUNTIME_OPTIONS, "mode": Option("int4_asym", ("int4_asym", "int4_sym", "nf4")),
+               "group_size": Option(64, check=_group_size), "ratio": Option(1.0, check=_ratio),
+               "all_layers": Option(False)}
     fidelity_floor = 0.35  # measured 50.2 % / 48.2 % (random-weight logits are nearly tied)
 
     def _nncf_kwargs(self, options):
@@ -608,26 +281,14 @@ class OpenVINOInt4Weights(OpenVINOWeightCompression):
 
 class OpenVINOInt8PTQ(OpenVINORecipe):
     name = "openvino-int8-ptq"
-    description = ("OpenVINO IR, NNCF static INT8 post-training quantization of encoder and decoder (weights and "
-                   "activations; SmoothQuant, fast bias correction), calibrated on LibriSpeech dev-clean")
-    defaults = {**RUNTIME_DEFAULTS, "calibration_size": 40, "calibration_data": CALIBRATION_DATA,
-                "smooth_quant_alpha_encoder": 0.5, "smooth_quant_alpha_decoder": 0.95, "fast_bias_correction": True,
-                "preset": "performance"}
+    ir_description = ("OpenVINO IR, NNCF static INT8 post-training quantization of encoder and decoder (weights and "
+                      "activations; SmoothQuant, fast bias correction), calibrated on LibriSpeech dev-clean")
+    options = {**RUNTIME_OPTIONS, "calibration_size": Option(40, check=positive),
+               "calibration_data": Option(CALIBRATION_DATA, check=_calibration_data),
+               "smooth_quant_alpha_encoder": Option(0.5, check=_alpha),
+               "smooth_quant_alpha_decoder": Option(0.95, check=_alpha),
+               "fast_bias_correction": Option(True), "preset": Option("performance", ("performance", "mixed"))}
     fidelity_floor = 0.45  # measured 60-66 % dev-clean / 71-76 % test-clean (tiny, 3-40 calibration utterances)
-
-    def _check_options(self, opts):
-        if opts["calibration_size"] < 1:
-            raise WhisperoptError(f"{self.name} option calibration_size: expected a positive integer")
-        for key in ("smooth_quant_alpha_encoder", "smooth_quant_alpha_decoder"):
-            a = opts[key]
-            if not (0 <= a <= 1 or a == -1):
-                raise WhisperoptError(f"{self.name} option {key}: expected a number in [0, 1] or -1 (off), got {a}")
-        if opts["preset"] not in ("performance", "mixed"):
-            raise WhisperoptError(f"{self.name} option preset: expected performance or mixed, got {opts['preset']!r}")
-        data = str(opts["calibration_data"])
-        if is_test_data(data):
-            raise WhisperoptError(f"{self.name} option calibration_data: {data} is test data; calibrate on a dev or "
-                                  "train split (default librispeech:dev-clean)")
 
     def calibration_set(self, options: dict):
         from ..data import load_dataset
@@ -649,7 +310,7 @@ class OpenVINOInt8PTQ(OpenVINORecipe):
         from ..models.synthetic import is_synthetic
 
         ds = self.calibration_set(options)
-        model = _load_ov_model(fp32_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        model = load_ov_model(fp32_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
         enc_data, dec_data = [], []
         model.encoder.request = InferRequestWrapper(model.encoder.request, enc_data, apply_caching=True)
         model.decoder.request = InferRequestWrapper(model.decoder.request, dec_data, apply_caching=True)
@@ -693,32 +354,17 @@ class OpenVINOInt8PTQ(OpenVINORecipe):
                                 "fast_bias_correction": options["fast_bias_correction"]}}
 
 
-BASE_RECIPES = [OpenVINOFp32(), OpenVINOFp16(), OpenVINOInt8Weights(), OpenVINOInt4Weights(), OpenVINOInt8PTQ()]
+FP32 = OpenVINOFp32()
+BASE_RECIPES = [FP32, OpenVINOFp16(base_recipe=FP32), OpenVINOInt8Weights(base_recipe=FP32),
+                OpenVINOInt4Weights(base_recipe=FP32), OpenVINOInt8PTQ(base_recipe=FP32)]
 
 
-def _genai_twin(base: OpenVINORecipe) -> OpenVINORecipe:
-    """``<base>-genai``: the same artifact directory, decoded by openvino_genai.WhisperPipeline (C++ loop)."""
-
-    def build(self, model_dir: Path, out_dir: Path, options: dict) -> dict:
-        from .artifacts import build_artifact
-
-        shared, _ = build_artifact(base, Path(model_dir), options)
-        return {"weights_dir": str(shared.dir), "shared_artifact": base.name,
-                "components": shared.manifest.get("components"),
-                **{k: shared.manifest[k] for k in ("weights", "calibration", "nncf_compress_weights", "validation")
-                   if k in shared.manifest}}
-
-    cls = type(type(base).__name__ + "GenAI", (type(base),), {
-        "name": base.name + "-genai",
-        "description": base.description.split(", Python")[0] + " — run by openvino-genai WhisperPipeline (C++ decode loop)",
-        "modules": base.modules + ("openvino_genai",),
-        "genai": True,
-        "component_baseline": "openvino-fp32-genai",
-        "build": build,
-    })
-    return cls()
+def genai_twin(base: OpenVINORecipe) -> OpenVINORecipe:
+    """``<base>-genai``: the same artifact (no build of its own), decoded by openvino_genai.WhisperPipeline."""
+    return OpenVINORecipe(name=base.name + "-genai", ir_description=base.ir_description, options=base.options,
+                          modules=base.modules + ("openvino_genai",), genai=True, base_recipe=base,
+                          shares_base_weights=True, fidelity_floor=base.fidelity_floor,
+                          component_baseline="openvino-fp32-genai")
 
 
-RECIPES = BASE_RECIPES + [_genai_twin(r) for r in BASE_RECIPES]
-
-__all__ = ["RECIPES", "OVRuntime", "GenAIRuntime", "component_bytes", "MODEL_SIDE_FILES"]
+RECIPES = BASE_RECIPES + [genai_twin(r) for r in BASE_RECIPES]

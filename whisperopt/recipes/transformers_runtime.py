@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import N_TEXT_CTX, prompt_length
 from ..data.features import log_mel
 from .base import DecodeOptions, Runtime, Transcription, WindowOptions, WindowResult
-
-MAX_TARGET_POSITIONS = 448
 
 
 def load_processor(model_dir: Path):
@@ -54,8 +53,7 @@ class GenerateRuntime(Runtime):
         kwargs = {"num_beams": options.beam_size, "do_sample": False, "return_timestamps": False}
         if self.multilingual:
             kwargs.update(language=options.language, task=options.task)
-        prompt = 4 if self.multilingual else 2
-        limit = MAX_TARGET_POSITIONS - prompt
+        limit = N_TEXT_CTX - prompt_length(self.multilingual)
         if forced_lengths:
             n = min(max(forced_lengths), limit)
             kwargs.update(max_new_tokens=n, min_new_tokens=n)
@@ -117,11 +115,11 @@ class GenerateRuntime(Runtime):
                       "do_sample": sample}
             if self.multilingual:
                 kwargs.update(language=options.language, task=options.task)
-            prompt = list(options.prompt)[-(MAX_TARGET_POSITIONS // 2 - 1):]
+            prompt = list(options.prompt)[-(N_TEXT_CTX // 2 - 1):]
             if prompt:
                 kwargs["prompt_ids"] = torch.tensor([gen.prev_sot_token_id, *prompt], device=hidden.device)
             prefix_len = (1 + len(prompt) if prompt else 0) + (3 if self.multilingual else 1) + (not options.timestamps)
-            kwargs["max_new_tokens"] = max(1, min(options.max_new_tokens, MAX_TARGET_POSITIONS - prefix_len))
+            kwargs["max_new_tokens"] = max(1, min(options.max_new_tokens, N_TEXT_CTX - prefix_len))
             if options.word_timestamps:  # cross-attention DTW over the checkpoint's alignment heads (eager attention)
                 kwargs["return_token_timestamps"] = True
             out = self.model.generate(**kwargs)

@@ -1,4 +1,5 @@
-"""Build-time fidelity check shared by the engines: a freshly built artifact is compared with torch-fp32 on a few
+"""Fidelity, one home: the probe inputs, the baseline reference (computed once per process, or saved by the bench),
+the one comparison, and the build-time check. A freshly built artifact is compared with the baseline (torch-fp32) on a few
 dev-clean utterances (encoder relative error, teacher-forced top-1 agreement) and a build under the recipe's floor
 fails, so a broken export never runs. The bench's fidelity columns use the same probes and metrics.
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import N_TEXT_CTX
 from ..errors import WhisperoptError
 from ..models.synthetic import is_synthetic
 
@@ -66,35 +68,114 @@ def decode_check(runtime, model_dir: Path, reference: dict[str, tuple[str, str]]
             "decode_passed": bool(mine <= ref + margin and not runaway)}
 
 
-def probe_job(model_dir: Path, dataset: str, utterances: int) -> dict:
-    return {"model_dir": str(model_dir), "dataset": dataset, "fidelity_utterances": utterances,
-            "decode": {"language": "en", "task": "transcribe"}}
+def probe_inputs(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
+                 language: str | None = "en", task: str = "transcribe"):
+    """(utterance id, log-mel features, teacher-forcing tokens, prompt length) for the first ``utterances`` of
+    ``dataset``: the inputs of every fidelity probe (build check, bench columns, ONNX calibration)."""
+    import json
+
+    from ..data import load_audio, load_dataset
+    from ..data.features import load_feature_extractor, log_mel
+    from ..data.references import reference_tokens
+    from .transformers_runtime import decoder_prompt, load_processor
+
+    model_dir = Path(model_dir)
+    tok = load_processor(model_dir).tokenizer
+    extractor = load_feature_extractor(model_dir)
+    gen = json.loads((model_dir / "generation_config.json").read_text())
+    prompt = decoder_prompt(tok, language, task, gen.get("is_multilingual", True))
+    for u in load_dataset(dataset).limit(utterances).utterances:
+        feats = log_mel(extractor, [load_audio(u.audio)])
+        tokens = prompt + reference_tokens(tok, u.text)[:N_TEXT_CTX - 8] + [tok.eos_token_id]
+        yield u.id, feats.astype(np.float32), tokens, len(prompt)
+
+
+class Reference(dict):
+    """The baseline's probe outputs, {utterance id: (encoder states, teacher-forced top-1 after the prompt)}."""
+
+    def save(self, path: Path) -> None:
+        arrays = {f"{kind}/{uid}": arr for uid, pair in self.items() for kind, arr in zip(("enc", "top1"), pair)}
+        tmp = Path(str(path) + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Reference:
+        data = np.load(path)
+        ids = [k[4:] for k in data.files if k.startswith("enc/")]
+        return cls({uid: (data[f"enc/{uid}"], data[f"top1/{uid}"]) for uid in ids})
+
+
+_REFERENCES: dict[tuple, Reference] = {}
+
+
+def baseline_runtime(model_dir: Path, threads: int | None = None):
+    """The registry's baseline recipe, loaded on CPU straight from the model directory."""
+    from . import baseline_recipe
+    from .base import Artifact
+
+    recipe = baseline_recipe()
+    art = Artifact(recipe.name, Path(model_dir), Path(model_dir), {"weights_dir": str(model_dir)}, {})
+    return recipe.load(art, "cpu", threads or os.cpu_count() or 1)
+
+
+def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
+                    threads: int | None = None, language: str | None = "en", task: str = "transcribe") -> Reference:
+    """The baseline's encoder outputs and teacher-forced tokens on the probe utterances (once per process)."""
+    key = (str(Path(model_dir).resolve()), dataset, utterances, language, task)
+    if key not in _REFERENCES:
+        rt = baseline_runtime(model_dir, threads)
+        try:
+            ref = Reference()
+            for uid, feats, tokens, prompt_len in probe_inputs(model_dir, dataset, utterances, language, task):
+                ref[uid] = (rt.encoder_output(feats), np.asarray(rt.teacher_forced_top1(feats, tokens))[prompt_len - 1:])
+        finally:
+            rt.close()
+        _REFERENCES[key] = ref
+    return _REFERENCES[key]
+
+
+def compare(runtime, model_dir: Path, reference: Reference, dataset: str = VALIDATION_DATASET,
+            utterances: int = VALIDATION_UTTERANCES, language: str | None = "en", task: str = "transcribe") -> dict:
+    """The one fidelity comparison: encoder relative error and teacher-forced top-1 agreement of ``runtime`` against
+    ``reference`` (a probe the engine does not expose is left out and said so)."""
+    from ..metrics.fidelity import relative_l2, summarise, top1_agreement
+
+    errors, matches, positions, note = [], 0, 0, None
+    for uid, feats, tokens, prompt_len in probe_inputs(model_dir, dataset, utterances, language, task):
+        if uid not in reference:
+            continue
+        ref_enc, ref_top1 = reference[uid]
+        enc = runtime.encoder_output(feats)
+        if enc is not None:
+            errors.append(relative_l2(ref_enc, enc))
+        top1 = runtime.teacher_forced_top1(feats, tokens)
+        if top1 is not None:
+            m, n = top1_agreement(ref_top1, np.asarray(top1)[prompt_len - 1:])
+            matches += m
+            positions += n
+        if enc is None and top1 is None:
+            note = "engine exposes neither encoder output nor decoder scores"
+            break
+    out = summarise(errors, matches, positions)
+    if note:
+        out["fidelity_note"] = note
+    return out
 
 
 def fidelity_check(runtime, model_dir: Path, floor: float, *, dataset: str = VALIDATION_DATASET,
                    utterances: int = VALIDATION_UTTERANCES, threads: int | None = None,
-                   reference: dict | None = None) -> dict:
-    """Compare ``runtime`` with torch-fp32 on ``utterances`` of ``dataset`` (the bench's probes and metrics).
+                   reference: Reference | None = None) -> dict:
+    """Compare ``runtime`` with the baseline on ``utterances`` of ``dataset`` (the bench's probes and metrics).
 
-    Returns the figures with ``passed`` (teacher-forced agreement >= ``floor`` and a finite encoder error).
-    ``reference``: precomputed torch outputs ({uid: (enc, top1)}) to skip loading torch again.
+    Returns the figures with ``passed`` (teacher-forced agreement >= ``floor`` and a finite encoder error; on trained
+    weights also the decode check). ``reference``: precomputed baseline outputs (default: computed once per process).
     """
-    from ..bench.worker import _probe_inputs
-    from ..metrics.fidelity import relative_l2, summarise, top1_agreement
-
-    job = probe_job(model_dir, dataset, utterances)
     if reference is None:
         reference = torch_reference(model_dir, dataset, utterances, threads)
-    errors, matches, positions = [], 0, 0
-    for uid, feats, tokens, prompt_len in _probe_inputs(job):
-        ref_enc, ref_top1 = reference[uid]
-        errors.append(relative_l2(ref_enc, runtime.encoder_output(feats)))
-        m, n = top1_agreement(ref_top1, np.asarray(runtime.teacher_forced_top1(feats, tokens))[prompt_len - 1:])
-        matches += m
-        positions += n
+    out = compare(runtime, model_dir, reference, dataset, utterances)
     synthetic = is_synthetic(model_dir)
     floor = floor if synthetic else max(floor, REAL_FLOOR)
-    out = summarise(errors, matches, positions)
     out.update(dataset=dataset, utterances=utterances, floor=floor)
     enc_ok = out["encoder_rel_error"] is not None and np.isfinite(out["encoder_rel_error"])
     out["passed"] = bool(enc_ok and out["teacher_forced_agreement"] is not None
@@ -111,36 +192,15 @@ _DECODE_REFERENCES: dict[str, dict] = {}
 
 
 def torch_decode_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, threads: int | None = None) -> dict:
-    """torch-fp32's greedy transcripts of the decode-check utterances (computed once per process and model)."""
-    from .base import Artifact as _Artifact
-    from .pytorch import TorchFp32
-
+    """The baseline's greedy transcripts of the decode-check utterances (computed once per process and model)."""
     key = f"{Path(model_dir).resolve()}:{dataset}"
     if key not in _DECODE_REFERENCES:
-        recipe = TorchFp32()
-        art = _Artifact(recipe.name, Path(model_dir), Path(model_dir), {"weights_dir": str(model_dir)}, {})
-        rt = recipe.load(art, "cpu", threads or os.cpu_count() or 1)
+        rt = baseline_runtime(model_dir, threads)
         try:
             _DECODE_REFERENCES[key] = decode_texts(rt, Path(model_dir), dataset)
         finally:
             rt.close()
     return _DECODE_REFERENCES[key]
-
-
-def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
-                    threads: int | None = None) -> dict:
-    from ..bench.worker import _probe_inputs
-    from .base import Artifact as _Artifact
-    from .pytorch import TorchFp32
-
-    recipe = TorchFp32()
-    art = _Artifact(recipe.name, Path(model_dir), Path(model_dir), {"weights_dir": str(model_dir)}, {})
-    rt = recipe.load(art, "cpu", threads or os.cpu_count() or 1)
-    ref = {}
-    for uid, feats, tokens, prompt_len in _probe_inputs(probe_job(model_dir, dataset, utterances)):
-        ref[uid] = (rt.encoder_output(feats), np.asarray(rt.teacher_forced_top1(feats, tokens))[prompt_len - 1:])
-    rt.close()
-    return ref
 
 
 def fidelity_failure(name: str, result: dict) -> str:

@@ -1,0 +1,15 @@
+"""Whisper's fixed sizes, one home for every layer (as openai-whisper's ``audio.py`` keeps its own)."""
+
+from __future__ import annotations
+
+SAMPLE_RATE = 16000  # Hz, mono
+CHUNK_LENGTH = 30  # seconds of audio per encoder window
+N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480 000 samples per window
+HOP_LENGTH = 160  # samples per log-mel frame
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 log-mel frames per window
+N_TEXT_CTX = 448  # decoder positions: prompt + generated tokens of one window
+
+
+def prompt_length(multilingual: bool) -> int:
+    """Tokens of the forced prefix <|startoftranscript|>[<|lang|><|task|>]<|notimestamps|>."""
+    return 4 if multilingual else 2
