@@ -13,7 +13,7 @@ from whisperopt.bench.results import read_rows
 from whisperopt.cli import main
 from whisperopt.errors import WhisperoptError
 from whisperopt.recipes import get_recipe
-from whisperopt.recipes import openvino as ovr
+from whisperopt.recipes import openvino_runtime as ovr
 from whisperopt.recipes.artifacts import build_artifact
 from whisperopt.recipes.base import Artifact
 

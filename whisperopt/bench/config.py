@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import WhisperoptError
+from ..files import atomic_write_json
 from ..recipes.base import DecodeOptions
 
 DEFAULT_DATASET = "librispeech:test-clean"
@@ -98,9 +99,7 @@ def save_run(cfg: BenchConfig) -> None:
         recipes = cfg.recipes
     data = cfg.to_dict()
     data["recipes"] = recipes
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"config": data}, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, {"config": data})
 
 
 def load_run(out_dir: Path) -> BenchConfig:

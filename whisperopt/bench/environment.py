@@ -10,8 +10,7 @@ from .. import __version__
 
 ISA_FLAGS = ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
              "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve", "i8mm"]
-PACKAGES = ["torch", "transformers", "torchao", "onnxruntime", "optimum", "optimum-onnx", "optimum-intel", "openvino",
-            "openvino-genai", "nncf", "ctranslate2", "faster-whisper", "sherpa-onnx", "jiwer", "numpy"]
+PACKAGES = ["jiwer", "numpy"]  # besides what every registered recipe reports (``Recipe.versions``)
 
 
 def cpu_info() -> dict:
@@ -32,12 +31,16 @@ def cpu_info() -> dict:
 
 def versions() -> dict:
     out = {"whisperopt": __version__, "python": platform.python_version()}
+    from ..recipes import all_recipes
+
+    for recipe in all_recipes().values():
+        out.update({pkg: v for pkg, v in recipe.versions().items() if v})
     for pkg in PACKAGES:
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return out
+    return dict(sorted(out.items()))
 
 
 def gpu_info() -> list[dict]:

@@ -90,10 +90,9 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
     model = resolve_model(cfg.model)
     save_run(cfg)
     env = environment(cfg.threads, cfg.device)
-    (out_dir / "environment.json").write_text(json.dumps({**env, "dataset": {"name": dataset.name, **stats},
-                                                          "model": {"spec": model.spec, "path": str(model.path),
-                                                                    "synthetic": model.synthetic,
-                                                                    "source": model.source}}, indent=2))
+    atomic_write_json(out_dir / "environment.json", {
+        **env, "dataset": {"name": dataset.name, **stats}, "baseline": baseline_recipe().name,
+        "model": {"spec": model.spec, "path": str(model.path), "synthetic": model.synthetic, "source": model.source}})
     wenv = worker_env(cfg.threads)
     base_job = Job(model_dir=str(model.path), synthetic=model.synthetic, dataset=cfg.dataset, limit=cfg.limit,
                    decode=cfg.decode.to_dict(), threads=cfg.threads, device=cfg.device, warmup=cfg.warmup,

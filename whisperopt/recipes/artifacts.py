@@ -33,9 +33,14 @@ def options_key(options: dict) -> str:
     return hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def model_artifacts_dir(model_dir: Path) -> Path:
+    """The cache directory of everything built from (or computed on) one model."""
+    return artifacts_dir() / f"{Path(model_dir).name}-{model_fingerprint(model_dir)}"
+
+
 def artifact_path(recipe: Recipe, model_dir: Path, options: dict) -> Path:
     name = recipe.name + (f"-{options_key(options)}" if options else "")
-    return artifacts_dir() / f"{Path(model_dir).name}-{model_fingerprint(model_dir)}" / name
+    return model_artifacts_dir(model_dir) / name
 
 
 def load_artifact(recipe: Recipe, model_dir: Path, options: dict) -> Artifact | None:

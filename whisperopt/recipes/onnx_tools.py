@@ -274,11 +274,9 @@ def decoder_feed(session, input_ids: np.ndarray, encoder_hidden_states: np.ndarr
 
 def session_options(threads: int, level: str = "all"):
     """onnxruntime session options: ``threads`` intra-op threads, one inter-op, sequential, graph optimisation
-    ``level`` (one of GRAPH_OPT_LEVELS)."""
+    ``level`` (one of GRAPH_OPT_LEVELS, checked with the recipe's options)."""
     import onnxruntime as ort
 
-    if level not in GRAPH_OPT_LEVELS:
-        raise WhisperoptError(f"graph_optimization must be one of {', '.join(GRAPH_OPT_LEVELS)}, got {level!r}")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1

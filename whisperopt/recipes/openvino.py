@@ -50,7 +50,15 @@ from ..data.references import forced_length
 from ..errors import WhisperoptError
 from ..files import dist_version
 from .base import Artifact, DecodeOptions, Option, Recipe, Runtime, positive
-from .openvino_runtime import COMPONENTS, GenAIRuntime, OVRuntime, check_device, load_ov_model, ov_properties
+from .openvino_runtime import (
+    COMPONENTS,
+    GenAIRuntime,
+    OVRuntime,
+    check_device,
+    component_bytes,
+    load_ov_model,
+    ov_properties,
+)
 from .pytorch import copy_side_files
 from .transformers_runtime import GenerateRuntime
 
@@ -72,17 +80,6 @@ def _ov_device(value: str) -> str | None:
 RUNTIME_OPTIONS = {"ov_device": Option("CPU", normalise=_upper, check=_ov_device),
                    "performance_hint": Option("LATENCY", PERFORMANCE_HINTS, normalise=_upper),
                    "precision_hint": Option("f32", PRECISION_HINTS)}
-
-
-def component_bytes(ir_dir: Path) -> dict:
-    """Weight bytes (``.bin``) and graph bytes (``.xml``) of the encoder and decoder IRs."""
-    out = {}
-    for comp, stem in COMPONENTS.items():
-        bin_file, xml_file = Path(ir_dir) / f"{stem}.bin", Path(ir_dir) / f"{stem}.xml"
-        if not bin_file.exists() or not xml_file.exists():
-            raise WhisperoptError(f"{ir_dir}: OpenVINO IR {stem}.xml/.bin missing")
-        out[comp] = {"bin_bytes": bin_file.stat().st_size, "xml_bytes": xml_file.stat().st_size}
-    return out
 
 
 class OpenVINORecipe(Recipe):

@@ -22,6 +22,18 @@ FIDELITY_METHOD = ("encoder IR output; decoder IR teacher-forced through its KV-
                    "then one token per call)")
 
 
+def component_bytes(ir_dir: Path) -> dict:
+    """Weight bytes (``.bin``) and graph bytes (``.xml``) of the encoder and decoder IRs."""
+    out = {}
+    for comp, stem in COMPONENTS.items():
+        bin_file, xml_file = Path(ir_dir) / f"{stem}.bin", Path(ir_dir) / f"{stem}.xml"
+        if not bin_file.exists() or not xml_file.exists():
+            raise WhisperoptError(f"{ir_dir}: OpenVINO IR {stem}.xml/.bin missing")
+        out[comp] = {"bin_bytes": bin_file.stat().st_size, "xml_bytes": xml_file.stat().st_size}
+    return out
+
+
+
 def ov_properties(options: dict, threads: int) -> dict:
     props = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": options["performance_hint"]}
     if options["precision_hint"] != "default":

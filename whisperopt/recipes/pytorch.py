@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WhisperoptError
+from ..files import dist_version
 from .base import Artifact, Recipe
 from .transformers_runtime import GenerateRuntime
 
@@ -62,10 +63,7 @@ class TorchRecipe(Recipe):
     weights_file = ""
 
     def versions(self) -> dict:
-        import torch
-        import transformers
-
-        return {"torch": torch.__version__, "transformers": transformers.__version__}
+        return {"torch": dist_version("torch"), "transformers": dist_version("transformers")}
 
     def _load_fp(self, model_dir: Path, dtype):
         from transformers import WhisperForConditionalGeneration
@@ -166,9 +164,7 @@ class TorchInt8WeightOnly(TorchRecipe):
     fidelity_floor = 0.85  # measured 0.93-0.95 (see TorchBf16)
 
     def versions(self) -> dict:
-        import torchao
-
-        return {**super().versions(), "torchao": torchao.__version__}
+        return {**super().versions(), "torchao": dist_version("torchao")}
 
     def _quantize(self, model, device):
         from torchao.quantization import Int8WeightOnlyConfig, quantize_

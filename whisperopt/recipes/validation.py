@@ -106,6 +106,20 @@ class Reference(dict):
         return cls({uid: (data[f"enc/{uid}"], data[f"top1/{uid}"]) for uid in ids})
 
 
+def _stored(model_dir: Path, kind: str, key: tuple, suffix: str) -> Path:
+    """Where the baseline's outputs for ``key`` are kept beside the model's artifacts, so every build process (the
+    bench builds each recipe in its own) reuses them instead of loading the baseline again."""
+    import hashlib
+
+    from ..files import dist_version
+    from .artifacts import model_artifacts_dir
+
+    digest = hashlib.sha1(repr((key, dist_version("torch"), dist_version("transformers"))).encode()).hexdigest()[:12]
+    path = model_artifacts_dir(model_dir) / "references" / f"{kind}-{digest}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 _REFERENCES: dict[tuple, Reference] = {}
 
 
@@ -121,8 +135,11 @@ def baseline_runtime(model_dir: Path, threads: int | None = None):
 
 def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
                     threads: int | None = None, language: str | None = "en", task: str = "transcribe") -> Reference:
-    """The baseline's encoder outputs and teacher-forced tokens on the probe utterances (once per process)."""
+    """The baseline's encoder outputs and teacher-forced tokens on the probe utterances (computed once per model)."""
     key = (str(Path(model_dir).resolve()), dataset, utterances, language, task)
+    stored = _stored(model_dir, "probes", key, ".npz")
+    if key not in _REFERENCES and stored.exists():
+        _REFERENCES[key] = Reference.load(stored)
     if key not in _REFERENCES:
         rt = baseline_runtime(model_dir, threads)
         try:
@@ -131,6 +148,7 @@ def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utteranc
                 ref[uid] = (rt.encoder_output(feats), np.asarray(rt.teacher_forced_top1(feats, tokens))[prompt_len - 1:])
         finally:
             rt.close()
+        ref.save(stored)
         _REFERENCES[key] = ref
     return _REFERENCES[key]
 
@@ -192,14 +210,22 @@ _DECODE_REFERENCES: dict[str, dict] = {}
 
 
 def torch_decode_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, threads: int | None = None) -> dict:
-    """The baseline's greedy transcripts of the decode-check utterances (computed once per process and model)."""
-    key = f"{Path(model_dir).resolve()}:{dataset}"
+    """The baseline's greedy transcripts of the decode-check utterances (computed once per model)."""
+    import json
+
+    from ..files import atomic_write_json
+
+    key = f"{Path(model_dir).resolve()}:{dataset}:{DECODE_UTTERANCES}"
+    stored = _stored(model_dir, "decode", (key,), ".json")
+    if key not in _DECODE_REFERENCES and stored.exists():
+        _DECODE_REFERENCES[key] = {uid: tuple(pair) for uid, pair in json.loads(stored.read_text()).items()}
     if key not in _DECODE_REFERENCES:
         rt = baseline_runtime(model_dir, threads)
         try:
             _DECODE_REFERENCES[key] = decode_texts(rt, Path(model_dir), dataset)
         finally:
             rt.close()
+        atomic_write_json(stored, _DECODE_REFERENCES[key])
     return _DECODE_REFERENCES[key]
 
 
