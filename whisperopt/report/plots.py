@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .recommend import baseline_name, recommend
 from .tables import flags
 
 
@@ -21,7 +22,7 @@ def _speedup_vs_size(plt, summary: dict, rows: list[dict], path: Path) -> Path:
                         textcoords="offset points")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("weights on disk (MB)")
-    ax.set_ylabel("speed-up vs torch-fp32 (×)")
+    ax.set_ylabel(f"speed-up vs {baseline_name(summary)} (×)")
     ax.set_title(_title(summary), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -103,7 +104,7 @@ def _pareto(plt, summary: dict, rows: list[dict], recommendation: dict | None, p
                 label="Pareto front")
     _mark_recommended(ax, rows, recommendation, key, scale)
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("speed-up vs torch-fp32 (×)")
+    ax.set_xlabel(f"speed-up vs {baseline_name(summary)} (×)")
     ax.set_ylabel("WER % (95 % CI, lower is better)" if key == "wer"
                   else "teacher-forced top-1 agreement with fp32 % (WER n/a; higher is better)")
     ax.set_title(_title(summary), fontsize=10)
@@ -138,8 +139,6 @@ def write_plots(summary: dict, out_dir: Path, recommendation: dict | None = None
     if not rows:
         return []
     if recommendation is None:
-        from .recommend import recommend
-
         recommendation = summary.get("recommendation") or recommend(summary)
     out_dir = Path(out_dir)
     return [

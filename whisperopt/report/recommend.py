@@ -1,16 +1,16 @@
-"""Recommend the best recipe (fastest by default) whose accuracy stays within a budget of the torch-fp32 baseline.
+"""Recommend the best recipe (fastest by default) whose accuracy stays within a budget of the baseline recipe.
 
 Real weights: a recipe qualifies when the UPPER bound of the bootstrap interval of its paired WER delta against
-torch-fp32 is within the budget (percentage points), so a recipe whose point estimate merely looks fine on a small
-test set is not recommended. Synthetic weights decode noise, so there the criterion is the teacher-forced top-1
-agreement with fp32, and the answer says WER is n/a.
+the baseline (``recipes.baseline_recipe``) is within the budget (percentage points), so a recipe whose point estimate
+merely looks fine on a small test set is not recommended. Synthetic weights decode noise, so there the criterion is
+the teacher-forced top-1 agreement with fp32, and the answer says WER is n/a.
 """
 
 from __future__ import annotations
 
 from ..errors import WhisperoptError
+from ..recipes import baseline_recipe
 
-BASELINE = "torch-fp32"
 # --rank-by value -> (summary key minimised, what the ranking means)
 RANK_BY = {
     "eval_s": ("eval_s", "fastest (lowest eval time)"),
@@ -19,6 +19,11 @@ RANK_BY = {
 }
 FIGURES = ("eval_s", "speedup", "wer", "wer_delta", "wer_delta_ci", "size_mb", "peak_ram_mb",
            "teacher_forced_agreement")
+
+
+def baseline_name(summary: dict | None = None) -> str:
+    """The recipe every speed-up and delta of ``summary`` is against: the one it names, else the registry's."""
+    return (summary or {}).get("baseline") or baseline_recipe().name
 
 
 def check_criteria(wer_budget: float, min_agreement: float, rank_by: str) -> None:
@@ -39,10 +44,10 @@ def _level(summary: dict) -> str:
     return f"{100 * (summary.get('bootstrap') or {}).get('level', 0.95):g} %"
 
 
-def _wer_exclusion(r: dict, wer_budget: float, level: str) -> str | None:
+def _wer_exclusion(r: dict, wer_budget: float, level: str, baseline: str) -> str | None:
     ci = r.get("wer_delta_ci")
     if r.get("wer_delta") is None or not ci:
-        return f"no WER paired with {BASELINE}"
+        return f"no WER paired with {baseline}"
     if ci[1] <= wer_budget:
         return None
     if r["wer_delta"] <= wer_budget:
@@ -60,7 +65,8 @@ def _agreement_exclusion(r: dict, min_agreement: float) -> str | None:
     return None
 
 
-def exclusion(r: dict, by_wer: bool, wer_budget: float, min_agreement: float, key: str, level: str) -> str | None:
+def exclusion(r: dict, by_wer: bool, wer_budget: float, min_agreement: float, key: str, level: str,
+              baseline: str) -> str | None:
     """Why ``r`` cannot be recommended, or None."""
     if r["status"] != "ok":
         reason = r.get("reason")
@@ -69,7 +75,7 @@ def exclusion(r: dict, by_wer: bool, wer_budget: float, min_agreement: float, ke
         return f"incomplete: {r.get('utterances', '?')} of {r.get('expected_utterances', '?')} utterances measured"
     if r.get("not_comparable"):
         return f"not comparable: {r['not_comparable']}"
-    why = _wer_exclusion(r, wer_budget, level) if by_wer else _agreement_exclusion(r, min_agreement)
+    why = _wer_exclusion(r, wer_budget, level, baseline) if by_wer else _agreement_exclusion(r, min_agreement)
     if why:
         return why
     if r.get(key) is None:
@@ -79,11 +85,11 @@ def exclusion(r: dict, by_wer: bool, wer_budget: float, min_agreement: float, ke
 
 def _criterion(summary: dict, base: dict | None, by_wer: bool, wer_budget: float, min_agreement: float,
                rank_by: str) -> str:
-    ranking = RANK_BY[rank_by][1]
+    ranking, baseline = RANK_BY[rank_by][1], baseline_name(summary)
     if by_wer:
-        return (f"{ranking} recipe whose ΔWER vs {BASELINE} ({base['wer']:.2f} %) has a {_level(summary)} CI upper "
+        return (f"{ranking} recipe whose ΔWER vs {baseline} ({base['wer']:.2f} %) has a {_level(summary)} CI upper "
                 f"bound <= {_points(wer_budget)}")
-    why = "synthetic weights" if summary.get("synthetic") else f"{BASELINE} has no WER"
+    why = "synthetic weights" if summary.get("synthetic") else f"{baseline} has no WER"
     return (f"{ranking} recipe with teacher-forced top-1 agreement with fp32 >= {100 * min_agreement:g} % "
             f"(WER is n/a: {why})")
 
@@ -98,13 +104,13 @@ def recommend(summary: dict, wer_budget: float = 1.0, min_agreement: float = 0.9
     """
     check_criteria(wer_budget, min_agreement, rank_by)
     key = RANK_BY[rank_by][0]
-    rows = summary["recipes"]
-    base = next((r for r in rows if r["recipe"] == BASELINE and r["status"] == "ok"), None)
+    rows, baseline = summary["recipes"], baseline_name(summary)
+    base = next((r for r in rows if r["recipe"] == baseline and r["status"] == "ok"), None)
     by_wer = not summary.get("synthetic") and base is not None and base.get("wer") is not None
     level = _level(summary)
     excluded, eligible = {}, []
     for r in rows:
-        why = exclusion(r, by_wer, wer_budget, min_agreement, key, level)
+        why = exclusion(r, by_wer, wer_budget, min_agreement, key, level, baseline)
         if why:
             excluded[r["recipe"]] = why
         else:

@@ -11,15 +11,18 @@ from ..bench.config import load_run
 from ..bench.results import read_rows
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
 from ..metrics.wer import ErrorCounts, corpus_rate
-from .recommend import BASELINE, recommend
+from ..recipes import Recipe, all_recipes, baseline_recipe
+from .recommend import recommend
 
-# one unit per quantity, recorded in summary.json so a reader never guesses fraction vs percent
-UNITS = {
-    **dict.fromkeys(("wer", "cer", "wer_ci", "cer_ci"), "percent"),
-    **dict.fromkeys(("wer_delta", "cer_delta", "wer_delta_ci", "cer_delta_ci"), "percentage points"),
-    "teacher_forced_agreement": "fraction (0-1)", "*_s": "seconds", "*_mb": "MiB", "speedup": "× torch-fp32",
-    "rtfx": "audio seconds per eval second",
-}
+
+def units(baseline: str) -> dict[str, str]:
+    """One unit per quantity, recorded in summary.json so a reader never guesses fraction vs percent."""
+    return {
+        **dict.fromkeys(("wer", "cer", "wer_ci", "cer_ci"), "percent"),
+        **dict.fromkeys(("wer_delta", "cer_delta", "wer_delta_ci", "cer_delta_ci"), "percentage points"),
+        "teacher_forced_agreement": "fraction (0-1)", "*_s": "seconds", "*_mb": "MiB", "speedup": f"× {baseline}",
+        "rtfx": "audio seconds per eval second",
+    }
 
 
 def fp32_bytes(model_dir: Path) -> int | None:
@@ -147,7 +150,7 @@ COMPONENT_TIMES = ("encoder_ms_median", "decoder_ms_median", "decoder_first_ms_m
 
 def component_fields(status: dict) -> dict:
     """Per-component (encoder / decoder) weight bytes and median per-call times, where an engine records them
-    (OpenVINO: ``components`` in the manifest, ``*_ms_median`` from its runtime)."""
+    (``components`` in the manifest, ``*_ms_median`` from its runtime)."""
     out = {}
     comps = (status.get("manifest") or {}).get("components")
     if comps:
@@ -158,20 +161,23 @@ def component_fields(status: dict) -> dict:
     return out
 
 
-def component_baseline(name: str, names: set[str]) -> str | None:
-    """The fp32 of the same engine and decode loop (openvino-x-genai -> openvino-fp32-genai, else openvino-fp32)."""
-    if not name.startswith("openvino-"):
-        return None
-    if name.endswith("-genai") and "openvino-fp32-genai" in names:
-        return "openvino-fp32-genai"
-    return "openvino-fp32" if "openvino-fp32" in names else None
+def component_baseline(recipe: Recipe | None, names: set[str]) -> str | None:
+    """The recipe among ``names`` that ``recipe``'s per-component times are compared with: its declared
+    ``Recipe.component_baseline`` (the fp32 of the same engine and decode loop) if it ran, else, for a recipe that
+    runs its base's artifact unchanged (``shares_base_weights``), the base's; None for a recipe not in the registry."""
+    while recipe is not None:
+        if recipe.component_baseline in names:
+            return recipe.component_baseline
+        recipe = recipe.base_recipe if recipe.shares_base_weights else None
+    return None
 
 
 def add_component_speedups(rows: list[dict]) -> None:
-    """Median per-call encoder/decoder speed-up and whole-run speed-up against the same loop's fp32 IR."""
+    """Median per-call encoder/decoder speed-up and whole-run speed-up against the same loop's fp32."""
     ok = {r["recipe"]: r for r in rows if r["status"] == "ok"}
+    registry = all_recipes()
     for r in ok.values():
-        base = ok.get(component_baseline(r["recipe"], set(ok)) or "")
+        base = ok.get(component_baseline(registry.get(r["recipe"]), set(ok)) or "")
         if base is None:
             continue
         speedups = {}
@@ -196,10 +202,10 @@ def accuracy_fields(counts: dict, base_counts: dict | None) -> dict:
     return out
 
 
-def add_accuracy(rows_out: list[dict], counts: dict[str, dict], synthetic: bool) -> None:
+def add_accuracy(rows_out: list[dict], counts: dict[str, dict], synthetic: bool, baseline: str) -> None:
     """Fill the accuracy keys of every ok row. Synthetic weights decode noise: accuracy is not a measurement, so
     every figure stays None (n/a), never a number."""
-    base_counts = counts.get(BASELINE)
+    base_counts = counts.get(baseline)
     for r in rows_out:
         if r["status"] == "ok" and not synthetic:
             r.update(accuracy_fields(counts[r["recipe"]], base_counts))
@@ -226,18 +232,19 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
         rows_out.append(recipe_summary(status, rows, wanted, read_rows(out_dir / f"{name}.segments.jsonl")))
         mine = wanted_rows(rows, wanted)
         counts[name] = {"words": error_counts(mine, "words"), "chars": error_counts(mine, "chars")}
-    add_accuracy(rows_out, counts, synthetic)
+    baseline = baseline_recipe().name
+    add_accuracy(rows_out, counts, synthetic, baseline)
     model_dir = env.get("model", {}).get("path")
     ref_bytes = fp32_bytes(Path(model_dir)) if model_dir else None
-    base = next((r for r in rows_out if r["recipe"] == BASELINE and r["status"] == "ok"), None)
+    base = next((r for r in rows_out if r["recipe"] == baseline and r["status"] == "ok"), None)
     for r in rows_out:
         if r["status"] != "ok":
             continue
         r["speedup"] = base["eval_s"] / r["eval_s"] if base and r["eval_s"] else None
         r["compression"] = ref_bytes / 1024 / 1024 / r["size_mb"] if ref_bytes and r.get("size_mb") else None
     add_component_speedups(rows_out)
-    summary = {"config": cfg.to_dict(), "environment": env, "synthetic": synthetic, "baseline": BASELINE,
-               "units": UNITS, "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED,
+    summary = {"config": cfg.to_dict(), "environment": env, "synthetic": synthetic, "baseline": baseline,
+               "units": units(baseline), "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED,
                                              "unit": "utterance", "interval": "percentile"},
                "recipes": rows_out}
     summary["recommendation"] = recommend(summary, wer_budget, min_agreement, rank_by)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import WhisperoptError
+from ..files import atomic_write_json, atomic_write_text
+from .recommend import baseline_name, recommend
 
 NA = "n/a"
 
@@ -117,7 +117,7 @@ def cells(row: dict, columns: list[Column] = COLUMNS) -> list[str]:
 
 
 def _md_header(summary: dict) -> list[str]:
-    lines = []
+    lines, baseline = [], baseline_name(summary)
     cfg, env = summary["config"], summary.get("environment", {})
     cpu = env.get("cpu", {})
     ds = env.get("dataset", {})
@@ -136,11 +136,11 @@ def _md_header(summary: dict) -> list[str]:
                      "many tokens as its reference transcript (+ end-of-text), so time and memory equal a real run")
     else:
         boot = summary.get("bootstrap") or {}
-        lines.append(f"- WER/CER in percent; ΔWER/ΔCER in percentage points against torch-fp32 on the utterances "
+        lines.append(f"- WER/CER in percent; ΔWER/ΔCER in percentage points against {baseline} on the utterances "
                      f"both have; 95 % CIs: percentile bootstrap over utterances ({boot.get('resamples', '?')} "
                      "resamples, paired for deltas); `*` marks a delta whose CI excludes 0")
-    lines.append("- speed-up and compression are relative to torch-fp32 (compression: fp32 parameter bytes / "
-                 "weight bytes on disk); fidelity is against torch-fp32 on CPU, "
+    lines.append(f"- speed-up and compression are relative to {baseline} (compression: fp32 parameter bytes / "
+                 f"weight bytes on disk); fidelity is against {baseline} on CPU, "
                  f"{cfg.get('fidelity_utterances')} utterances")
     return lines
 
@@ -172,11 +172,11 @@ def _md_notes(summary: dict) -> list[str]:
     return notes
 
 
-def winner_text(rec: dict) -> str:
-    """The recommended recipe's figures in one line."""
+def winner_text(rec: dict, baseline: str) -> str:
+    """The recommended recipe's figures in one line (speed-up against ``baseline``)."""
     parts = []
     if rec.get("speedup") is not None:
-        parts.append(f"{rec['speedup']:.2f}× torch-fp32")
+        parts.append(f"{rec['speedup']:.2f}× {baseline}")
     if rec.get("eval_s") is not None:
         parts.append(f"eval {rec['eval_s']:.1f} s")
     if rec.get("wer") is not None:
@@ -196,12 +196,14 @@ def winner_text(rec: dict) -> str:
     return ", ".join(parts)
 
 
-def recommendation_lines(rec: dict, bullet: str = "- ", bold: str = "**", label: str = "recommended") -> list[str]:
-    """Winner, criterion, runner-ups and exclusions (Markdown bullets, or plain text with other arguments)."""
+def recommendation_lines(rec: dict, bullet: str = "- ", bold: str = "**", label: str = "recommended",
+                         baseline: str | None = None) -> list[str]:
+    """Winner, criterion, runner-ups and exclusions (Markdown bullets, or plain text with other arguments);
+    ``baseline``: the recipe speed-ups are against (default: the registry's)."""
     if rec["recipe"] is None:
         lines = [f"{bullet}{label}: none ({rec['reason']})"]
     else:
-        lines = [f"{bullet}{label}: {bold}{rec['recipe']}{bold}: {winner_text(rec)}"]
+        lines = [f"{bullet}{label}: {bold}{rec['recipe']}{bold}: {winner_text(rec, baseline or baseline_name())}"]
     lines.append(f"{bullet}criterion: {rec['criterion']}")
     runner_ups = rec.get("ranking", [])[1:]
     if runner_ups:
@@ -218,7 +220,8 @@ def markdown(summary: dict) -> str:
     if notes:
         lines += [""] + notes
     if summary.get("recommendation"):
-        lines += ["", "## Recommendation", ""] + recommendation_lines(summary["recommendation"])
+        lines += ["", "## Recommendation", ""] + recommendation_lines(summary["recommendation"],
+                                                                      baseline=baseline_name(summary))
     return "\n".join(lines) + "\n"
 
 
@@ -285,24 +288,16 @@ def csv_text(summary: dict) -> str:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_reports(summary: dict, out_dir: Path) -> dict[str, Path]:
     """summary.md, summary.csv and summary.json; the recommendation is saved with them (computed with the
     default criteria if ``summarise`` did not attach one)."""
-    from .recommend import recommend
-
     if "recommendation" not in summary:
         summary["recommendation"] = recommend(summary)
     out_dir = Path(out_dir)
     paths = {"md": out_dir / "summary.md", "csv": out_dir / "summary.csv", "json": out_dir / "summary.json"}
-    _atomic_write(paths["md"], markdown(summary))
-    _atomic_write(paths["csv"], csv_text(summary))
-    _atomic_write(paths["json"], json.dumps(summary, indent=2, default=str))
+    atomic_write_text(paths["md"], markdown(summary))
+    atomic_write_text(paths["csv"], csv_text(summary))
+    atomic_write_json(paths["json"], summary, default=str)
     return paths
 
 
@@ -312,7 +307,8 @@ def _caption(summary: dict, columns: list[Column]) -> str | None:
     if summary.get("synthetic"):
         lines.append("synthetic weights: WER/CER n/a")
     elif any(c.key.endswith("_delta") for c in columns):
-        lines.append("Δ: percentage points vs torch-fp32 on the same utterances; * its 95 % CI excludes 0")
+        lines.append(f"Δ: percentage points vs {baseline_name(summary)} on the same utterances; * its 95 % CI "
+                     "excludes 0")
     for row in summary["recipes"]:
         if row["status"] != "ok":
             lines.append(f"{row['recipe']}: {row['status']}" + (f": {row['reason']}" if row.get("reason") else ""))
