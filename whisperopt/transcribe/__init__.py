@@ -1,8 +1,8 @@
 """Transcription of real audio: long-form decoding with any recipe, segments, output writers."""
 
-from .longform import MODES, TranscribeOptions, Transcriber, transcribe
+from .longform import MODES, TranscribeOptions, Transcriber, TranscriptionInfo, transcribe
 from .segments import Vocabulary, compression_ratio, split_window
 from .writers import FORMATS, Segment, TranscriptResult, write_outputs
 
-__all__ = ["FORMATS", "MODES", "Segment", "TranscribeOptions", "Transcriber", "TranscriptResult", "Vocabulary",
-           "compression_ratio", "split_window", "transcribe", "write_outputs"]
+__all__ = ["FORMATS", "MODES", "Segment", "TranscribeOptions", "Transcriber", "TranscriptResult", "TranscriptionInfo",
+           "Vocabulary", "compression_ratio", "split_window", "transcribe", "write_outputs"]

@@ -13,6 +13,9 @@ Modes (``TranscribeOptions.mode``):
 
 Audio is pulled from ``whisperopt.data.stream`` as it is needed and dropped once decoded, so memory stays bounded
 however long the input is. Windows whose peak level is below ``silence_threshold`` are skipped without decoding.
+
+``Transcriber.stream`` works like faster-whisper's ``WhisperModel.transcribe``: it returns ``(segments, info)``, a
+lazy generator of segments and a ``TranscriptionInfo`` whose language is known on return.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 
 from ..data.audio import SAMPLE_RATE
 from ..errors import WhisperoptError
-from ..recipes.base import DecodeOptions, Runtime, WindowOptions, WindowResult
+from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
 from .segments import HOP_LENGTH, N_FRAMES, Vocabulary, compression_ratio, group_words, resolve_language, split_window
 from .writers import Segment, TranscriptResult
 
@@ -68,6 +71,23 @@ class TranscribeOptions:
             raise WhisperoptError(f"temperatures must be a non-empty list of numbers >= 0, got {self.temperature}")
 
 
+@dataclass
+class TranscriptionInfo:
+    """What ``Transcriber.stream`` knows about an input besides its segments (faster-whisper's fields).
+
+    ``language`` (and its probability) is set when ``stream`` returns: given, English for English-only checkpoints,
+    or detected from the first non-silent window (None if there is none). ``duration`` is the container's stated
+    duration (None where unknown: stdin, a stream) until the segments have all been read; then it is the duration
+    actually decoded.
+    """
+
+    language: str | None
+    language_probability: float | None
+    duration: float | None
+    all_language_probs: list[tuple[str, float]] | None = None  # detected: every language, most likely first
+    transcription_options: TranscribeOptions = field(default_factory=TranscribeOptions)
+
+
 class _Buffer:
     """A sliding view over a stream of 16 kHz blocks: holds only the samples from the current window on."""
 
@@ -106,6 +126,13 @@ def _blocks(audio) -> tuple[Iterable[np.ndarray], str]:
     return audio, "<stream>"
 
 
+def _stated_duration(audio) -> float | None:
+    """Seconds of audio before decoding it: an array's length, a file's container header; None for streams."""
+    if isinstance(audio, np.ndarray):
+        return np.asarray(audio).size / SAMPLE_RATE
+    return probe_duration(audio) if isinstance(audio, (str, Path)) else None
+
+
 @dataclass
 class Transcriber:
     """A loaded recipe plus the checkpoint's tokenizer: call ``transcribe`` on as many inputs as you like."""
@@ -122,21 +149,22 @@ class Transcriber:
         self.tokenizer = load_processor(self.model_dir).tokenizer
 
     @classmethod
-    def load(cls, model: str, recipe: str = "torch-fp32", device: str = "cpu", threads: int | None = None,
+    def load(cls, model: str, recipe: str | Recipe | None = None, device: str = "cpu", threads: int | None = None,
              recipe_options: dict | None = None) -> Transcriber:
-        """Resolve ``model`` (hub id, size, directory, .pt or synthetic:<size>), build or reuse ``recipe``, load it."""
+        """Resolve ``model`` (hub id, size, directory, .pt or synthetic:<size>), build or reuse ``recipe`` (a name or
+        a registry ``Recipe``; None: the baseline), load it."""
         from ..models import resolve_model
-        from ..recipes import get_recipe
+        from ..recipes import baseline_recipe, get_recipe
         from ..recipes.artifacts import build_artifact
 
-        r = get_recipe(recipe)
+        r = recipe if isinstance(recipe, Recipe) else get_recipe(recipe) if recipe else baseline_recipe()
         reason = r.unavailable_reason(device)
         if reason:
-            raise WhisperoptError(f"recipe {recipe} cannot run here: {reason}")
+            raise WhisperoptError(f"recipe {r.name} cannot run here: {reason}")
         resolved = resolve_model(model)
         artifact, _ = build_artifact(r, resolved.path, r.resolve_options(recipe_options))
         runtime = r.load(artifact, device, threads or os.cpu_count() or 1)
-        return cls(runtime, resolved.path, recipe)
+        return cls(runtime, resolved.path, r.name)
 
     def close(self) -> None:
         self.runtime.close()
@@ -145,25 +173,48 @@ class Transcriber:
     def transcribe(self, audio, options: TranscribeOptions | None = None,
                    progress: Callable[[float], None] | None = None, **overrides) -> TranscriptResult:
         """Transcribe a path, ``-`` (stdin), a 16 kHz mono array or an iterable of such blocks."""
-        result = TranscriptResult(segments=[])
-        for seg in self.stream(audio, options, result, progress, **overrides):
-            result.segments.append(seg)
-        return result
+        segments, info = self.stream(audio, options, progress, **overrides)
+        segments = list(segments)
+        return TranscriptResult(segments, info.language, info.language_probability, info.duration)
 
-    def stream(self, audio, options: TranscribeOptions | None, info: TranscriptResult,
-               progress: Callable[[float], None] | None = None, **overrides) -> Iterator[Segment]:
-        """Yield segments as they are decoded; ``info`` gets the language, its probability and the duration."""
+    def stream(self, audio, options: TranscribeOptions | None = None,
+               progress: Callable[[float], None] | None = None,
+               **overrides) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        """``(segments, info)`` like faster-whisper's ``WhisperModel.transcribe``: a generator that decodes as it is
+        read, and a ``TranscriptionInfo`` (the language is detected before this returns). ``overrides`` replace
+        fields of ``options`` (default ``TranscribeOptions()``); ``progress`` gets the seconds of audio done."""
         opts = replace(options or TranscribeOptions(), **overrides)
         language = self.check(opts)
-        info.language = language
-        info.language_probability = 1.0 if language else None
+        info = TranscriptionInfo(language, 1.0 if language else None, _stated_duration(audio),
+                                 transcription_options=opts)
         blocks, name = _blocks(audio)
         buffer = _Buffer(blocks)
+        start = 0 if language else self._detect_language(buffer, opts, info)
+        return self._generate(buffer, start, name, opts, info, progress or (lambda seconds: None)), info
+
+    def _generate(self, buffer: _Buffer, start: int, name: str, opts: TranscribeOptions, info: TranscriptionInfo,
+                  progress: Callable[[float], None]) -> Iterator[Segment]:
         run = {"sequential": self._sequential, "batched": self._batched, "plain": self._plain}[opts.mode]
-        yield from run(buffer, opts, info, progress or (lambda seconds: None))
+        if start:
+            progress(start / SAMPLE_RATE)  # the silence skipped while detecting the language
+        yield from run(buffer, start, opts, info, progress)
         info.duration = buffer.total / SAMPLE_RATE
         if buffer.total == 0:
             raise WhisperoptError(f"no audio samples in {name} (zero-length audio)")
+
+    def _detect_language(self, buffer: _Buffer, opts: TranscribeOptions, info: TranscriptionInfo) -> int:
+        """Detect the language from the first non-silent window; return where decoding starts (in samples): the
+        silent windows before it are done (every mode skips them undecoded)."""
+        start = 0
+        while True:
+            window = buffer.window(start, N_SAMPLES)
+            step = len(window) if opts.mode == "plain" else len(window) // HOP_LENGTH * HOP_LENGTH
+            if step == 0:  # the end (the modes' own end test)
+                return start
+            if not self._silent(window, opts):
+                self._ensure_language(window, info)
+                return start
+            start += step
 
     def check(self, opts: TranscribeOptions) -> str | None:
         """Validate ``opts`` for this recipe and checkpoint; return the language code (None: detect)."""
@@ -185,12 +236,13 @@ class Transcriber:
     def _silent(self, window: np.ndarray, opts: TranscribeOptions) -> bool:
         return len(window) == 0 or float(np.abs(window).max()) < opts.silence_threshold
 
-    def _ensure_language(self, window: np.ndarray, info: TranscriptResult) -> str:
+    def _ensure_language(self, window: np.ndarray, info: TranscriptionInfo) -> str:
         if info.language is None:
             probs = self.runtime.language_probabilities(window)
             if not probs:
                 raise WhisperoptError(f"recipe {self.recipe} cannot detect the language; pass --language")
-            info.language, info.language_probability = max(probs.items(), key=lambda kv: kv[1])
+            info.all_language_probs = sorted(probs.items(), key=lambda kv: -kv[1])
+            info.language, info.language_probability = info.all_language_probs[0]
         return info.language
 
     def _window_options(self, opts: TranscribeOptions, language: str, temperature: float,
@@ -254,8 +306,8 @@ class Transcriber:
         return group_words(pieces, times, seg.start, seg.end)
 
     # --- modes ---
-    def _sequential(self, buffer: _Buffer, opts, info, progress) -> Iterator[Segment]:
-        seek = 0  # frames
+    def _sequential(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:
+        seek = start // HOP_LENGTH  # frames
         history: list[int] = []
         if opts.initial_prompt:
             history = self.tokenizer.encode(" " + opts.initial_prompt.strip(), add_special_tokens=False)
@@ -286,8 +338,8 @@ class Transcriber:
             yield from segs
             progress(seek * HOP_LENGTH / SAMPLE_RATE)
 
-    def _batched(self, buffer: _Buffer, opts, info, progress) -> Iterator[Segment]:
-        start, done = 0, False  # samples
+    def _batched(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:
+        done = False  # start: samples
         while not done:
             batch: list[tuple[float, int, np.ndarray]] = []
             while len(batch) < opts.batch_size:
@@ -307,8 +359,8 @@ class Transcriber:
                         yield from self._segments(r, t, offset, frames, final=True)[0]
             progress(start / SAMPLE_RATE)
 
-    def _plain(self, buffer: _Buffer, opts, info, progress) -> Iterator[Segment]:
-        start, done = 0, False
+    def _plain(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:
+        done = False
         while not done:
             batch: list[tuple[float, np.ndarray]] = []
             while len(batch) < opts.batch_size:
@@ -346,12 +398,13 @@ def probe_duration(source) -> float | None:
         return None
 
 
-def transcribe(audio, model: str, recipe: str = "torch-fp32", options: TranscribeOptions | None = None,
+def transcribe(audio, model: str, recipe: str | Recipe | None = None, options: TranscribeOptions | None = None,
                device: str = "cpu", threads: int | None = None, recipe_options: dict | None = None,
                **overrides) -> TranscriptResult:
-    """Load ``recipe`` of ``model`` and transcribe ``audio`` (path, ``-``, array or blocks) — see TranscribeOptions.
+    """Load ``recipe`` (None: the baseline) of ``model`` and transcribe ``audio`` (path, ``-``, array or blocks) — see
+    TranscribeOptions; the README's "As a library" shows it with ``Transcriber.stream``.
 
-    >>> result = transcribe("talk.mp3", model="small", recipe="onnx-int8-dynamic", language=None)
+    >>> result = transcribe("talk.mp3", model="tiny.en", language=None)
     >>> result.language, result.segments[0].start, result.text
     """
     transcriber = Transcriber.load(model, recipe, device=device, threads=threads, recipe_options=recipe_options)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import WhisperoptError
+from ..files import atomic_write_text
 
 FORMATS = ["txt", "srt", "vtt", "json", "tsv"]
 
@@ -98,23 +97,18 @@ def parse_formats(text: str) -> list[str]:
 
 
 def write_outputs(result: TranscriptResult, stem: str, out_dir: Path, formats: list[str]) -> list[Path]:
-    """Write each format to ``out_dir/stem.<fmt>`` atomically (temp file + rename)."""
+    """Write each format to ``out_dir/stem.<fmt>`` atomically (``files.atomic_write_text``: temp file + rename)."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WhisperoptError(f"output directory {out_dir} is not writable: {exc.strerror or exc}") from None
     paths = []
-    umask = os.umask(0)
-    os.umask(umask)
     for fmt in formats:
         target = out_dir / f"{stem}.{fmt}"
+        text = render(result, fmt)
         try:
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=f".{fmt}.tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(render(result, fmt))
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every transcript private
-            os.replace(tmp, target)
+            atomic_write_text(target, text)
         except OSError as exc:
             raise WhisperoptError(f"cannot write {target}: {exc.strerror or exc}") from None
         paths.append(target)
