@@ -27,13 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.audio import SAMPLE_RATE
+from ..constants import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 from ..errors import WhisperoptError
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
-from .segments import HOP_LENGTH, N_FRAMES, Vocabulary, compression_ratio, group_words, resolve_language, split_window
+from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
 from .writers import Segment, TranscriptResult
 
-N_SAMPLES = N_FRAMES * HOP_LENGTH  # 30 s
 MODES = ("sequential", "batched", "plain")
 TASKS = ("transcribe", "translate")
 PLAIN_MODE = "--mode plain (fixed 30-s chunks, one segment per chunk, text only)"

@@ -12,10 +12,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..constants import HOP_LENGTH, SAMPLE_RATE
 from ..errors import WhisperoptError
 
-HOP_LENGTH = 160  # samples per log-mel frame (10 ms)
-N_FRAMES = 3000  # frames per 30-s window
 INPUT_STRIDE = 2  # log-mel frames per encoder position, i.e. per timestamp step
 TIME_PRECISION = 0.02  # seconds per timestamp token
 
@@ -90,7 +89,7 @@ def split_window(tokens: list[int], vocab: Vocabulary, time_offset: float, windo
     window re-decodes the tail) tokens after the last timestamp pair become a segment ending at the window's end.
     Times are clamped to the window (random or confused weights emit timestamps past the audio).
     """
-    window_end = time_offset + window_frames * HOP_LENGTH / 16000
+    window_end = time_offset + window_frames * HOP_LENGTH / SAMPLE_RATE
 
     def at(token: int) -> float:
         return min(max(time_offset + (token - vocab.timestamp_begin) * TIME_PRECISION, time_offset), window_end)
