@@ -186,7 +186,8 @@ def cmd_build(args) -> int:
 
     model = resolve_model(args.model)
     recipes = parse_recipe_list(args.recipes)
-    options = _recipe_options(_parse_options(args.option), recipes)
+    given = _recipe_options(_parse_options(args.option), recipes)
+    options = {r.name: r.resolve_options(given.get(r.name)) for r in recipes}  # every bad option before any build
     failed: list[str] = []
     for recipe in recipes:
         # builds run here, on the CPU; a CUDA-only recipe is built for a GPU machine (its build check is skipped)
@@ -194,9 +195,8 @@ def cmd_build(args) -> int:
         if reason:
             print(f"skip  {recipe.name}: {reason}")
             continue
-        opts = recipe.resolve_options(options.get(recipe.name))
         try:
-            artifact, hit = build_artifact(recipe, model.path, opts, rebuild=args.rebuild)
+            artifact, hit = build_artifact(recipe, model.path, options[recipe.name], rebuild=args.rebuild)
         except WhisperoptError as exc:
             print(f"failed {recipe.name}: {exc}", file=sys.stderr)
             failed.append(recipe.name)
