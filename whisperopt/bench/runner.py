@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,10 +22,42 @@ from ..models import resolve_model
 from ..recipes import baseline_recipe, get_recipe
 from .config import BenchConfig, save_run
 from .environment import environment
-from .results import read_rows, recipe_paths
+from .results import ResultsLock, read_rows, recipe_paths
 from .worker import Job
 
 REFERENCE_FILE = "fidelity_reference.npz"
+
+
+def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Terminate a worker, and kill it if it has not exited after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM / SIGHUP, handled like Ctrl-C: workers stopped, completed rows kept."""
+
+
+@contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGHUP raise in the main thread like SIGINT does, so every worker is stopped on the way out."""
+    def handler(signum, frame):
+        raise _Terminated(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -57,10 +92,14 @@ def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], Non
             logf.flush()
             proc = subprocess.Popen([sys.executable, "-m", "whisperopt.bench.worker", mode, str(job_file)],
                                     stdout=logf, stderr=subprocess.STDOUT, env=env)
-            while proc.poll() is None:
-                if poll:
-                    poll()
-                time.sleep(0.25)
+            try:
+                while proc.poll() is None:
+                    if poll:
+                        poll()
+                    time.sleep(0.25)
+            except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (see run_bench): never leave a worker behind
+                _stop(proc)
+                raise
         result_file = Path(job.result_path)
         if result_file.exists():
             result = json.loads(result_file.read_text())
@@ -87,6 +126,11 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
     stats = dataset.stats()  # also proves every audio file is readable before any recipe starts
     out_dir = Path(cfg.out_dir)
     _check_writable(out_dir)
+    with ResultsLock(out_dir), _signals_interrupt():  # one bench per results directory; workers die with us
+        return _run(cfg, recipes, options, dataset, stats, out_dir, progress, log)
+
+
+def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, progress, log) -> Path:
     model = resolve_model(cfg.model)
     save_run(cfg)
     env = environment(cfg.threads, cfg.device)

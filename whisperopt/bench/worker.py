@@ -7,6 +7,7 @@ makes resuming trivial: every finished utterance is one fsync'ed JSON line in th
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -16,7 +17,7 @@ from pathlib import Path
 from ..data.references import forced_length
 from ..errors import WhisperoptError
 from ..files import atomic_write_json
-from .results import append_row, read_rows
+from .results import append_row, read_rows, repair_rows
 
 
 @dataclass
@@ -106,6 +107,7 @@ def do_run(job: Job) -> dict:
     synthetic = job.synthetic
     ds = load_dataset(job.dataset).limit(job.limit)
     rows_path = Path(job.rows_path)
+    repair_rows(rows_path)  # a torn last row (killed mid-write) is dropped and measured again
     done = {r["id"] for r in read_rows(rows_path)}
     todo = [u for u in ds.utterances if u.id not in done]
     tok = load_processor(Path(job.model_dir)).tokenizer if synthetic else None
@@ -169,8 +171,32 @@ def do_run(job: Job) -> dict:
     return info
 
 
+def _die_with_parent() -> None:
+    """Exit when the runner that started this worker dies (Linux: PR_SET_PDEATHSIG; elsewhere a watcher thread)."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0 and os.getppid() == parent:  # 1 = PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(143)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
     mode, job_path = argv[0], Path(argv[1])
     job = Job.from_dict(json.loads(job_path.read_text()))
     result_path = Path(job.result_path)
