@@ -53,9 +53,9 @@ class ResultsLock:
             self._fd = None
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows saved so far, one per utterance id (the first); a torn or invalid line (a process killed mid-write) is
-    ignored."""
+def read_rows(path: Path, key: str | None = "id") -> list[dict]:
+    """Rows saved so far, one per ``key`` (the first; a row without it is not a row; None: every line, as in a
+    segments file); a torn or invalid line (a process killed mid-write) is ignored."""
     rows, seen = [], set()
     if not Path(path).exists():
         return rows
@@ -68,9 +68,12 @@ def read_rows(path: Path) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if not isinstance(row, dict) or "id" not in row or row["id"] in seen:
+            if not isinstance(row, dict):
                 continue
-            seen.add(row["id"])
+            if key is not None:
+                if key not in row or row[key] in seen:
+                    continue
+                seen.add(row[key])
             rows.append(row)
     return rows
 

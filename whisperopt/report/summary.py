@@ -229,7 +229,7 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
             continue
         status = json.loads(status_file.read_text())
         rows = read_rows(out_dir / f"{name}.rows.jsonl")
-        rows_out.append(recipe_summary(status, rows, wanted, read_rows(out_dir / f"{name}.segments.jsonl")))
+        rows_out.append(recipe_summary(status, rows, wanted, read_rows(out_dir / f"{name}.segments.jsonl", key=None)))
         mine = wanted_rows(rows, wanted)
         counts[name] = {"words": error_counts(mine, "words"), "chars": error_counts(mine, "chars")}
     baseline = baseline_recipe().name
