@@ -228,6 +228,9 @@ def test_default_terminal_table_fits_100_columns(results):
             continue
         for key in DEFAULT_COLUMNS:
             value = BY_KEY[key].text(row)
+            if key == "speedup" and row.get("complete") is False:
+                assert value is None  # eval times over different utterance sets do not compare
+                continue
             assert value is not None and value in line, (row["recipe"], key, value, line)
     assert "† ct2-int8: incomplete 30/40" in text and "‡ sherpa-int8: not comparable" in text
     assert "torch-fp16: skipped: needs CUDA" in text

@@ -3,6 +3,7 @@ that fall back to copies, installed package versions."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -12,38 +13,104 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
+from .errors import WhisperoptError
+
+LOW_SPACE = 16 << 20  # bytes free below which a failed write is put down to a full disk
+
+_UNWRITABLE = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+               errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device",
+               errno.EDQUOT: "disk quota exceeded"}
+
+
+def _free_bytes(path: Path) -> int | None:
+    for p in (Path(path), *Path(path).parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
+def write_failure(exc: BaseException, where: Path | None) -> WhisperoptError | None:
+    """The one-line error for a write into ``where`` that failed with ``exc``, or None if it is not a disk problem.
+    A full disk is recognised by errno, or by the free space left when an engine reports it in its own words
+    (torch: "unexpected pos")."""
+    if isinstance(exc, WhisperoptError):
+        return None
+    reason = None
+    cause: BaseException | None = exc
+    while cause is not None and reason is None:  # the errno, here or on an exception this one was raised from
+        reason = _UNWRITABLE.get(getattr(cause, "errno", None))
+        if reason is None and os.strerror(errno.ENOSPC) in str(cause):  # an engine's own wording (safetensors)
+            reason = "no space left on device"
+        cause = cause.__cause__ or cause.__context__
+    if reason is None:
+        free = _free_bytes(where) if where is not None else None
+        if free is None or free >= LOW_SPACE:
+            return None
+        reason = "no space left on device"
+    if where is None:
+        return WhisperoptError(f"a write failed: {reason}")
+    free = _free_bytes(where)
+    left = f", {free / 1e6:.1f} MB free" if reason == "no space left on device" and free is not None else ""
+    return WhisperoptError(f"cannot write {where}: {reason}{left}")
+
 
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """A temporary sibling of ``target`` to write into; it replaces ``target`` only if the block succeeds, so a
-    reader never sees half a model (a crash leaves the old one or none)."""
+    reader never sees half a model (a crash leaves the old one or none). A write that fails for want of space or
+    permission is a one-line error naming the directory."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=str(target.parent)))
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=str(target.parent)))
         yield tmp
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+    except Exception as exc:
+        err = write_failure(exc, target.parent)
+        if err is None:
+            raise
+        raise err from exc
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling, then rename it over ``path``."""
+    """Write ``text`` to a temporary sibling, then rename it over ``path``; nothing is left behind if it fails (a
+    full disk or a read-only directory is a one-line error)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+    except OSError as exc:
+        err = write_failure(exc, path.parent)
+        if err is None:
+            raise
+        raise err from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_json(path: Path, data, **kwargs) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, **kwargs))
+
+
+def read_json(path: Path, what: str = "file", fix: str = ""):
+    """A JSON file whisperopt wrote; a damaged one (empty, torn, not JSON) is a one-line error saying what it is
+    and, in ``fix``, what to do."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        why = "empty" if not Path(path).stat().st_size else f"not valid JSON: {exc.__class__.__name__}"
+        raise WhisperoptError(f"{what} {path} is damaged ({why}){'; ' + fix if fix else ''}") from None
+    except OSError as exc:
+        raise WhisperoptError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import WhisperoptError
-from ..files import atomic_write_json
+from ..files import atomic_write_json, read_json
 from ..recipes.base import DecodeOptions
 
 DEFAULT_DATASET = "librispeech:test-clean"
@@ -43,6 +42,7 @@ class BenchConfig:
     fidelity_utterances: int = 8
     recipe_options: dict[str, dict] = field(default_factory=dict)
     out_dir: Path = Path("whisperopt-results")
+    verify: bool = False  # check cached artifacts' digests, not only their sizes
 
     def validate(self) -> None:
         if not self.recipes:
@@ -82,9 +82,20 @@ class BenchConfig:
         return cls(**d)
 
 
+def _read_run(path: Path) -> dict:
+    """run.json's saved config; a damaged one is a one-line error (the rows beside it are not trusted without it)."""
+    data = read_json(path, "benchmark settings", "delete it to start the benchmark afresh, or use another --out")
+    try:
+        BenchConfig.from_dict(data["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WhisperoptError(f"benchmark settings {path} are not whisperopt's ({type(exc).__name__}: {exc}); delete "
+                              "it to start the benchmark afresh, or use another --out") from None
+    return data
+
+
 def save_run(cfg: BenchConfig) -> None:
     path = cfg.out_dir / "run.json"
-    previous = json.loads(path.read_text()) if path.exists() else None
+    previous = _read_run(path) if path.exists() else None
     if previous is not None:
         old = BenchConfig.from_dict(previous["config"]).comparable_key()
         new = cfg.comparable_key()
@@ -106,4 +117,4 @@ def load_run(out_dir: Path) -> BenchConfig:
     path = Path(out_dir) / "run.json"
     if not path.exists():
         raise WhisperoptError(f"no benchmark results in {out_dir} (run.json missing)")
-    return BenchConfig.from_dict(json.loads(path.read_text())["config"])
+    return BenchConfig.from_dict(_read_run(path)["config"])

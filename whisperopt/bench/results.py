@@ -53,6 +53,22 @@ class ResultsLock:
             self._fd = None
 
 
+def read_status(path: Path) -> dict:
+    """A recipe's status file: {} when there is none; a damaged one (torn, empty, not JSON) reads as a failure
+    saying so, and the next bench run measures that recipe again (its saved rows are kept)."""
+    try:
+        status = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        status = f"{type(exc).__name__}"
+    if isinstance(status, dict) and isinstance(status.get("status"), str):
+        return status
+    return {"recipe": Path(path).name.removesuffix(".status.json"), "status": "failed", "stage": "status",
+            "error": f"status file {path} is damaged ({status if isinstance(status, str) else 'not a status'}); "
+                     "re-run the bench to measure it again"}
+
+
 def read_rows(path: Path, key: str | None = "id") -> list[dict]:
     """Rows saved so far, one per ``key`` (the first; a row without it is not a row; None: every line, as in a
     segments file); a torn or invalid line (a process killed mid-write) is ignored."""

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from ..data import load_dataset
 from ..errors import WhisperoptError
-from ..files import atomic_write_json
+from ..files import atomic_write_json, write_failure
 from ..models import resolve_model
 from ..recipes import baseline_recipe, get_recipe
 from .config import BenchConfig, save_run
 from .environment import environment
-from .results import ResultsLock, read_rows, recipe_paths
+from .results import ResultsLock, read_rows, read_status, recipe_paths
 from .worker import Job
 
 REFERENCE_FILE = "fidelity_reference.npz"
@@ -126,8 +126,14 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
     stats = dataset.stats()  # also proves every audio file is readable before any recipe starts
     out_dir = Path(cfg.out_dir)
     _check_writable(out_dir)
-    with ResultsLock(out_dir), _signals_interrupt():  # one bench per results directory; workers die with us
-        return _run(cfg, recipes, options, dataset, stats, out_dir, progress, log)
+    try:
+        with ResultsLock(out_dir), _signals_interrupt():  # one bench per results directory; workers die with us
+            return _run(cfg, recipes, options, dataset, stats, out_dir, progress, log)
+    except OSError as exc:  # the results directory filled up or became unwritable mid-run
+        err = write_failure(exc, out_dir)
+        if err is None:
+            raise
+        raise err from None
 
 
 def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, progress, log) -> Path:
@@ -139,6 +145,7 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
         "model": {"spec": model.spec, "path": str(model.path), "synthetic": model.synthetic, "source": model.source}})
     wenv = worker_env(cfg.threads)
     base_job = Job(model_dir=str(model.path), synthetic=model.synthetic, dataset=cfg.dataset, limit=cfg.limit,
+                   verify=cfg.verify,
                    decode=cfg.decode.to_dict(), threads=cfg.threads, device=cfg.device, warmup=cfg.warmup,
                    fidelity_utterances=cfg.fidelity_utterances, reference_path=str(out_dir / REFERENCE_FILE))
     log(f"model {model.spec} ({model.source or model.path}); dataset {dataset.name}: "
@@ -161,6 +168,8 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
             atomic_write_json(paths["status"], {"recipe": recipe.name, "status": "failed", "stage": "build",
                                             "error": built["error"]})
             continue
+        for note in built.get("notes", []):
+            log(f"      {note}")
         how = "cached" if built["cache_hit"] else f"built in {built['build_s']:.1f} s"
         log(f"      {recipe.name}: {how} -> {built['artifact_dir']}")
         runnable.append((recipe, built))
@@ -178,7 +187,7 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
     for recipe, built in runnable:
         paths = recipe_paths(out_dir, recipe.name)
         done = {r["id"] for r in read_rows(paths["rows"])} & {u.id for u in dataset.utterances}
-        previous = json.loads(paths["status"].read_text()) if paths["status"].exists() else {}
+        previous = read_status(paths["status"])  # a damaged one reads as failed: measured again
         if len(done) == n_total and previous.get("status") == "ok":
             log(f"done  {recipe.name}: all {n_total} utterances already measured (delete its rows to re-measure)")
             continue

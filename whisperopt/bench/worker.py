@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..data.references import forced_length
 from ..errors import WhisperoptError
-from ..files import atomic_write_json
+from ..files import atomic_write_json, read_json, write_failure
 from .results import append_row, read_rows, repair_rows
 
 
@@ -37,6 +37,7 @@ class Job:
     recipe: str | None = None
     options: dict = field(default_factory=dict)
     rebuild: bool = False
+    verify: bool = False
     artifact_dir: str | None = None
     rows_path: str | None = None
     segments_path: str | None = None
@@ -63,7 +64,7 @@ def _artifact(job: Job):
 
     recipe = get_recipe(job.recipe)
     adir = Path(job.artifact_dir)
-    manifest = json.loads((adir / MANIFEST).read_text())
+    manifest = read_json(adir / MANIFEST, "artifact manifest", "run `whisperopt build --rebuild`")
     return recipe, Artifact(recipe.name, adir, Path(job.model_dir), manifest, job.options)
 
 
@@ -73,9 +74,11 @@ def do_build(job: Job) -> dict:
 
     recipe = get_recipe(job.recipe)
     t0 = time.perf_counter()
-    artifact, hit = build_artifact(recipe, Path(job.model_dir), job.options, rebuild=job.rebuild)
+    notes: list[str] = []
+    artifact, hit = build_artifact(recipe, Path(job.model_dir), job.options, rebuild=job.rebuild, verify=job.verify,
+                                   log=lambda m: (notes.append(m), print(m, file=sys.stderr)))
     return {"artifact_dir": str(artifact.dir), "cache_hit": hit, "build_s": round(time.perf_counter() - t0, 2),
-            "size_bytes": recipe.size_bytes(artifact), "manifest": artifact.manifest}
+            "size_bytes": recipe.size_bytes(artifact), "manifest": artifact.manifest, "notes": notes}
 
 
 def do_reference(job: Job) -> dict:
@@ -210,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         result, code = {"ok": False, "error": "out of memory"}, 3
     except Exception as exc:  # any engine failure is recorded, the other recipes still run
         tb = traceback.format_exc()
-        result, code = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": tb}, 1
+        disk = write_failure(exc, Path(job.rows_path).parent if job.rows_path else Path(job.model_dir))
+        result, code = {"ok": False, "error": str(disk) if disk else f"{type(exc).__name__}: {exc}",
+                        "traceback": tb}, 1
     atomic_write_json(result_path, result)
     return code
 

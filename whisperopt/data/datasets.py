@@ -9,8 +9,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import data_dir
+from ..cache import cache_root, data_dir
 from ..errors import WhisperoptError
+from .audio import SAMPLE_RATE, audio_file_problem, load_audio
 
 LIBRISPEECH_SPLITS = ["test-clean", "test-other", "dev-clean", "dev-other", "train-clean-100", "train-clean-360",
                       "train-other-500"]
@@ -23,6 +24,16 @@ class Utterance:
     audio: str  # path
     text: str  # reference transcript, as given
     language: str | None = None
+    origin: str | None = None  # where it is listed, "manifest.jsonl:3": named in its audio errors
+
+    def load(self):
+        """The audio as 16 kHz mono float32 (``load_audio``); an error names the line that lists it."""
+        try:
+            return load_audio(self.audio)
+        except WhisperoptError as exc:
+            if self.origin:
+                raise WhisperoptError(f"{self.origin}: {exc}") from None
+            raise
 
 
 @dataclass
@@ -48,9 +59,7 @@ class Dataset:
             try:
                 out.append(float(sf.info(u.audio).duration))
             except Exception:
-                from .audio import SAMPLE_RATE, load_audio
-
-                out.append(len(load_audio(u.audio)) / SAMPLE_RATE)
+                out.append(len(u.load()) / SAMPLE_RATE)
         return out
 
     def stats(self) -> dict:
@@ -86,7 +95,7 @@ def load_librispeech_dir(root: Path, name: str | None = None) -> Dataset:
                 continue  # transcripts list every utterance of a chapter; subsets keep only some audio
             if not text.strip():
                 raise WhisperoptError(f"utterance {uid} has an empty transcript ({trans}:{line_no})")
-            utts.append(Utterance(uid, str(audio), text.strip(), "en"))
+            utts.append(Utterance(uid, str(audio), text.strip(), "en", f"{trans}:{line_no}"))
     transcribed = {u.id for u in utts}
     for audio in sorted(list(root.rglob("*.flac")) + list(root.rglob("*.wav"))):
         if audio.stem not in transcribed:
@@ -117,13 +126,14 @@ def load_manifest(path: Path) -> Dataset:
         audio = Path(rec["audio"]).expanduser()
         if not audio.is_absolute():
             audio = path.parent / audio
-        if not audio.exists():
-            raise WhisperoptError(f"{path}:{line_no}: audio file not found: {audio}")
+        problem = audio_file_problem(audio)
+        if problem:
+            raise WhisperoptError(f"{path}:{line_no}: {audio}: {problem}")
         uid = str(rec.get("id") or audio.stem)
         if uid in seen:
             raise WhisperoptError(f"{path}:{line_no}: duplicate utterance id {uid!r}")
         seen.add(uid)
-        utts.append(Utterance(uid, str(audio), text.strip(), rec.get("language")))
+        utts.append(Utterance(uid, str(audio), text.strip(), rec.get("language"), f"{path}:{line_no}"))
     if not utts:
         raise WhisperoptError(f"manifest {path} lists no utterances")
     return Dataset(path.stem, utts)
@@ -138,7 +148,7 @@ def librispeech_search_paths() -> list[Path]:
         paths.append(base / "shared" / "data" / "librispeech")
     pkg_root = Path(__file__).resolve().parents[2]
     paths.append(pkg_root.parent / "shared" / "data" / "librispeech")
-    paths.append(data_dir() / "librispeech")
+    paths.append(cache_root() / "data" / "librispeech")  # a search path: an unusable cache is not an error here
     return paths
 
 

@@ -191,8 +191,11 @@ def ensure_synthetic(size: str) -> Path:
     target = synthetic_dir(size)
     marker = target / SYNTHETIC_MARKER
     if marker.exists():
-        info = json.loads(marker.read_text())
-        if info.get("format_version") == FORMAT_VERSION:
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):  # a damaged marker: the checkpoint is made again
+            info = {}
+        if isinstance(info, dict) and info.get("format_version") == FORMAT_VERSION:
             return target
     with atomic_dir(target) as tmp:
         config = write_model_files(tmp, dims, generation_config(dims))

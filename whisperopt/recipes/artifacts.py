@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__
 from ..cache import artifacts_dir
+from ..errors import WhisperoptError
 from ..files import atomic_dir, atomic_write_json
 from .base import Artifact, Recipe
 
@@ -43,38 +45,114 @@ def artifact_path(recipe: Recipe, model_dir: Path, options: dict) -> Path:
     return model_artifacts_dir(model_dir) / name
 
 
-def load_artifact(recipe: Recipe, model_dir: Path, options: dict) -> Artifact | None:
-    """The cached artifact if a complete one exists for exactly this model and these options."""
-    path = artifact_path(recipe, model_dir, options)
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_table(artifact_dir: Path) -> dict[str, dict]:
+    """Every file an artifact holds (its manifest aside): {relative path: {bytes, sha256}}, kept in the manifest."""
+    artifact_dir = Path(artifact_dir)
+    return {p.relative_to(artifact_dir).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(artifact_dir.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def damage(artifact_dir: Path, files: dict[str, dict], digests: bool = False) -> str | None:
+    """Why the files of an artifact no longer match its manifest (missing, another size; with ``digests``, other
+    bytes), or None. Sizes are checked on every load, digests on ``build`` and ``--verify``."""
+    for rel, want in files.items():
+        p = Path(artifact_dir) / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        size = p.stat().st_size
+        if size != want["bytes"]:
+            return f"{rel} has {size} bytes, the build wrote {want['bytes']}"
+        if digests and _sha256(p) != want["sha256"]:
+            return f"{rel} has other bytes than the build wrote (sha256 differs)"
+    return None
+
+
+def _read_manifest(path: Path) -> tuple[dict | None, str | None]:
+    """(manifest, None), (None, None) when there is none, or (None, why) when it is unreadable."""
     manifest_file = path / MANIFEST
     if not manifest_file.exists():
-        return None
-    manifest = json.loads(manifest_file.read_text())
+        return None, None
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{MANIFEST} is unreadable ({type(exc).__name__})"
+    if not isinstance(manifest, dict):
+        return None, f"{MANIFEST} is not a manifest"
+    return manifest, None
+
+
+def inspect_artifact(recipe: Recipe, model_dir: Path, options: dict,
+                     digests: bool = False) -> tuple[Artifact | None, str | None]:
+    """(the cached artifact, None) if a complete, intact one exists for exactly this model and these options;
+    (None, None) if there is none (or it is stale); (None, why) if it is damaged. A variant that shares its base's
+    weights is as intact as that base."""
+    path = artifact_path(recipe, model_dir, options)
+    manifest, why = _read_manifest(path)
+    if manifest is None:
+        return None, why
     if manifest.get("model_fingerprint") != model_fingerprint(model_dir) or manifest.get("options") != options:
-        return None
-    return Artifact(recipe.name, path, Path(model_dir), manifest, options)
+        return None, None
+    if "files" not in manifest:
+        return None, "built by an older whisperopt without file sizes and digests"
+    why = damage(path, manifest["files"], digests)
+    if why is None and manifest.get("shared_artifact") and recipe.base_recipe is not None:
+        base, base_why = inspect_artifact(recipe.base_recipe, model_dir, recipe.base_options(options), digests)
+        why = base_why or (None if base is not None else f"its base {recipe.base_recipe.name} is missing")
+    if why is not None:
+        return None, why
+    return Artifact(recipe.name, path, Path(model_dir), manifest, options), None
+
+
+def load_artifact(recipe: Recipe, model_dir: Path, options: dict, digests: bool = False) -> Artifact | None:
+    """The cached artifact if a complete, intact one exists for exactly this model and these options."""
+    return inspect_artifact(recipe, model_dir, options, digests)[0]
 
 
 # manifest fields that describe one build, not the weights a shared artifact passes on
 _OWN_FIELDS = {"recipe", "engine", "options", "source_model", "model_fingerprint", "build_seconds", "built_at",
-               "versions", "weights_dir", "base_artifact"}
+               "versions", "weights_dir", "base_artifact", "files"}
 
 
-def build_artifact(recipe: Recipe, model_dir: Path, options: dict, rebuild: bool = False) -> tuple[Artifact, bool]:
+def build_artifact(recipe: Recipe, model_dir: Path, options: dict, rebuild: bool = False, verify: bool = False,
+                   log: Callable[[str], None] | None = None) -> tuple[Artifact, bool]:
     """Return (artifact, cache_hit). Builds into a temporary directory and renames it into place when complete.
 
     A recipe with a ``base_recipe`` gets that recipe's cached artifact (built first if missing); one that
     ``shares_base_weights`` is not built at all: its manifest points at the base artifact and inherits its fields
     (validation included). Every other build is checked by ``recipe.validate`` before it is renamed into place.
+    A cached artifact whose files no longer match its manifest (sizes always, digests with ``verify``) is rebuilt,
+    saying why through ``log``; where it cannot be (a read-only cache), the error says so and names ``--rebuild``.
     """
     model_dir = Path(model_dir)
+    damaged = None
     if not rebuild:
-        cached = load_artifact(recipe, model_dir, options)
+        cached, damaged = inspect_artifact(recipe, model_dir, options, digests=verify)
         if cached is not None:
             return cached, True
+        if damaged and log:
+            log(f"cached {recipe.name} is damaged ({damaged}); rebuilding it")
+    try:
+        return _build(recipe, model_dir, options, verify, log), False
+    except WhisperoptError as exc:
+        if damaged:
+            raise WhisperoptError(f"cached {recipe.name} is damaged ({damaged}) and could not be rebuilt ({exc}); "
+                                  f"run `whisperopt build --model <model> --recipes {recipe.name} --rebuild` with a writable "
+                                  "WHISPEROPT_CACHE") from None
+        raise
+
+
+def _build(recipe: Recipe, model_dir: Path, options: dict, verify: bool, log) -> Artifact:
     base = None
     if recipe.base_recipe is not None:
-        base, _ = build_artifact(recipe.base_recipe, model_dir, recipe.base_options(options))
+        base, _ = build_artifact(recipe.base_recipe, model_dir, recipe.base_options(options), verify=verify, log=log)
     path = artifact_path(recipe, model_dir, options)
     t0 = time.perf_counter()
     with atomic_dir(path) as tmp:
@@ -102,5 +180,6 @@ def build_artifact(recipe: Recipe, model_dir: Path, options: dict, rebuild: bool
         manifest["build_seconds"] = round(time.perf_counter() - t0, 2)
         if manifest.get("weights_dir") == str(tmp):
             manifest["weights_dir"] = str(path)
+        manifest["files"] = file_table(tmp)
         atomic_write_json(tmp / MANIFEST, manifest)
-    return Artifact(recipe.name, path, model_dir, manifest, options), False
+    return Artifact(recipe.name, path, model_dir, manifest, options)

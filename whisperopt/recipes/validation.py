@@ -96,8 +96,11 @@ class Reference(dict):
     def save(self, path: Path) -> None:
         arrays = {f"{kind}/{uid}": arr for uid, pair in self.items() for kind, arr in zip(("enc", "top1"), pair)}
         tmp = Path(str(path) + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: Path) -> Reference:
@@ -115,9 +118,26 @@ def _stored(model_dir: Path, kind: str, key: tuple, suffix: str) -> Path:
     from .artifacts import model_artifacts_dir
 
     digest = hashlib.sha1(repr((key, dist_version("torch"), dist_version("transformers"))).encode()).hexdigest()[:12]
-    path = model_artifacts_dir(model_dir) / "references" / f"{kind}-{digest}{suffix}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    return model_artifacts_dir(model_dir) / "references" / f"{kind}-{digest}{suffix}"
+
+
+def _keep(save, path: Path) -> None:
+    """Store a computed reference; a cache that cannot take it (read-only, full) only loses the reuse."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save(path)
+    except OSError:
+        pass
+
+
+def _load_stored(load, path: Path):
+    """A stored reference, or None when there is none or it is unreadable (then it is computed again)."""
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except Exception:  # noqa: BLE001 - a torn .npz (BadZipFile) or .json: recompute it
+        return None
 
 
 _REFERENCES: dict[tuple, Reference] = {}
@@ -138,8 +158,8 @@ def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utteranc
     """The baseline's encoder outputs and teacher-forced tokens on the probe utterances (computed once per model)."""
     key = (str(Path(model_dir).resolve()), dataset, utterances, language, task)
     stored = _stored(model_dir, "probes", key, ".npz")
-    if key not in _REFERENCES and stored.exists():
-        _REFERENCES[key] = Reference.load(stored)
+    if key not in _REFERENCES and (loaded := _load_stored(Reference.load, stored)) is not None:
+        _REFERENCES[key] = loaded
     if key not in _REFERENCES:
         rt = baseline_runtime(model_dir, threads)
         try:
@@ -148,7 +168,7 @@ def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utteranc
                 ref[uid] = (rt.encoder_output(feats), np.asarray(rt.teacher_forced_top1(feats, tokens))[prompt_len - 1:])
         finally:
             rt.close()
-        ref.save(stored)
+        _keep(ref.save, stored)
         _REFERENCES[key] = ref
     return _REFERENCES[key]
 
@@ -217,15 +237,16 @@ def torch_decode_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, t
 
     key = f"{Path(model_dir).resolve()}:{dataset}:{DECODE_UTTERANCES}"
     stored = _stored(model_dir, "decode", (key,), ".json")
-    if key not in _DECODE_REFERENCES and stored.exists():
-        _DECODE_REFERENCES[key] = {uid: tuple(pair) for uid, pair in json.loads(stored.read_text()).items()}
+    loaded = _load_stored(lambda p: {uid: tuple(pair) for uid, pair in json.loads(p.read_text()).items()}, stored)
+    if key not in _DECODE_REFERENCES and loaded is not None:
+        _DECODE_REFERENCES[key] = loaded
     if key not in _DECODE_REFERENCES:
         rt = baseline_runtime(model_dir, threads)
         try:
             _DECODE_REFERENCES[key] = decode_texts(rt, Path(model_dir), dataset)
         finally:
             rt.close()
-        atomic_write_json(stored, _DECODE_REFERENCES[key])
+        _keep(lambda p: atomic_write_json(p, _DECODE_REFERENCES[key]), stored)
     return _DECODE_REFERENCES[key]
 
 

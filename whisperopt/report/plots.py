@@ -3,11 +3,21 @@ accuracy / speed Pareto front with the recommended recipe."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .recommend import baseline_name, recommend
 from .tables import flags
 
+
+def _save(fig, path: Path, **kwargs) -> None:
+    """Save a figure under a temporary name and rename it into place: a full disk leaves no half-written PNG."""
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=120, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 def _title(summary: dict) -> str:
     return f"{summary['config']['model']} — {summary['config']['dataset']}"
@@ -25,13 +35,13 @@ def _speedup_vs_size(plt, summary: dict, rows: list[dict], path: Path) -> Path:
     ax.set_ylabel(f"speed-up vs {baseline_name(summary)} (×)")
     ax.set_title(_title(summary), fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path
 
 
 def _latency(plt, summary: dict, rows: list[dict], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.4 * len(rows)))
+    fig, ax = plt.subplots(figsize=(7, 1.6 + 0.4 * len(rows)))
     names = [r["recipe"] for r in rows]
     p50 = [1000 * (r.get("latency_p50_s") or 0) for r in rows]
     p90 = [1000 * (r.get("latency_p90_s") or 0) for r in rows]
@@ -42,7 +52,7 @@ def _latency(plt, summary: dict, rows: list[dict], path: Path) -> Path:
     ax.set_title(_title(summary), fontsize=10)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -111,7 +121,7 @@ def _pareto(plt, summary: dict, rows: list[dict], recommendation: dict | None, p
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight" keeps labels of the outermost points
+    _save(fig, path, bbox_inches="tight")  # "tight" keeps labels of the outermost points
     plt.close(fig)
     return path
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..bench.config import load_run
-from ..bench.results import read_rows
+from ..bench.results import read_rows, read_status
+from ..errors import WhisperoptError
+from ..files import read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
 from ..metrics.wer import ErrorCounts, corpus_rate
 from ..recipes import Recipe, all_recipes, baseline_recipe
@@ -218,16 +219,20 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
 
     out_dir = Path(out_dir)
     cfg = load_run(out_dir)
-    env = json.loads((out_dir / "environment.json").read_text()) if (out_dir / "environment.json").exists() else {}
+    env_file = out_dir / "environment.json"
+    env = read_json(env_file, "environment record", "re-run the bench command to rewrite it (measured rows are "
+                    "kept)") if env_file.exists() else {}
+    if not isinstance(env, dict):
+        raise WhisperoptError(f"environment record {env_file} is damaged (not an object); re-run the bench command to "
+                              "rewrite it (measured rows are kept)")
     synthetic = bool(env.get("model", {}).get("synthetic"))
     wanted = [u.id for u in load_dataset(cfg.dataset).limit(cfg.limit).utterances]
     rows_out, counts = [], {}
     for name in cfg.recipes:
-        status_file = out_dir / f"{name}.status.json"
-        if not status_file.exists():
+        status = read_status(out_dir / f"{name}.status.json")
+        if not status:
             rows_out.append({"recipe": name, "status": "not run"})
             continue
-        status = json.loads(status_file.read_text())
         rows = read_rows(out_dir / f"{name}.rows.jsonl")
         rows_out.append(recipe_summary(status, rows, wanted, read_rows(out_dir / f"{name}.segments.jsonl", key=None)))
         mine = wanted_rows(rows, wanted)
@@ -240,7 +245,9 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
     for r in rows_out:
         if r["status"] != "ok":
             continue
-        r["speedup"] = base["eval_s"] / r["eval_s"] if base and r["eval_s"] else None
+        # eval times compare only over the same utterances: none for a recipe (or baseline) measured on fewer
+        same_set = base and base.get("complete") and r.get("complete")
+        r["speedup"] = base["eval_s"] / r["eval_s"] if same_set and r["eval_s"] else None
         r["compression"] = ref_bytes / 1024 / 1024 / r["size_mb"] if ref_bytes and r.get("size_mb") else None
     add_component_speedups(rows_out)
     summary = {"config": cfg.to_dict(), "environment": env, "synthetic": synthetic, "baseline": baseline,
