@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from whisperopt.bench.results import LOCK_FILE, read_rows, repair_rows
+from whisperopt.bench.results import LOCK_FILE, append_row, read_rows, repair_rows
 
 CLI = [sys.executable, "-c", "import sys; from whisperopt.cli import main; sys.exit(main())"]
 
@@ -136,3 +138,36 @@ def test_a_killed_runner_takes_its_worker_down(tmp_path, tiny_model, librispeech
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+# --- property-based: the row file's resume logic under any truncation point and duplicated lines ---
+
+_row = st.fixed_dictionaries({"id": st.text(alphabet="0123456789-", min_size=1, max_size=12),
+                              "text": st.text(max_size=40), "latency_s": st.floats(0, 100, allow_nan=False)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(_row, min_size=1, max_size=12, unique_by=lambda r: r["id"]),
+       repeats=st.lists(st.integers(0, 11), max_size=6), cut=st.floats(0, 1))
+def test_resume_keeps_every_whole_row_once_under_any_truncation(tmp_path_factory, rows, repeats, cut):
+    path = tmp_path_factory.mktemp("rows") / "r.rows.jsonl"
+    written = rows + [rows[i % len(rows)] for i in repeats]  # a row written twice counts once
+    with open(path, "w", encoding="utf-8") as f:
+        for row in written:
+            append_row(f, row)
+    data = path.read_bytes()
+    keep = int(cut * len(data))
+    path.write_bytes(data[:keep])  # a crash at any byte
+    whole = data[:keep].count(b"\n")  # lines that were completely written
+    survivors = {r["id"] for r in written[:whole]}
+
+    repair_rows(path)
+    assert path.read_bytes() == b"" or path.read_bytes().endswith(b"\n")
+    assert {r["id"] for r in read_rows(path)} == survivors  # every whole row kept, the torn one dropped
+    with open(path, "a", encoding="utf-8") as f:  # resume: measure what has no row yet
+        for row in rows:
+            if row["id"] not in survivors:
+                append_row(f, row)
+    again = read_rows(path)
+    assert sorted(r["id"] for r in again) == sorted(r["id"] for r in rows)  # each utterance exactly once
+    assert all(json.loads(line) for line in path.read_text(encoding="utf-8").splitlines())  # no merged lines

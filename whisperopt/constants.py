@@ -13,3 +13,8 @@ N_TEXT_CTX = 448  # decoder positions: prompt + generated tokens of one window
 def prompt_length(multilingual: bool) -> int:
     """Tokens of the forced prefix <|startoftranscript|>[<|lang|><|task|>]<|notimestamps|>."""
     return 4 if multilingual else 2
+
+# the largest values a decode flag takes (bench and transcribe alike): beyond them a request is a typo, not a plan
+MAX_CANDIDATES = 64  # beams or sampled candidates per window: each holds its own copy of the encoder output
+MAX_BATCH = 64  # windows per engine call (32 minutes of audio)
+MAX_NEW_TOKENS = N_TEXT_CTX - prompt_length(True)  # 444: the decoder's positions less the start tokens

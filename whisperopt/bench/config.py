@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..constants import MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json
 from ..recipes.base import DecodeOptions
@@ -55,8 +56,14 @@ class BenchConfig:
             raise WhisperoptError(f"--threads must be positive, got {self.threads}")
         if self.decode.beam_size <= 0:
             raise WhisperoptError(f"--beam-size must be positive, got {self.decode.beam_size}")
+        if self.decode.beam_size > MAX_CANDIDATES:
+            raise WhisperoptError(f"--beam-size must be at most {MAX_CANDIDATES}, got {self.decode.beam_size}")
         if self.decode.batch_size <= 0:
             raise WhisperoptError(f"--batch-size must be positive, got {self.decode.batch_size}")
+        if self.decode.batch_size > MAX_BATCH:
+            raise WhisperoptError(f"--batch-size must be at most {MAX_BATCH}, got {self.decode.batch_size}")
+        if self.decode.max_new_tokens is not None and not 1 <= self.decode.max_new_tokens <= MAX_NEW_TOKENS:
+            raise WhisperoptError(f"--max-new-tokens must be 1-{MAX_NEW_TOKENS}, got {self.decode.max_new_tokens}")
         if self.decode.task not in ("transcribe", "translate"):
             raise WhisperoptError(f"--task must be transcribe or translate, got {self.decode.task!r}")
         if self.device not in ("cpu", "cuda"):
