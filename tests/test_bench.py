@@ -122,10 +122,10 @@ def test_a_crashing_recipe_is_recorded_and_others_still_run(tmp_path, tiny_model
     weights = artifact.dir / recipe.weights_file
     saved = weights.read_bytes()
     try:
-        weights.write_bytes(b"garbage")
+        weights.write_bytes(b"\0" * len(saved))  # same size: only a digest (--verify) would find it; the engine fails
         out = tmp_path / "crash"
         assert main(["bench", "--model", "synthetic:tiny", "--recipes", "torch-int8-dynamic,torch-fp32", "--limit",
-                     "1", "--out", str(out), "--fidelity-utterances", "0"]) == 0
+                     "1", "--out", str(out), "--fidelity-utterances", "0"]) == 1  # a recipe failed: exit 1
     finally:
         weights.write_bytes(saved)
     rows = _summary(out)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import WhisperoptError
+from .files import write_failure
 
 
 def _console():
@@ -51,7 +52,7 @@ def cmd_bench(args) -> int:
     from .bench import BenchConfig, run_bench
     from .bench.config import default_device, default_threads
     from .recipes import DecodeOptions, parse_recipe_list
-    from .report import summarise, write_plots, write_reports
+    from .report import summarise
 
     _check_report_args(args)  # a typo in --columns or --rank-by fails now, not after an hour of benchmarking
     recipes = parse_recipe_list(args.recipes)  # looked up once: the config takes their names
@@ -64,25 +65,49 @@ def cmd_bench(args) -> int:
         limit=args.limit,
         decode=DecodeOptions(beam_size=args.beam_size, language=args.language, task=args.task,
                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
-        threads=args.threads or default_threads(),
+        threads=default_threads() if args.threads is None else args.threads,  # 0 is rejected, not "all"
         device=default_device() if args.device == "auto" else args.device,
         warmup=args.warmup,
         fidelity_utterances=args.fidelity_utterances,
         recipe_options=_recipe_options(_parse_options(args.option), recipes),
         out_dir=out,
+        verify=args.verify,
     )
     console = _console()
     with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False, disable=not sys.stdout.isatty()) as progress:
         run_bench(cfg, progress=progress, log=lambda m: console.print(m, markup=False, highlight=False))
     summary = summarise(out, args.wer_budget, args.min_agreement, args.rank_by)
-    paths = write_reports(summary, out)
-    write_plots(summary, out)
+    paths = _write_reports(summary, out)
     _show(summary, args.columns, console)
     console.print(f"results: {paths['md']} (also .csv, .json, plots .png)", markup=False, highlight=False)
     if args.markdown:
         print(paths["md"].read_text())
-    return 0
+    return _failures(summary)
+
+
+def _failures(summary: dict) -> int:
+    """1 (after one line per recipe) when a recipe failed or its results are damaged, so scripts can tell; else 0.
+    A recipe skipped for want of an engine or device is not a failure."""
+    failed = [r for r in summary["recipes"] if r["status"] == "failed"]
+    for r in failed:
+        print(f"whisperopt: error: {r['recipe']} failed: {r.get('reason') or 'see its log'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write_reports(summary: dict, out: Path) -> dict:
+    """summary.md/.csv/.json and the plots; a results directory that cannot take them is a one-line error."""
+    from .report import write_plots, write_reports
+
+    try:
+        paths = write_reports(summary, out)
+        write_plots(summary, out)
+    except OSError as exc:
+        err = write_failure(exc, out)
+        if err is None:
+            raise
+        raise err from None
+    return paths
 
 
 def _check_report_args(args) -> None:
@@ -102,18 +127,17 @@ def _show(summary: dict, columns: str | None, console=None) -> None:
 
 
 def cmd_report(args) -> int:
-    from .report import summarise, write_plots, write_reports
+    from .report import summarise
 
     _check_report_args(args)
     summary = summarise(Path(args.results_dir), args.wer_budget, args.min_agreement, args.rank_by)
-    paths = write_reports(summary, Path(args.results_dir))
-    write_plots(summary, Path(args.results_dir))
+    paths = _write_reports(summary, Path(args.results_dir))
     if args.format == "table":
         _show(summary, args.columns)
     else:  # the saved file as it is, ending in one newline
         text = paths["md" if args.format == "markdown" else args.format].read_text()
         print(text, end="" if text.endswith("\n") else "\n")
-    return 0
+    return _failures(summary)
 
 
 def cmd_models(args) -> int:
@@ -196,7 +220,9 @@ def cmd_build(args) -> int:
             print(f"skip  {recipe.name}: {reason}")
             continue
         try:
-            artifact, hit = build_artifact(recipe, model.path, options[recipe.name], rebuild=args.rebuild)
+            # a cached artifact is trusted only if its files still hash to what the build wrote
+            artifact, hit = build_artifact(recipe, model.path, options[recipe.name], rebuild=args.rebuild,
+                                           verify=True, log=print)
         except WhisperoptError as exc:
             print(f"failed {recipe.name}: {exc}", file=sys.stderr)
             failed.append(recipe.name)
@@ -240,12 +266,15 @@ def cmd_transcribe(args) -> int:
     import warnings
 
     from .bench.config import default_device
+    from .data.audio import audio_file_problem
     from .recipes import get_recipe
     from .transcribe import TranscribeOptions, Transcriber
-    from .transcribe.writers import parse_formats
+    from .transcribe.writers import OutputError, outputs_complete, parse_formats
 
     warnings.filterwarnings("ignore")
     formats = parse_formats(args.output_format)
+    if args.threads is not None and args.threads < 1:
+        raise WhisperoptError(f"--threads must be at least 1, got {args.threads} (leave it out to use all cores)")
     out_dir = Path(args.output_dir)
     _check_output_dir(out_dir)
     options = TranscribeOptions(
@@ -259,26 +288,43 @@ def cmd_transcribe(args) -> int:
     options.check()
     if args.audio.count("-") > 1:
         raise WhisperoptError("standard input (-) can be read only once")
-    failed = [name for name in args.audio if name != "-" and not Path(name).exists()]  # fail before the model loads
-    for name in failed:
-        print(f"whisperopt: error: {name}: audio file not found", file=sys.stderr)
-    todo = [name for name in args.audio if name not in failed]
-    if todo:
-        device = default_device() if args.device == "auto" else args.device
-        recipe = get_recipe(args.recipe)
-        recipe_options = _recipe_options(_parse_options(args.option), [recipe]).get(recipe.name)
-        transcriber = Transcriber.load(args.model, recipe, device=device, threads=args.threads,
-                                       recipe_options=recipe_options)
-        transcriber.check(options)
-        stems = ["stdin" if name == "-" else Path(name).stem for name in todo]
-        try:
-            for name, stem in zip(todo, stems):
-                if stems.count(stem) > 1:  # a.mp3 and a.opus in one run: a.mp3.srt and a.opus.srt, not one a.srt
-                    stem = Path(name).name
-                if not _transcribe_one(transcriber, name, stem, options, out_dir, formats, args.verbose):
-                    failed.append(name)
-        finally:
-            transcriber.close()
+    stems = ["stdin" if name == "-" else Path(name).stem for name in args.audio]
+    failed, todo, done = [], [], 0
+    for name, stem in zip(args.audio, stems):
+        problem = None if name == "-" else audio_file_problem(name)  # fail before the model loads
+        if stems.count(stem) > 1:  # a.mp3 and a.opus in one run: a.mp3.srt and a.opus.srt, not one a.srt
+            stem = Path(name).name
+        if problem:
+            print(f"whisperopt: error: {name}: {problem}", file=sys.stderr)
+            failed.append(name)
+        elif name != "-" and not args.overwrite and outputs_complete(stem, out_dir, formats):
+            print(f"{name}: skipped (outputs exist; --overwrite to redo)")  # a finished input of an earlier run
+            done += 1
+        else:
+            todo.append((name, stem))
+    try:
+        if todo:
+            device = default_device() if args.device == "auto" else args.device
+            recipe = get_recipe(args.recipe)
+            recipe_options = _recipe_options(_parse_options(args.option), [recipe]).get(recipe.name)
+            transcriber = Transcriber.load(args.model, recipe, device=device, threads=args.threads,
+                                           recipe_options=recipe_options, verify=args.verify,
+                                           log=lambda m: print(m, file=sys.stderr))
+            try:
+                transcriber.check(options)
+                for name, stem in todo:
+                    if _transcribe_one(transcriber, name, stem, options, out_dir, formats, args.verbose):
+                        done += 1
+                    else:
+                        failed.append(name)
+            finally:
+                transcriber.close()
+    except KeyboardInterrupt:  # outputs are written whole, so a re-run skips exactly the inputs that are done
+        print(f"whisperopt: interrupted: {done} of {len(args.audio)} input(s) done; re-run the same command to "
+              "continue with the rest", file=sys.stderr)
+        return 130
+    except OutputError as exc:  # a full or read-only output directory fails every input alike: stop here
+        raise WhisperoptError(f"{exc} ({done} of {len(args.audio)} input(s) done; re-run to continue)") from None
     if failed:
         raise WhisperoptError(f"{len(failed)} of {len(args.audio)} input(s) failed: {', '.join(failed)}")
     return 0
@@ -292,7 +338,7 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .transcribe import TranscriptResult, write_outputs
-    from .transcribe.writers import format_timestamp
+    from .transcribe.writers import OutputError, format_timestamp
 
     t0 = time.perf_counter()
     try:
@@ -311,6 +357,8 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
                                            f"{seg.text.strip()}", markup=False, highlight=False)
         result = TranscriptResult(decoded, info.language, info.language_probability, info.duration)
         paths = write_outputs(result, stem, out_dir, formats)
+    except OutputError:
+        raise
     except WhisperoptError as exc:
         print(f"whisperopt: error: {name}: {exc}", file=sys.stderr)
         return False
@@ -353,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dataset", default=DEFAULT_DATASET, help="librispeech:<split>, a LibriSpeech dir or a .jsonl")
     b.add_argument("--limit", type=int, default=None, help="first N utterances only")
     b.add_argument("--out", default=None, help="results directory (default whisperopt-results/<model>__<dataset>)")
-    b.add_argument("--threads", type=int, default=None, help="threads per recipe (default: all cores)")
+    b.add_argument("--threads", type=int, default=None, help="threads per recipe, at least 1 (default: all cores)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--beam-size", type=int, default=1)
     b.add_argument("--language", default="en", help="language code; all recipes decode with it")
@@ -364,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--fidelity-utterances", type=int, default=8, help="utterances for fidelity vs torch-fp32 (0: off)")
     b.add_argument("--option", action="append", default=[], help="recipe option [RECIPE:]key=value (repeatable)")
     b.add_argument("--markdown", action="store_true", help="also print the Markdown table")
+    b.add_argument("--verify", action="store_true", help="check cached artifacts against the sha256 digests their "
+                   "build recorded (sizes are always checked); a damaged one is rebuilt")
     _recommend_args(b)
     b.set_defaults(func=cmd_bench)
 
@@ -384,29 +434,41 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--model", required=True)
     bu.add_argument("--recipes", required=True)
     bu.add_argument("--option", action="append", default=[])
-    bu.add_argument("--rebuild", action="store_true")
+    bu.add_argument("--rebuild", action="store_true", help="build again even if a cached artifact is intact (a "
+                    "cached one is always checked against its recorded sizes and sha256 digests)")
     bu.set_defaults(func=cmd_build)
+
+    from .constants import MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS
 
     t = sub.add_parser("transcribe", help="transcribe audio/video files into txt/srt/vtt/json/tsv with any recipe",
                        description="Long-form transcription (30-s windows, timestamps, seeking like openai-whisper). "
-                       "Options named like openai-whisper's CLI; both --beam-size and --beam_size spellings work.")
+                       "Options named like openai-whisper's CLI; both --beam-size and --beam_size spellings work. "
+                       "An input whose output files all exist is skipped, so an interrupted run continues where it "
+                       "stopped (--overwrite: transcribe it again).")
     t.add_argument("audio", nargs="+", help="audio or video files (anything PyAV/ffmpeg decodes); - reads stdin")
     t.add_argument("--model", required=True, help="hub id, size name, local HF dir, openai .pt, or synthetic:<size>")
     t.add_argument("--recipe", default="torch-fp32", help="one recipe (see `whisperopt recipes`)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
+    t.add_argument("--threads", type=int, default=None, help="engine threads, at least 1 (default: all cores)")
     t.add_argument("--option", action="append", default=[], help="recipe option key=value (repeatable)")
     t.add_argument("--language", default="auto", help="language code or name; auto: detect from the first 30 s")
     t.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     t.add_argument("--output-format", "--output_format", "-f", default="all",
                    help="comma-separated: txt, srt, vtt, json, tsv, or all")
     t.add_argument("--output-dir", "--output_dir", "-o", default=".", help="where to write <name>.<format>")
+    t.add_argument("--verify", action="store_true", help="check the cached artifact against the sha256 digests its "
+                   "build recorded (sizes are always checked); a damaged one is rebuilt")
+    t.add_argument("--overwrite", action="store_true",
+                   help="transcribe inputs whose output files already exist (default: skip them)")
     t.add_argument("--mode", default="sequential", choices=["sequential", "batched", "plain"],
                    help="sequential: seek on timestamps (openai-whisper); batched: fixed 30-s windows, --batch-size "
                    "per call (throughput); plain: text-only engines, one segment per 30-s chunk")
-    t.add_argument("--batch-size", "--batch_size", type=int, default=8, help="windows per engine call (batched/plain)")
-    t.add_argument("--beam-size", "--beam_size", type=int, default=5, help="beams at temperature 0 (openai CLI: 5)")
-    t.add_argument("--best-of", "--best_of", type=int, default=5, help="sampled candidates at temperature > 0")
+    t.add_argument("--batch-size", "--batch_size", type=int, default=8,
+                   help=f"windows per engine call (batched/plain), 1-{MAX_BATCH}")
+    t.add_argument("--beam-size", "--beam_size", type=int, default=5,
+                   help=f"beams at temperature 0, 1-{MAX_CANDIDATES} (openai CLI: 5)")
+    t.add_argument("--best-of", "--best_of", type=int, default=5,
+                   help=f"sampled candidates at temperature > 0, 1-{MAX_CANDIDATES}")
     t.add_argument("--temperature", default="0", help="a start temperature, or a comma-separated fallback list")
     t.add_argument("--temperature-increment-on-fallback", "--temperature_increment_on_fallback", type=float,
                    default=0.2, help="fallback step from --temperature up to 1.0 (0: no fallback)")
@@ -420,7 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--without-timestamps", action="store_true", help="one segment per window, no timestamp tokens")
     t.add_argument("--word-timestamps", "--word_timestamps", action="store_true",
                    help="word start/end times in the JSON output (torch-* recipes: cross-attention alignment)")
-    t.add_argument("--max-new-tokens", type=int, default=224, help="decoded tokens per window at most")
+    t.add_argument("--max-new-tokens", type=int, default=224,
+                   help=f"decoded tokens per window at most, 1-{MAX_NEW_TOKENS} (the decoder's positions less its "
+                   "start tokens; a previous-text prompt leaves fewer, and decoding stops there)")
     t.add_argument("--silence-threshold", type=float, default=1e-3,
                    help="windows whose peak level is below this are silence and not decoded (default -60 dBFS)")
     t.add_argument("--verbose", "-v", action="store_true", help="print each segment as it is decoded")
@@ -437,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except WhisperoptError as exc:
         print(f"whisperopt: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a disk that filled up or turned read-only under a command: one line, not a traceback
+        err = write_failure(exc, Path(exc.filename).parent if exc.filename else None)
+        if err is None:
+            raise
+        print(f"whisperopt: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("whisperopt: interrupted (completed utterances are saved; re-run the same command to resume)",

@@ -17,9 +17,16 @@ from .errors import WhisperoptError
 
 LOW_SPACE = 16 << 20  # bytes free below which a failed write is put down to a full disk
 
-_UNWRITABLE = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-               errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device",
-               errno.EDQUOT: "disk quota exceeded"}
+# an OSError in a few words, without its number (one table for reads and writes)
+_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.ELOOP: "symbolic link loop",
+            errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device",
+            errno.EDQUOT: "disk quota exceeded"}
+_UNWRITABLE = {n: _REASONS[n] for n in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)}
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError in a few words, without its number: "symbolic link loop", "no space left on device", ..."""
+    return _REASONS.get(exc.errno) or (exc.strerror or str(exc) or type(exc).__name__).lower()
 
 
 def _free_bytes(path: Path) -> int | None:

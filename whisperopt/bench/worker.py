@@ -99,7 +99,7 @@ def _fidelity(runtime, job: Job) -> dict:
 
 
 def do_run(job: Job) -> dict:
-    from ..data import SAMPLE_RATE, load_audio, load_dataset
+    from ..data import SAMPLE_RATE, load_dataset
     from ..metrics.resources import CpuMeter, RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
     from ..metrics.wer import utterance_errors
     from ..recipes.base import DecodeOptions
@@ -121,7 +121,7 @@ def do_run(job: Job) -> dict:
     load_s = time.perf_counter() - t0
     load_peak = peak_rss_mb()
 
-    warm = load_audio(ds.utterances[0].audio)
+    warm = ds.utterances[0].load()
     warm_forced = [forced_length(tok, ds.utterances[0].text)] if synthetic else None
     for _ in range(job.warmup):
         runtime.transcribe([warm], decode, warm_forced)
@@ -132,7 +132,7 @@ def do_run(job: Job) -> dict:
     with open(rows_path, "a", encoding="utf-8") as f:
         for start in range(0, len(todo), decode.batch_size):
             batch = todo[start:start + decode.batch_size]
-            audios = [load_audio(u.audio) for u in batch]
+            audios = [u.load() for u in batch]  # a decode error names the manifest line
             forced = [forced_length(tok, u.text) for u in batch] if synthetic else None
             cpu.start()
             t = time.perf_counter()

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from ..constants import SAMPLE_RATE
 from ..errors import WhisperoptError
+from ..files import os_reason
 
-__all__ = ["SAMPLE_RATE", "load_audio"]
+__all__ = ["SAMPLE_RATE", "audio_file_problem", "load_audio"]
+
+
+def audio_file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an audio file — not found, a broken link, a symbolic link loop, a directory,
+    permission denied, empty — or None if it opens (whether it decodes is the decoder's question)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"broken symbolic link (to {os.readlink(path)})" if os.path.islink(path) else "audio file not found"
+        return os_reason(exc)
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not an audio file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return os_reason(exc)
+    return "empty audio file" if st.st_size == 0 else None
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    """PyAV's message without its "[Errno 1094995529]" and the repeated path."""
+    return getattr(exc, "strerror", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def _decode_soundfile(path: Path) -> np.ndarray | None:
@@ -31,8 +61,10 @@ def _decode_pyav(path: str) -> np.ndarray:
 
     try:
         container = av.open(path)
+    except OSError as exc:  # e.g. av.error.PermissionError
+        raise WhisperoptError(f"{path}: {os_reason(exc)}") from None
     except Exception as exc:
-        raise WhisperoptError(f"cannot decode audio {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise WhisperoptError(f"cannot decode audio {path}: not an audio file ({_ffmpeg_reason(exc)})") from None
     try:
         if not container.streams.audio:
             raise WhisperoptError(f"no audio stream in {path}")
@@ -46,7 +78,7 @@ def _decode_pyav(path: str) -> np.ndarray:
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as exc:
-            raise WhisperoptError(f"corrupt or truncated audio {path}: {exc}") from None
+            raise WhisperoptError(f"corrupt or truncated audio {path}: {_ffmpeg_reason(exc)}") from None
     finally:
         container.close()
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, dtype=np.float32)
@@ -55,12 +87,9 @@ def _decode_pyav(path: str) -> np.ndarray:
 def load_audio(path: str | Path) -> np.ndarray:
     """Return the whole file as 16 kHz mono float32 in [-1, 1]. Raises WhisperoptError on unreadable input."""
     p = Path(path)
-    if not p.exists():
-        raise WhisperoptError(f"audio file not found: {path}")
-    if not p.is_file():
-        raise WhisperoptError(f"not a file: {path}")
-    if p.stat().st_size == 0:
-        raise WhisperoptError(f"empty audio file: {path}")
+    problem = audio_file_problem(p)
+    if problem:
+        raise WhisperoptError(f"{path}: {problem}")
     audio = None
     if p.suffix.lower() in (".wav", ".flac"):
         try:

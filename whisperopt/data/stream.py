@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WhisperoptError
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, audio_file_problem
 
 
 def _open(source: str | Path):
@@ -17,14 +17,10 @@ def _open(source: str | Path):
 
     if str(source) == "-":
         return av.open(sys.stdin.buffer, mode="r")
-    p = Path(source)
-    if not p.exists():
-        raise WhisperoptError(f"audio file not found: {source}")
-    if not p.is_file():
-        raise WhisperoptError(f"not a file: {source}")
-    if p.stat().st_size == 0:
-        raise WhisperoptError(f"empty audio file: {source}")
-    return av.open(str(p), mode="r")
+    problem = audio_file_problem(source)
+    if problem:
+        raise WhisperoptError(f"{source}: {problem}")
+    return av.open(str(source), mode="r")
 
 
 def stream_audio(source: str | Path, block_seconds: float = 30.0) -> Iterator[np.ndarray]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
+from ..constants import HOP_LENGTH, MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS, N_SAMPLES, SAMPLE_RATE
 from ..errors import WhisperoptError
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
 from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
@@ -64,8 +64,11 @@ class TranscribeOptions:
             raise WhisperoptError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
         if self.task not in TASKS:
             raise WhisperoptError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
-        if self.beam_size < 1 or self.best_of < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise WhisperoptError("beam size, best-of, batch size and max new tokens must be at least 1")
+        limits = [("--beam-size", self.beam_size, MAX_CANDIDATES), ("--best-of", self.best_of, MAX_CANDIDATES),
+                  ("--batch-size", self.batch_size, MAX_BATCH), ("--max-new-tokens", self.max_new_tokens, MAX_NEW_TOKENS)]
+        for flag, value, most in limits:  # beyond these an engine tries to allocate hundreds of GB, or caps silently
+            if not 1 <= value <= most:
+                raise WhisperoptError(f"{flag} must be between 1 and {most}, got {value}")
         if not self.temperature or any(t < 0 for t in self.temperature):
             raise WhisperoptError(f"temperatures must be a non-empty list of numbers >= 0, got {self.temperature}")
 
@@ -149,9 +152,11 @@ class Transcriber:
 
     @classmethod
     def load(cls, model: str, recipe: str | Recipe | None = None, device: str = "cpu", threads: int | None = None,
-             recipe_options: dict | None = None) -> Transcriber:
+             recipe_options: dict | None = None, verify: bool = False,
+             log: Callable[[str], None] | None = None) -> Transcriber:
         """Resolve ``model`` (hub id, size, directory, .pt or synthetic:<size>), build or reuse ``recipe`` (a name or
-        a registry ``Recipe``; None: the baseline), load it."""
+        a registry ``Recipe``; None: the baseline), load it. A cached artifact whose files no longer match their
+        recorded sizes (with ``verify``: sha256 digests) is rebuilt, said through ``log``."""
         from ..models import resolve_model
         from ..recipes import baseline_recipe, get_recipe
         from ..recipes.artifacts import build_artifact
@@ -161,7 +166,7 @@ class Transcriber:
         if reason:
             raise WhisperoptError(f"recipe {r.name} cannot run here: {reason}")
         resolved = resolve_model(model)
-        artifact, _ = build_artifact(r, resolved.path, r.resolve_options(recipe_options))
+        artifact, _ = build_artifact(r, resolved.path, r.resolve_options(recipe_options), verify=verify, log=log)
         runtime = r.load(artifact, device, threads or os.cpu_count() or 1)
         return cls(runtime, resolved.path, r.name)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import WhisperoptError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, os_reason
 
 FORMATS = ["txt", "srt", "vtt", "json", "tsv"]
+_ARROW = re.compile(r"-{2,}>")  # '-->' and longer arrows, which would read as a cue timing line
 
 
 @dataclass
@@ -38,9 +40,12 @@ class TranscriptResult:
 
 
 def format_timestamp(seconds: float, decimal: str = ".", always_hours: bool = False) -> str:
-    if seconds < 0:
+    return _format_ms(round(seconds * 1000), decimal, always_hours)
+
+
+def _format_ms(ms: int, decimal: str = ".", always_hours: bool = False) -> str:
+    if ms < 0:
         raise ValueError("negative timestamp")
-    ms = round(seconds * 1000)
     hours, ms = divmod(ms, 3_600_000)
     minutes, ms = divmod(ms, 60_000)
     secs, ms = divmod(ms, 1000)
@@ -48,36 +53,43 @@ def format_timestamp(seconds: float, decimal: str = ".", always_hours: bool = Fa
     return f"{head}{minutes:02d}:{secs:02d}{decimal}{ms:03d}"
 
 
-def _cues(result: TranscriptResult) -> list[tuple[float, float, str]]:
-    """Segments with text, clamped so that times never go backwards and every cue has end > start."""
-    out, last = [], 0.0
+def _cues(result: TranscriptResult) -> list[tuple[int, int, list[str]]]:
+    """Segments with text as (start ms, end ms, lines): whole milliseconds, so that rounding can neither send a cue
+    back before the previous one ends nor give it zero length; no blank lines (they would end an SRT/VTT cue) and no
+    '-->' (it would read as a timing line)."""
+    out, last = [], 0
     for s in result.segments:
-        text = s.text.strip().replace("-->", "->")
-        if not text:
+        lines = [_ARROW.sub("->", line.strip()) for line in s.text.splitlines()]
+        lines = [line for line in lines if line]
+        if not lines:
             continue
-        start = max(s.start, last)
-        end = max(s.end, start + 0.001)
-        out.append((start, end, text))
+        start = max(round(s.start * 1000), last)
+        end = max(round(s.end * 1000), start + 1)
+        out.append((start, end, lines))
         last = end
     return out
 
 
+def _vtt_text(line: str) -> str:
+    return line.replace("&", "&amp;").replace("<", "&lt;")  # WebVTT cue text: '<' starts a tag, '&' an entity
+
+
 def render(result: TranscriptResult, fmt: str) -> str:
     if fmt == "txt":
-        return "".join(f"{text}\n" for _, _, text in _cues(result))
+        return "".join(f"{' '.join(lines)}\n" for _, _, lines in _cues(result))
     if fmt == "srt":
         return "".join(
-            f"{i}\n{format_timestamp(a, ',', True)} --> {format_timestamp(b, ',', True)}\n{text}\n\n"
-            for i, (a, b, text) in enumerate(_cues(result), 1)
+            f"{i}\n{_format_ms(a, ',', True)} --> {_format_ms(b, ',', True)}\n" + "\n".join(lines) + "\n\n"
+            for i, (a, b, lines) in enumerate(_cues(result), 1)
         )
     if fmt == "vtt":
         return "WEBVTT\n\n" + "".join(
-            f"{format_timestamp(a, '.', True)} --> {format_timestamp(b, '.', True)}\n{text}\n\n"
-            for a, b, text in _cues(result)
+            f"{_format_ms(a, '.', True)} --> {_format_ms(b, '.', True)}\n" + "\n".join(map(_vtt_text, lines)) + "\n\n"
+            for a, b, lines in _cues(result)
         )
     if fmt == "tsv":
         return "start\tend\ttext\n" + "".join(
-            f"{round(1000 * a)}\t{round(1000 * b)}\t{text.replace(chr(9), ' ')}\n" for a, b, text in _cues(result)
+            f"{a}\t{b}\t{' '.join(lines).replace(chr(9), ' ')}\n" for a, b, lines in _cues(result)
         )
     if fmt == "json":
         return json.dumps({"text": result.text, "language": result.language,
@@ -96,20 +108,35 @@ def parse_formats(text: str) -> list[str]:
     return names
 
 
+class OutputError(WhisperoptError):
+    """A transcript could not be written: the output directory is at fault (full, read-only), not the input."""
+
+
+def output_paths(stem: str, out_dir: Path, formats: list[str]) -> list[Path]:
+    """Where ``write_outputs`` puts each format: ``out_dir/stem.<fmt>``."""
+    return [Path(out_dir) / f"{stem}.{fmt}" for fmt in formats]
+
+
+def outputs_complete(stem: str, out_dir: Path, formats: list[str]) -> bool:
+    """True when every format's file exists; written atomically, each one is a finished transcript."""
+    return all(p.is_file() for p in output_paths(stem, out_dir, formats))
+
+
 def write_outputs(result: TranscriptResult, stem: str, out_dir: Path, formats: list[str]) -> list[Path]:
-    """Write each format to ``out_dir/stem.<fmt>`` atomically (``files.atomic_write_text``: temp file + rename)."""
+    """Write each format to ``out_dir/stem.<fmt>`` atomically (``files.atomic_write_text``: temp file + rename), so
+    a file that exists is complete; a write that fails leaves no temporary file and raises ``OutputError``."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WhisperoptError(f"output directory {out_dir} is not writable: {exc.strerror or exc}") from None
-    paths = []
-    for fmt in formats:
-        target = out_dir / f"{stem}.{fmt}"
+        raise OutputError(f"output directory {out_dir} is not writable: {os_reason(exc)}") from None
+    paths = output_paths(stem, out_dir, formats)
+    for fmt, target in zip(formats, paths):
         text = render(result, fmt)
         try:
             atomic_write_text(target, text)
+        except WhisperoptError as exc:  # a full disk or a read-only directory, in files.py's words
+            raise OutputError(str(exc)) from None
         except OSError as exc:
-            raise WhisperoptError(f"cannot write {target}: {exc.strerror or exc}") from None
-        paths.append(target)
+            raise OutputError(f"cannot write {target}: {os_reason(exc)}") from None
     return paths
