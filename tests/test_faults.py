@@ -237,3 +237,21 @@ def test_bench_rejects_absurd_flags_before_any_work(tmp_path, capsys, flag, valu
                "--out", str(tmp_path / "res")])
     assert rc == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "res").exists()
+
+
+def test_a_full_cache_says_no_space_left(can_mount, tmp_path, tiny_model):
+    """torch.save on a full disk says "inline_container.cc: unexpected pos"; the user must read "no space left"."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    need = sum(f.stat().st_size for f in tiny_model.path.iterdir())
+    _mount("-t", "tmpfs", "-o", f"size={need + (8 << 20)}", "tmpfs", str(disk))
+    try:
+        (disk / "models").mkdir()
+        subprocess.run(["cp", "-a", str(tiny_model.path), str(disk / "models")], check=True)
+        proc = _cli(["build", "--model", "synthetic:tiny", "--recipes", "torch-int8-dynamic"], cache=disk)
+        line = _one_line_error(proc)
+        assert "1 recipe(s) failed to build" in line
+        assert "failed torch-int8-dynamic: cannot write" in proc.stderr and "no space left on device" in proc.stderr
+        assert not [p for p in disk.rglob(".*")], list(disk.rglob(".*"))  # no half-built artifact left behind
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
