@@ -93,7 +93,7 @@ def test_a_damaged_artifact_is_found_and_rebuilt(own_cache, monkeypatch, capsys)
     art = _artifact(own_cache, "ct2-int8")
     manifest = json.loads((art / "manifest.json").read_text())
     weights = art / "model.bin"
-    assert manifest["files"]["model.bin"]["bytes"] == weights.stat().st_size
+    assert manifest["integrity"]["model.bin"]["bytes"] == weights.stat().st_size
     good = weights.read_bytes()
     capsys.readouterr()
 

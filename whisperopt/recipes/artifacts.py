@@ -100,9 +100,9 @@ def inspect_artifact(recipe: Recipe, model_dir: Path, options: dict,
         return None, why
     if manifest.get("model_fingerprint") != model_fingerprint(model_dir) or manifest.get("options") != options:
         return None, None
-    if "files" not in manifest:
+    if "integrity" not in manifest:
         return None, "built by an older whisperopt without file sizes and digests"
-    why = damage(path, manifest["files"], digests)
+    why = damage(path, manifest["integrity"], digests)
     if why is None and manifest.get("shared_artifact") and recipe.base_recipe is not None:
         base, base_why = inspect_artifact(recipe.base_recipe, model_dir, recipe.base_options(options), digests)
         why = base_why or (None if base is not None else f"its base {recipe.base_recipe.name} is missing")
@@ -118,7 +118,7 @@ def load_artifact(recipe: Recipe, model_dir: Path, options: dict, digests: bool 
 
 # manifest fields that describe one build, not the weights a shared artifact passes on
 _OWN_FIELDS = {"recipe", "engine", "options", "source_model", "model_fingerprint", "build_seconds", "built_at",
-               "versions", "weights_dir", "base_artifact", "files"}
+               "versions", "weights_dir", "base_artifact", "integrity"}
 
 
 def build_artifact(recipe: Recipe, model_dir: Path, options: dict, rebuild: bool = False, verify: bool = False,
@@ -180,6 +180,6 @@ def _build(recipe: Recipe, model_dir: Path, options: dict, verify: bool, log) ->
         manifest["build_seconds"] = round(time.perf_counter() - t0, 2)
         if manifest.get("weights_dir") == str(tmp):
             manifest["weights_dir"] = str(path)
-        manifest["files"] = file_table(tmp)
+        manifest["integrity"] = file_table(tmp)
         atomic_write_json(tmp / MANIFEST, manifest)
     return Artifact(recipe.name, path, model_dir, manifest, options)
