@@ -255,3 +255,63 @@ def test_a_full_cache_says_no_space_left(can_mount, tmp_path, tiny_model):
         assert not [p for p in disk.rglob(".*")], list(disk.rglob(".*"))  # no half-built artifact left behind
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_bench_refuses_a_language_the_checkpoint_lacks(tmp_path, capsys, tiny_model):
+    rc = main(["bench", "--model", "synthetic:tiny", "--recipes", "torch-fp32", "--limit", "1", "--language", "xx",
+               "--out", str(tmp_path / "res")])
+    assert rc == 2 and "unknown language code 'xx'" in capsys.readouterr().err
+    assert not list((tmp_path / "res").glob("*.rows.jsonl"))  # refused before any worker ran
+
+
+def test_cuda_without_a_device_is_one_line(tmp_path, librispeech, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: this case is about its absence")
+    rc = main(["transcribe", "--model", "synthetic:tiny", "--device", "cuda", str(librispeech / FLAC),
+               "-o", str(tmp_path)])
+    assert rc == 2 and "no CUDA device here" in capsys.readouterr().err
+
+
+def test_a_manifest_that_is_not_utf8_names_its_line(tmp_path, librispeech, capsys):
+    manifest = tmp_path / "m.jsonl"
+    line = json.dumps({"audio": str(librispeech / FLAC), "text": "x"}).encode()
+    manifest.write_bytes(line + b"\n" + b'{"audio": "caf\xe9.flac", "text": "x"}\n')
+    rc = main(["bench", "--model", "synthetic:tiny", "--recipes", "torch-fp32", "--dataset", str(manifest),
+               "--out", str(tmp_path / "res")])
+    assert rc == 2 and f"{manifest}:2: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_report_into_a_closed_pipe_is_quiet(results):
+    proc = subprocess.Popen([*CLI, "report", str(results), "--format", "markdown"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # `whisperopt report ... | head -0`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def test_an_abandoned_half_build_is_cleared(tmp_path):
+    from whisperopt.files import atomic_dir
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = tmp_path / f".ct2-int8-{dead.pid}-x1y2"  # what kill -9 during a build leaves
+    left.mkdir()
+    (left / "model.bin").write_bytes(b"half")
+    alive = tmp_path / f".ct2-int8-{os.getpid()}-z3"  # a build in progress in a live process: kept
+    alive.mkdir()
+    with atomic_dir(tmp_path / "ct2-int8") as tmp:
+        (tmp / "model.bin").write_bytes(b"whole")
+    assert not left.exists() and alive.exists() and (tmp_path / "ct2-int8" / "model.bin").read_bytes() == b"whole"
+
+
+def test_truncated_synthetic_weights_are_made_again(own_cache, monkeypatch):
+    from whisperopt.models import resolve_model
+
+    monkeypatch.setenv("WHISPEROPT_CACHE", str(own_cache))
+    weights = next((own_cache / "models" / "synthetic-tiny").glob("*.safetensors"))
+    size = weights.stat().st_size
+    os.truncate(weights, size // 2)
+    model = resolve_model("synthetic:tiny")
+    assert next(model.path.glob("*.safetensors")).stat().st_size == size

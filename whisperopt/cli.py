@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -502,17 +503,27 @@ def main(argv: list[str] | None = None) -> int:
     except WhisperoptError as exc:
         print(f"whisperopt: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a disk that filled up or turned read-only under a command: one line, not a traceback
-        err = write_failure(exc, Path(exc.filename).parent if exc.filename else None)
-        if err is None:
-            raise
-        print(f"whisperopt: error: {err}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # the reader went away (`whisperopt report | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
+        if argv is None:  # the program, not a library call: a second Ctrl-C must not turn this into a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("whisperopt: interrupted (completed utterances are saved; re-run the same command to resume)",
               file=sys.stderr)
         return 130
-
+    except Exception as exc:  # anything else (an engine's own error, a bug): one line; the traceback on request
+        if os.environ.get("WHISPEROPT_TRACEBACK"):
+            raise
+        # a disk that filled up or turned read-only under a command says so
+        err = write_failure(exc, Path(exc.filename).parent if getattr(exc, "filename", None) else None)
+        if err is not None:
+            print(f"whisperopt: error: {err}", file=sys.stderr)
+            return 2
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"whisperopt: error: {type(exc).__name__}: {first} (unexpected; set WHISPEROPT_TRACEBACK=1 for the "
+              "traceback)", file=sys.stderr)
+        return 1
 
 if __name__ == "__main__":
     sys.exit(main())

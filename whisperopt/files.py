@@ -4,6 +4,7 @@ that fall back to copies, installed package versions."""
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import shutil
@@ -63,6 +64,20 @@ def write_failure(exc: BaseException, where: Path | None) -> WhisperoptError | N
     return WhisperoptError(f"cannot write {where}: {reason}{left}")
 
 
+def _clear_abandoned(target: Path) -> None:
+    """Remove half-written siblings of ``target`` left by a process that was killed (its pid is in their name)."""
+    for p in target.parent.glob(f".{glob.escape(target.name)}-*-*"):
+        pid = p.name[len(target.name) + 2:].split("-", 1)[0]
+        if not pid.isdigit() or not p.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its writer is gone
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """A temporary sibling of ``target`` to write into; it replaces ``target`` only if the block succeeds, so a
@@ -72,7 +87,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=str(target.parent)))
+        _clear_abandoned(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-{os.getpid()}-", dir=str(target.parent)))
         yield tmp
         if target.exists():
             shutil.rmtree(target)

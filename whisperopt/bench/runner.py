@@ -19,6 +19,7 @@ from ..data import load_dataset
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, write_failure
 from ..models import resolve_model
+from ..models.vocabulary import Vocabulary, resolve_language
 from ..recipes import baseline_recipe, get_recipe
 from .config import BenchConfig, save_run
 from .environment import environment
@@ -41,6 +42,20 @@ def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM / SIGHUP, handled like Ctrl-C: workers stopped, completed rows kept."""
+
+
+@contextmanager
+def _deaf():
+    """SIGINT, SIGTERM and SIGHUP ignored for the block (main thread only), their handlers restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 @contextmanager
@@ -98,7 +113,8 @@ def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], Non
                         poll()
                     time.sleep(0.25)
             except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (see run_bench): never leave a worker behind
-                _stop(proc)
+                with _deaf():  # a second Ctrl-C must not cut the stopping short
+                    _stop(proc)
                 raise
         result_file = Path(job.result_path)
         if result_file.exists():
@@ -138,6 +154,8 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
 
 def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, progress, log) -> Path:
     model = resolve_model(cfg.model)
+    if cfg.decode.language is not None:  # a code the checkpoint lacks fails here, not in every engine
+        resolve_language(cfg.decode.language, Vocabulary.from_model_dir(model.path))
     save_run(cfg)
     env = environment(cfg.threads, cfg.device)
     atomic_write_json(out_dir / "environment.json", {

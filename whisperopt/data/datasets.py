@@ -80,7 +80,11 @@ def load_librispeech_dir(root: Path, name: str | None = None) -> Dataset:
         raise WhisperoptError(f"dataset directory not found: {root}")
     utts: list[Utterance] = []
     for trans in sorted(root.rglob("*.trans.txt")):
-        for line_no, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            lines = trans.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise WhisperoptError(f"{trans}: not UTF-8 text") from None
+        for line_no, line in enumerate(lines, 1):
             line = line.strip()
             if not line:
                 continue
@@ -111,7 +115,11 @@ def load_manifest(path: Path) -> Dataset:
     path = Path(path)
     utts = []
     seen = set()
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for line_no, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WhisperoptError(f"{path}:{line_no}: not UTF-8 text (save the manifest as UTF-8)") from None
         if not line.strip():
             continue
         try:

@@ -185,6 +185,18 @@ def synthetic_dir(size: str) -> Path:
     return models_dir() / f"synthetic-{size}"
 
 
+def safetensors_complete(path: Path) -> bool:
+    """Whether a .safetensors file holds every byte its header promises (a truncated copy does not)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return Path(path).stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
 def ensure_synthetic(size: str) -> Path:
     """Return the cached synthetic checkpoint directory for ``size``, building it on first use."""
     dims = get_dims(size)
@@ -195,8 +207,9 @@ def ensure_synthetic(size: str) -> Path:
             info = json.loads(marker.read_text())
         except (OSError, ValueError):  # a damaged marker: the checkpoint is made again
             info = {}
-        if isinstance(info, dict) and info.get("format_version") == FORMAT_VERSION:
-            return target
+        intact = all(safetensors_complete(p) for p in target.glob("*.safetensors"))
+        if isinstance(info, dict) and info.get("format_version") == FORMAT_VERSION and intact:
+            return target  # (a truncated weight file: made again below)
     with atomic_dir(target) as tmp:
         config = write_model_files(tmp, dims, generation_config(dims))
         _write_weights(config, tmp)

@@ -222,6 +222,8 @@ class Recipe(ABC):
             return f"engine not installed (missing Python module {', '.join(missing)})"
         if device not in self.devices:
             return f"needs {' or '.join(d.upper() for d in self.devices)}, running on {device.upper()}"
+        if device == "cuda" and not _cuda_available():
+            return "no CUDA device here (--device cuda)"
         return None
 
     def resolve_options(self, given: dict | None) -> dict:
