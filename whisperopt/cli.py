@@ -493,11 +493,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # the program: SIGTERM and SIGHUP stop it like Ctrl-C (workers stopped, files whole, one line)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
     try:
         return args.func(args)
     except WhisperoptError as exc:
@@ -509,8 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if argv is None:  # the program, not a library call: a second Ctrl-C must not turn this into a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print("whisperopt: interrupted (completed utterances are saved; re-run the same command to resume)",
-              file=sys.stderr)
+        saved = " (completed utterances are saved; re-run the same command to resume)" if args.command == "bench" \
+            else ""
+        print(f"whisperopt: interrupted{saved}", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else (an engine's own error, a bug): one line; the traceback on request
         if os.environ.get("WHISPEROPT_TRACEBACK"):

@@ -68,6 +68,8 @@ class BenchConfig:
             raise WhisperoptError(f"--task must be transcribe or translate, got {self.decode.task!r}")
         if self.device not in ("cpu", "cuda"):
             raise WhisperoptError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.warmup < 0:
+            raise WhisperoptError(f"--warmup must be >= 0, got {self.warmup}")
         if self.fidelity_utterances < 0:
             raise WhisperoptError("--fidelity-utterances must be >= 0")
 
