@@ -104,3 +104,69 @@ def test_paired_delta_of_identical_and_of_worse_recipes():
     assert d["hi"] - d["lo"] < (rate_ci(worse)[1] - rate_ci(worse)[0]) / 2
     with pytest.raises(ValueError):
         paired_delta_ci(base, worse[:-1])
+
+
+def _tiny_config(tiny_model) -> dict:
+    import json
+
+    return json.loads((tiny_model.path / "config.json").read_text())
+
+
+def test_whisper_cost_matches_the_model(tiny_model):
+    """Parameters against the checkpoint's tensors; encoder-pass and decoder-step FLOPs against torch's own FLOP
+    counter on the real model (eager attention, which the counter sees as matmuls)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import WhisperForConditionalGeneration
+
+    from whisperopt.metrics.roofline import whisper_cost
+    from whisperopt.report.summary import fp32_bytes
+
+    cost = whisper_cost(_tiny_config(tiny_model), context=4)
+    assert cost.params == pytest.approx(fp32_bytes(tiny_model.path) / 4, rel=0.005)  # biases and norms left out
+    model = WhisperForConditionalGeneration.from_pretrained(str(tiny_model.path), attn_implementation="eager").eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        encoded = model.model.encoder(torch.zeros(1, 80, 3000)).last_hidden_state
+    assert counter.get_total_flops() == pytest.approx(cost.encoder_flops, rel=0.01)
+    prompt = torch.tensor([[model.generation_config.decoder_start_token_id] * 4])
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        past = model(encoder_outputs=(encoded,), decoder_input_ids=prompt, use_cache=True).past_key_values
+    assert counter.get_total_flops() == pytest.approx(cost.cross_kv_flops + 4 * cost.token_flops, rel=0.02)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(encoder_outputs=(encoded,), decoder_input_ids=prompt[:, :1], past_key_values=past, use_cache=True)
+    assert counter.get_total_flops() == pytest.approx(cost.token_flops, rel=0.02)
+
+
+def test_fixed_and_per_token_fit_and_roofline(tiny_model):
+    from whisperopt.metrics.roofline import fit_fixed_per_token, roofline, whisper_cost
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(5, 80, size=40)
+    rows = [{"tokens": int(t), "latency_s": 0.3 + 0.01 * t + rng.normal(0, 0.002), "batch": 1} for t in tokens]
+    fixed, per_token = fit_fixed_per_token(rows)
+    assert fixed == pytest.approx(0.3, abs=0.01) and per_token == pytest.approx(0.01, rel=0.02)
+    assert fit_fixed_per_token(rows[:4]) is None  # too few rows to split
+    assert fit_fixed_per_token([dict(r, tokens=10) for r in rows]) is None  # one length: no slope
+    assert fit_fixed_per_token([dict(r, batch=4) for r in rows]) is None  # batched rows share their wall time
+    cost = whisper_cost(_tiny_config(tiny_model))
+    peaks = {"threads": 2, "fp32_gflops": 100.0, "int8_gops": 200.0, "copy_gb_s": 20.0}
+    fp32, int8 = roofline(rows, cost, peaks, 32), roofline(rows, cost, peaks, 8)
+    work = cost.encoder_flops + cost.cross_kv_flops
+    assert fp32["fixed_share_fp32"] == pytest.approx(work / fixed / 100e9)
+    assert fp32["fixed_share_int8"] == pytest.approx(fp32["fixed_share_fp32"] / 2)
+    assert fp32["decoder_gb_s"] == pytest.approx(4 * int8["decoder_gb_s"])
+    assert fp32["decoder_gb_s"] == pytest.approx(cost.token_weight_params * 4 / per_token / 1e9)
+    assert fp32["full_window"] and fp32["headroom"] > 1
+    # a fixed part faster than one 30-s encoder pass at the best peak: the engine encodes less than a window
+    short = [dict(r, latency_s=r["latency_s"] - 0.29) for r in rows]
+    assert roofline(short, cost, peaks, 32)["full_window"] is False
+
+
+def test_peak_probe_measures_this_machine():
+    from whisperopt.metrics.roofline import probe_peaks
+
+    peaks = probe_peaks(1)
+    assert peaks["threads"] == 1
+    # one core does at least a few GFLOP/s and copies at least 1 GB/s; no CPU core does 1 TFLOP/s of fp32
+    assert 2 < peaks["fp32_gflops"] < 1000 and peaks["copy_gb_s"] > 1
+    assert peaks["int8_gops"] is None or peaks["int8_gops"] > 2

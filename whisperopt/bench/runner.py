@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..data import load_dataset
 from ..errors import WhisperoptError
-from ..files import atomic_write_json, write_failure
+from ..files import atomic_write_json, read_json, write_failure
+from ..metrics.roofline import peaks_text, probe_peaks
 from ..models import resolve_model
 from ..models.vocabulary import Vocabulary, resolve_language
 from ..recipes import baseline_recipe, get_recipe
@@ -152,12 +153,28 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
         raise err from None
 
 
+def _peaks(out_dir: Path, threads: int, log) -> dict:
+    """The machine's GEMM and bandwidth peaks for the roofline columns: probed once per results directory (a resumed
+    run keeps the first run's figures, so every row is judged against the same peaks)."""
+    old = out_dir / "environment.json"
+    try:
+        kept = read_json(old, "environment record", "") if old.exists() else None
+    except WhisperoptError:
+        kept = None
+    if isinstance(kept, dict) and isinstance(kept.get("peaks"), dict) and kept["peaks"].get("threads") == threads:
+        return kept["peaks"]
+    peaks = probe_peaks(threads)
+    log(f"peaks: {peaks_text(peaks)}")
+    return peaks
+
+
 def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, progress, log) -> Path:
     model = resolve_model(cfg.model)
     if cfg.decode.language is not None:  # a code the checkpoint lacks fails here, not in every engine
         resolve_language(cfg.decode.language, Vocabulary.from_model_dir(model.path))
     save_run(cfg)
     env = environment(cfg.threads, cfg.device)
+    env["peaks"] = _peaks(out_dir, cfg.threads, log)
     atomic_write_json(out_dir / "environment.json", {
         **env, "dataset": {"name": dataset.name, **stats}, "baseline": baseline_recipe().name,
         "model": {"spec": model.spec, "path": str(model.path), "synthetic": model.synthetic, "source": model.source}})

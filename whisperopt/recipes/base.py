@@ -201,6 +201,8 @@ class Recipe(ABC):
     base_recipe: Recipe | None = None
     #: True: the artifact *is* the base's (no build; the manifest points at it and inherits its validation)
     shares_base_weights: bool = False
+    #: bits per weight of the matrices the decoder reads each step (the roofline's bytes per decoded token)
+    weight_bits: int = 32
 
     def __init__(self, **attrs):
         for key, value in attrs.items():

@@ -409,9 +409,11 @@ TYPES = [  # (suffix, ctranslate2 type, devices, floor, description)
 def _recipes() -> list[CT2Recipe]:
     out = []
     for suffix, ctype, devices, floor, desc in TYPES:
-        seq = CT2Recipe(name=f"ct2-{suffix}", quantization=ctype, devices=devices, fidelity_floor=floor,
+        bits = 8 if ctype.startswith("int8") else 16 if ctype in ("float16", "bfloat16") else 32
+        seq = CT2Recipe(name=f"ct2-{suffix}", quantization=ctype, devices=devices, fidelity_floor=floor, weight_bits=bits,
                         description=desc + " (WhisperModel.transcribe, one utterance at a time)")
         batched = CT2Recipe(name=f"ct2-{suffix}-batched", quantization=ctype, devices=devices, fidelity_floor=floor,
+                            weight_bits=bits,
                             batched=True,
                             base_recipe=seq, shares_base_weights=True,
                             # clips per pipeline call; 0 = the runner's whole batch (--batch-size)

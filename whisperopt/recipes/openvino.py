@@ -242,6 +242,7 @@ def _calibration_data(value) -> str | None:
 
 class OpenVINOInt8Weights(OpenVINOWeightCompression):
     name = "openvino-int8-weights"
+    weight_bits = 8
     ir_description = "OpenVINO IR, NNCF int8 weight-only compression (per-channel), fp32 activations"
     options = {**RUNTIME_OPTIONS, "mode": Option("int8_asym", ("int8_asym", "int8_sym"))}
     fidelity_floor = 0.85  # measured 92.6 % dev-clean / 95.2 % test-clean (tiny, 8 utterances each)
@@ -249,6 +250,7 @@ class OpenVINOInt8Weights(OpenVINOWeightCompression):
 
 class OpenVINOInt4Weights(OpenVINOWeightCompression):
     name = "openvino-int4-weights"
+    weight_bits = 4
     ir_description = "OpenVINO IR, NNCF int4 weight-only compression (grouped; ratio of int4 layers, rest int8)"
     options = {**RUNTIME_OPTIONS, "mode": Option("int4_asym", ("int4_asym", "int4_sym", "nf4")),
                "group_size": Option(64, check=_group_size), "ratio": Option(1.0, check=_ratio),
@@ -278,6 +280,7 @@ class OpenVINOInt4Weights(OpenVINOWeightCompression):
 
 class OpenVINOInt8PTQ(OpenVINORecipe):
     name = "openvino-int8-ptq"
+    weight_bits = 8
     ir_description = ("OpenVINO IR, NNCF static INT8 post-training quantization of encoder and decoder (weights and "
                       "activations; SmoothQuant, fast bias correction), calibrated on LibriSpeech dev-clean")
     options = {**RUNTIME_OPTIONS, "calibration_size": Option(40, check=positive),
@@ -360,7 +363,7 @@ def genai_twin(base: OpenVINORecipe) -> OpenVINORecipe:
     """``<base>-genai``: the same artifact (no build of its own), decoded by openvino_genai.WhisperPipeline."""
     return OpenVINORecipe(name=base.name + "-genai", ir_description=base.ir_description, options=base.options,
                           modules=base.modules + ("openvino_genai",), genai=True, base_recipe=base,
-                          shares_base_weights=True, fidelity_floor=base.fidelity_floor,
+                          shares_base_weights=True, fidelity_floor=base.fidelity_floor, weight_bits=base.weight_bits,
                           component_baseline="openvino-fp32-genai")
 
 

@@ -114,6 +114,7 @@ class TorchFp32(TorchRecipe):
 
 class TorchFp16(TorchRecipe):
     name = "torch-fp16"
+    weight_bits = 16
     description = "transformers in float16 (CUDA)"
     dtype = "fp16"
     devices = ("cuda",)
@@ -122,6 +123,7 @@ class TorchFp16(TorchRecipe):
 
 class TorchBf16(TorchRecipe):
     name = "torch-bf16"
+    weight_bits = 16
     description = "transformers in bfloat16 (CUDA; CPU too, fast where the CPU has AVX-512-BF16/AMX)"
     dtype = "bf16"
     # build-time floors measured on synthetic:tiny (random weights: near-tied logits make top-1 fragile), 2 / 8
@@ -132,6 +134,7 @@ class TorchBf16(TorchRecipe):
 
 class TorchInt8Dynamic(TorchRecipe):
     name = "torch-int8-dynamic"
+    weight_bits = 8
     description = "torch.ao quantize_dynamic on every nn.Linear: int8 weights, activations quantised per batch (CPU)"
     quantization = "int8-dynamic"
     devices = ("cpu",)
@@ -157,6 +160,7 @@ class TorchInt8Dynamic(TorchRecipe):
 
 class TorchInt8WeightOnly(TorchRecipe):
     name = "torch-int8-weight-only"
+    weight_bits = 8
     description = "torchao int8 weight-only: int8 per-channel weights dequantised to fp32 (CPU) / fp16 (CUDA) at matmul"
     quantization = "int8-weight-only"
     modules = ("torch", "transformers", "torchao")

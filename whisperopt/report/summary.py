@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,26 @@ from ..bench.results import read_rows, read_status
 from ..errors import WhisperoptError
 from ..files import read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
+from ..metrics.roofline import WhisperCost, roofline, whisper_cost
 from ..metrics.wer import ErrorCounts, corpus_rate
 from ..recipes import Recipe, all_recipes, baseline_recipe
 from .recommend import recommend
+
+
+def model_cost(model_dir: str | None) -> WhisperCost | None:
+    """FLOPs and decoder weights of the benchmarked checkpoint, from its config.json (None if it is gone)."""
+    try:
+        return whisper_cost(json.loads((Path(model_dir) / "config.json").read_text())) if model_dir else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def roofline_fields(rows: list[dict], cost: WhisperCost | None, peaks: dict | None, name: str) -> dict | None:
+    """The recipe's share of this machine's limits (``metrics.roofline``), at its declared decoder weight precision."""
+    recipe = all_recipes().get(name)
+    if cost is None or not peaks or recipe is None:
+        return None
+    return roofline(rows, cost, peaks, recipe.weight_bits)
 
 
 def units(baseline: str) -> dict[str, str]:
@@ -226,6 +244,7 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
         raise WhisperoptError(f"environment record {env_file} is damaged (not an object); re-run the bench command to "
                               "rewrite it (measured rows are kept)")
     synthetic = bool(env.get("model", {}).get("synthetic"))
+    cost = model_cost(env.get("model", {}).get("path"))
     wanted = [u.id for u in load_dataset(cfg.dataset).limit(cfg.limit).utterances]
     rows_out, counts = [], {}
     for name in cfg.recipes:
@@ -236,6 +255,8 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
         rows = read_rows(out_dir / f"{name}.rows.jsonl")
         rows_out.append(recipe_summary(status, rows, wanted, read_rows(out_dir / f"{name}.segments.jsonl", key=None)))
         mine = wanted_rows(rows, wanted)
+        if rows_out[-1]["status"] == "ok":
+            rows_out[-1]["roofline"] = roofline_fields(mine, cost, env.get("peaks"), name)
         counts[name] = {"words": error_counts(mine, "words"), "chars": error_counts(mine, "chars")}
     baseline = baseline_recipe().name
     add_accuracy(rows_out, counts, synthetic, baseline)

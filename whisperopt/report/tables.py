@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, atomic_write_text
+from ..metrics.roofline import peaks_text
 from .recommend import baseline_name, recommend
 
 NA = "n/a"
@@ -44,6 +45,31 @@ def _delta(name: str) -> Callable[[dict], str | None]:
     return text
 
 
+def _roof(key: str, fmt: str, scale: float = 1.0, full_window: bool = False) -> Callable[[dict], str | None]:
+    """A ``roofline`` figure (None: no fit; ``full_window``: only where the fixed part holds a whole encoder pass)."""
+    def text(r: dict) -> str | None:
+        roof = r.get("roofline") or {}
+        if roof.get(key) is None or (full_window and not roof.get("full_window")):
+            return None
+        return fmt.format(scale * roof[key])
+    return text
+
+
+def roofline_text(r: dict) -> str | None:
+    """One recipe's roofline figures in words (``metrics.roofline``)."""
+    roof = r.get("roofline")
+    if not roof:
+        return None
+    if roof.get("full_window"):
+        fixed = f"fixed {roof['fixed_ms']:.0f} ms/utterance ({100 * roof['fixed_share_fp32']:.0f} % of fp32 peak" + (
+            f", {100 * roof['fixed_share_int8']:.0f} % of int8 peak)" if roof.get("fixed_share_int8") else ")")
+    else:
+        fixed = (f"fixed {roof['fixed_ms']:.0f} ms/utterance, less than one 30-s encoder pass at peak: the engine "
+                 "encodes less than a full window, so its encoder time is in the per-token figure")
+    return (f"{fixed}; {roof['per_token_ms']:.1f} ms per token ({roof['decoder_gb_s']:.1f} GB/s of "
+            f"{roof['weight_bits']}-bit decoder weights); {roof['headroom']:.1f}× this machine's floor")
+
+
 def _utterances(r: dict) -> str | None:
     return None if r.get("utterances") is None else f"{r['utterances']}/{r.get('expected_utterances', '?')}"
 
@@ -75,6 +101,9 @@ COLUMNS = [
     Column("compression", "compr.\n×", _figure("compression", "{:.2f}")),
     Column("encoder_rel_error", "enc. rel.\nerr", _figure("encoder_rel_error", "{:.2e}")),
     Column("teacher_forced_agreement", "TF top-1\n%", _figure("teacher_forced_agreement", "{:.2f}", 100)),
+    Column("roofline_fixed", "fixed %\nfp32 pk", _roof("fixed_share_fp32", "{:.0f}", 100, full_window=True)),
+    Column("roofline_decoder", "dec.\nGB/s", _roof("decoder_gb_s", "{:.1f}")),
+    Column("headroom", "×\nfloor", _roof("headroom", "{:.1f}")),
     Column("utterances", "utts", _utterances),
     Column("paired_utterances", "paired\nutts", _figure("paired_utterances", "{:.0f}")),
 ]
@@ -139,6 +168,12 @@ def _md_header(summary: dict) -> list[str]:
         lines.append(f"- WER/CER in percent; ΔWER/ΔCER in percentage points against {baseline} on the utterances "
                      f"both have; 95 % CIs: percentile bootstrap over utterances ({boot.get('resamples', '?')} "
                      "resamples, paired for deltas); `*` marks a delta whose CI excludes 0")
+    if env.get("peaks"):
+        lines.append(f"- roofline: this machine's peaks {peaks_text(env['peaks'])} ({env['peaks'].get('method')}); "
+                     "each recipe's batch-1 latencies fitted as fixed + per-token × tokens; fixed % = encoder and "
+                     "cross-attention FLOPs of one 30-s window / fixed time / peak; dec. GB/s = decoder weight "
+                     "bytes read per token / per-token time; × floor = eval time / (encoder at the best GEMM peak + "
+                     "each token's int8 weights at the copy bandwidth)")
     lines.append(f"- speed-up and compression are relative to {baseline} (compression: fp32 parameter bytes / "
                  f"weight bytes on disk); fidelity is against {baseline} on CPU, "
                  f"{cfg.get('fidelity_utterances')} utterances")
@@ -167,6 +202,8 @@ def _md_notes(summary: dict) -> list[str]:
                 notes.append(f"- {r['recipe']}: fidelity: {r[key]}")
         if r.get("decode_settings"):
             notes.append(f"- {r['recipe']}: ran with " + ", ".join(f"{k}={v}" for k, v in r["decode_settings"].items()))
+        if roofline_text(r):
+            notes.append(f"- {r['recipe']}: roofline: {roofline_text(r)}")
         if r.get("components") or r.get("component_speedup"):
             notes.append(f"- {r['recipe']}: per component: {component_text(r)}")
     return notes
@@ -260,7 +297,9 @@ CSV_FIELDS: list[tuple[str, int | str | None]] = [
     ("eval_s", 3), ("speedup", 3), ("latency_p50_s", 3), ("latency_p90_s", 3), ("rtfx", 2), ("audio_s", 2),
     ("tokens", None), ("tokens_per_s", 1), ("load_s", 2), ("peak_ram_mb", 1), ("run_ram_mb", 1),
     ("peak_vram_mb", 1), ("cpu_percent", 1), ("size_mb", 1), ("compression", 3), ("encoder_rel_error", "e"),
-    ("teacher_forced_agreement", 4),
+    ("teacher_forced_agreement", 4), ("roofline_fixed_ms", 1), ("roofline_per_token_ms", 2),
+    ("roofline_fixed_share_fp32", 3), ("roofline_fixed_share_int8", 3), ("roofline_decoder_gb_s", 2),
+    ("roofline_headroom", 2),
 ]
 
 
@@ -269,6 +308,8 @@ def _flat(row: dict) -> dict:
     out = dict(row)
     for key in ("wer_ci", "cer_ci", "wer_delta_ci", "cer_delta_ci"):
         out[f"{key}_lo"], out[f"{key}_hi"] = row.get(key) or (None, None)
+    for key, value in (row.get("roofline") or {}).items():
+        out[f"roofline_{key}"] = value
     return out
 
 
