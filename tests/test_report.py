@@ -70,10 +70,20 @@ def test_incomplete_and_not_comparable_rows_are_never_recommended():
     summary["recipes"] += [_row("partial", 1.0, 0.0, [0.0, 0.0], complete=False, utterances=3,
                                 expected_utterances=5),
                            _row("other-loop", 1.0, 0.0, [0.0, 0.0], not_comparable="stops at end-of-text")]
+    summary["recipes"].append(_row("users-defaults", 0.5, -1.0, [-2.0, 0.1], own_settings="beam 5, fallback"))
     rec = recommend(summary)
     assert rec["recipe"] == "faster-good"
     assert rec["excluded"]["partial"].startswith("incomplete: 3 of 5")
     assert rec["excluded"]["other-loop"] == "not comparable: stops at end-of-text"
+    assert "its own settings" in rec["excluded"]["users-defaults"]  # shown, labelled, never the winner
+    from whisperopt.report.tables import _caption, flags, markdown
+
+    assert flags(summary["recipes"][-1]) == ["own settings"]
+    summary.update(config={"model": "m", "dataset": "d", "decode": {"beam_size": 1, "language": "en",
+                                                                    "task": "transcribe", "batch_size": 1},
+                           "device": "cpu", "threads": 2})
+    assert "§ users-defaults: own settings: beam 5, fallback" in _caption(summary, select_columns(None))
+    assert "| users-defaults (own settings) |" in markdown(summary)
 
 
 def test_recommend_on_synthetic_weights_uses_fidelity_not_wer():

@@ -75,3 +75,85 @@ def convert_openai_checkpoint(pt: Path, target: Path) -> None:
         write_model_files(tmp, dims, generation_config(dims))
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "whisperopt_source.json").write_text(json.dumps({"converted_from": str(pt.resolve())}))
+
+
+# --- the reverse: a Hugging Face Whisper directory -> openai-whisper's .pt (the openai-whisper recipe's artifact) ---
+_REVERSED = [(new, old) for old, new in reversed(_RENAMES)]
+TIED_KEYS = {"proj_out.weight"}  # transformers' output projection, tied to the token embedding (openai has none)
+
+
+def openai_key(hf_key: str) -> str:
+    """The openai-whisper name of a transformers parameter (``rename_key``'s inverse)."""
+    if not hf_key.startswith("model."):
+        raise WhisperoptError(f"unexpected Whisper parameter {hf_key!r} (expected a 'model.' prefix)")
+    key = hf_key[len("model."):]
+    for new, old in _REVERSED:
+        key = key.replace(new, old)
+    return key
+
+
+def dims_to_openai(config: dict) -> dict:
+    """openai-whisper's ``ModelDimensions`` fields from a transformers ``config.json``."""
+    try:
+        if config["encoder_attention_heads"] != config["decoder_attention_heads"]:
+            raise WhisperoptError("unsupported Whisper config: encoder and decoder head counts differ")
+        return {
+            "n_mels": int(config["num_mel_bins"]),
+            "n_audio_ctx": int(config["max_source_positions"]),
+            "n_audio_state": int(config["d_model"]),
+            "n_audio_head": int(config["encoder_attention_heads"]),
+            "n_audio_layer": int(config["encoder_layers"]),
+            "n_vocab": int(config["vocab_size"]),
+            "n_text_ctx": int(config["max_target_positions"]),
+            "n_text_state": int(config["d_model"]),
+            "n_text_head": int(config["decoder_attention_heads"]),
+            "n_text_layer": int(config["decoder_layers"]),
+        }
+    except KeyError as exc:
+        raise WhisperoptError(f"Whisper config.json lacks {exc.args[0]!r}") from None
+
+
+def hf_state_dict(model_dir: Path) -> dict:
+    """The float32 transformers state dict of a Whisper directory (single safetensors file, or any format
+    transformers loads), without the tied output projection."""
+    import torch
+
+    model_dir = Path(model_dir)
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(single))
+        except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError: a torn or foreign file
+            raise WhisperoptError(f"cannot read {single}: {exc}") from None
+    else:
+        from transformers import WhisperForConditionalGeneration
+
+        try:
+            model = WhisperForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise WhisperoptError(f"cannot load {model_dir} as a Whisper checkpoint: {exc}") from None
+        state = model.state_dict()
+    return {k: v.to(torch.float32).contiguous() for k, v in state.items() if k not in TIED_KEYS}
+
+
+def openai_checkpoint(model_dir: Path) -> dict:
+    """``{"dims": ModelDimensions fields, "model_state_dict": ...}``: what ``whisper.load_model`` reads."""
+    model_dir = Path(model_dir)
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise WhisperoptError(f"cannot read {model_dir / 'config.json'}: {exc}") from None
+    dims = dims_to_openai(config)
+    state = {openai_key(k): v for k, v in hf_state_dict(model_dir).items()}
+    return {"dims": dims, "model_state_dict": state}
+
+
+def write_openai_checkpoint(model_dir: Path, pt: Path) -> dict:
+    """Write ``model_dir`` (a transformers Whisper directory) as an openai-whisper ``.pt`` file; returns its dims."""
+    import torch
+
+    ckpt = openai_checkpoint(model_dir)
+    torch.save(ckpt, str(pt))
+    return ckpt["dims"]

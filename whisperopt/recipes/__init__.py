@@ -11,6 +11,7 @@ ENGINE_MODULES = [
     "whisperopt.recipes.pytorch",
     "whisperopt.recipes.onnxruntime",
     "whisperopt.recipes.ctranslate2",
+    "whisperopt.recipes.openai_whisper",
     "whisperopt.recipes.sherpa_onnx",
     "whisperopt.recipes.openvino",
 ]

@@ -102,6 +102,7 @@ class RunInfo(TypedDict, total=False):
 
     decode_settings: dict  # the settings the engine actually ran with (front end included)
     not_comparable: str  # why its rows cannot be compared with the baseline's, if they cannot
+    own_settings: str  # why it decoded with settings other than the bench's (WER comparable, time not like-for-like)
     forced_lengths_checked: int  # forced decode lengths verified against the tokens the engine produced
     component_timing_calls: int  # per-component (encoder / decoder) median call times, where the engine times them
     encoder_ms_median: float | None

@@ -11,6 +11,8 @@ compute type and map the runner's decoding options
 onto faster-whisper's: same beam size, temperature 0 only (no fallback, no compression/log-prob/no-speech
 thresholds), no VAD, no conditioning on previous text, fixed language and task, no timestamps, suppress_blank and
 the checkpoint's suppress_tokens (``-1``) like transformers' generate. ``run_info()`` records what ran.
+``ct2-int8-fw-defaults`` is the exception: ct2-int8's artifact through ``WhisperModel.transcribe`` with faster-whisper's
+own defaults and front end (only language and task are the bench's), as its users run it; its rows say so.
 
 Forced decode length (synthetic checkpoints): ctranslate2's ``Whisper.generate`` has no ``min_length``, and it
 decodes at most ``min(max_length // 2, max_length - s)`` new tokens, where ``s = len(prompt) - 1`` (the prompt
@@ -336,6 +338,87 @@ class CT2Runtime(Runtime):
         gc.collect()
 
 
+# faster-whisper's WhisperModel.transcribe arguments that say nothing about decoding (left out of run_info)
+_FW_NOT_SETTINGS = {"self", "audio", "language", "task", "prepend_punctuations", "append_punctuations", "vad_parameters",
+                    "initial_prompt", "prefix", "hotwords", "clip_timestamps", "log_progress"}
+FW_DEFAULTS_NOTE = ("faster-whisper's own WhisperModel.transcribe defaults and front end, not the bench's decoding "
+                    "(only language and task are the bench's): WER is comparable (same audio and references), the "
+                    "settings differ (beam 5, timestamps, temperature fallback, conditioning), so its time is "
+                    "what a default faster-whisper user gets, not a like-for-like engine comparison")
+
+
+class FWDefaultsRuntime(CT2Runtime):
+    """faster-whisper as users run it: ``WhisperModel.transcribe(audio, language=..., task=...)``, nothing else set,
+    with faster-whisper's own front end (log-mel of the audio, features zero-padded). Decoded differently from every
+    other row, and says so in ``run_info()``."""
+
+    def __init__(self, recipe: CT2Recipe, artifact: Artifact, device: str, threads: int):
+        super().__init__(recipe, artifact, device, threads)
+        self.model.feature_extractor = self.model.feature_extractor._native  # faster-whisper's own front end
+        self.not_comparable: str | None = None
+        self.generate_calls = self.utterances = 0
+        self.ignored: set[str] = set()
+
+    def _defaults(self) -> dict:
+        import inspect
+
+        from faster_whisper import WhisperModel
+
+        params = inspect.signature(WhisperModel.transcribe).parameters
+        return {k: p.default for k, p in params.items() if k not in _FW_NOT_SETTINGS}
+
+    def transcribe(self, audios, options, forced_lengths=None):
+        bench = DecodeOptions()
+        self.ignored |= {k for k in ("beam_size", "max_new_tokens") if getattr(options, k) != getattr(bench, k)}
+        if forced_lengths and not self.not_comparable:
+            self.not_comparable = ("faster-whisper's defaults cannot force a decode length (it stops at end-of-text, "
+                                   "re-decodes on temperature fallback and seeks on timestamps), so on random weights "
+                                   "it decodes a different number of tokens than the reference transcript's")
+        out = []
+        for i, audio in enumerate(audios):
+            # random weights fail every fallback threshold: each of the 6 temperatures would decode up to 224 tokens
+            # x 5 candidates; capped at the reference's length, the time stays near a real run's (still not equal)
+            cap = {"max_new_tokens": forced_lengths[i]} if forced_lengths else {}
+            self.recorder.calls.clear()
+            segments, _ = self.model.transcribe(np.ascontiguousarray(audio[:N_SAMPLES], dtype=np.float32),
+                                                language=options.language, task=options.task, **cap)
+            segments = list(segments)  # the generator does the work
+            self.generate_calls += len(self.recorder.calls)
+            self.utterances += 1
+            # the kept segments' tokens: text and timestamp tokens (fallback re-decodes are counted in run_info)
+            out.append(Transcription("".join(s.text for s in segments).strip(),
+                                     [int(t) for s in segments for t in s.tokens]))
+        if self.settings is None:
+            self.settings = {
+                "engine": f"faster-whisper {dist_version('faster-whisper')} / ctranslate2 {dist_version('ctranslate2')}",
+                "api": "WhisperModel.transcribe(audio, language=..., task=...) with every other argument at "
+                       "faster-whisper's default",
+                "settings": FW_DEFAULTS_NOTE,
+                "device": self.device,
+                "compute_type": self.ct2.compute_type,
+                "front_end": "faster-whisper's own (log-mel of the audio, features zero-padded to 3000 frames)",
+                "cpu_threads": self.threads,
+                "language": options.language,
+                "task": options.task,
+                **self._defaults(),
+            }
+            if forced_lengths:
+                self.settings["max_new_tokens"] = ("the reference transcript's token count per window (synthetic "
+                                                   "weights only: bounds the fallback re-decodes of random output)")
+        return out
+
+    def run_info(self) -> dict:
+        settings = dict(self.settings or {})
+        if self.ignored:
+            settings["bench_options_not_applied"] = ", ".join(sorted(self.ignored))
+        if self.utterances:
+            settings["generate_calls_per_utterance"] = round(self.generate_calls / self.utterances, 2)
+        info = {"decode_settings": settings, "own_settings": FW_DEFAULTS_NOTE}
+        if self.not_comparable:
+            info["not_comparable"] = self.not_comparable
+        return info
+
+
 class CT2Recipe(Recipe):
     """One ctranslate2 compute type; ``batched`` variants run the sequential recipe's artifact through
     faster-whisper's BatchedInferencePipeline."""
@@ -344,6 +427,7 @@ class CT2Recipe(Recipe):
     modules = ("ctranslate2", "faster_whisper")
     quantization = "float32"  # weights written by the converter, and the type requested at load
     batched = False
+    faster_whisper_defaults = False  # True: WhisperModel.transcribe's own defaults (FWDefaultsRuntime)
     fidelity_floor = 0.999
 
     @property
@@ -382,7 +466,7 @@ class CT2Recipe(Recipe):
     def load(self, artifact: Artifact, device: str, threads: int) -> Runtime:
         if not (Path(artifact.weights_dir) / "model.bin").is_file():
             raise WhisperoptError(f"{self.name} artifact incomplete: {artifact.weights_dir}/model.bin missing; rebuild it")
-        return CT2Runtime(self, artifact, device, threads)
+        return (FWDefaultsRuntime if self.faster_whisper_defaults else CT2Runtime)(self, artifact, device, threads)
 
 
 def _batch_size(value) -> str | None:
@@ -423,4 +507,16 @@ def _recipes() -> list[CT2Recipe]:
     return out
 
 
+def _fw_defaults(recipes: list[CT2Recipe]) -> CT2Recipe:
+    """ct2-int8's artifact run the way faster-whisper's users run it (its README: int8 on CPU, default arguments)."""
+    base = next(r for r in recipes if r.name == "ct2-int8")
+    return CT2Recipe(name="ct2-int8-fw-defaults", quantization=base.quantization, devices=base.devices,
+                     fidelity_floor=base.fidelity_floor, weight_bits=base.weight_bits, base_recipe=base,
+                     shares_base_weights=True, faster_whisper_defaults=True,
+                     description="CTranslate2 int8 with faster-whisper's defaults (beam 5, temperature fallback, "
+                                 "timestamps, conditioning on previous text, its own front end), not the bench's "
+                                 "settings: WhisperModel.transcribe as users run it")
+
+
 RECIPES = _recipes()
+RECIPES.append(_fw_defaults(RECIPES))

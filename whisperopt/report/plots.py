@@ -86,7 +86,7 @@ def _pareto_points(rows: list[dict], key: str, scale: float) -> list[tuple[float
 
 
 def _comparable(r: dict) -> bool:
-    return bool(r.get("complete", True)) and not r.get("not_comparable")
+    return bool(r.get("complete", True)) and not r.get("not_comparable") and not r.get("own_settings")
 
 
 def _pareto(plt, summary: dict, rows: list[dict], recommendation: dict | None, path: Path) -> Path:

@@ -75,6 +75,8 @@ def exclusion(r: dict, by_wer: bool, wer_budget: float, min_agreement: float, ke
         return f"incomplete: {r.get('utterances', '?')} of {r.get('expected_utterances', '?')} utterances measured"
     if r.get("not_comparable"):
         return f"not comparable: {r['not_comparable']}"
+    if r.get("own_settings"):
+        return "decoded with its own settings, not the bench's (shown for reference)"
     why = _wer_exclusion(r, wer_budget, level, baseline) if by_wer else _agreement_exclusion(r, min_agreement)
     if why:
         return why

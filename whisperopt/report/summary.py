@@ -154,6 +154,7 @@ def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segmen
         fidelity_note=status.get("fidelity_note"),
         fidelity_method=status.get("fidelity_method"),
         not_comparable=status.get("not_comparable"),
+        own_settings=status.get("own_settings"),
         decode_settings=status.get("decode_settings"),
         engine=status.get("engine"),
         options=status.get("options"),

@@ -135,6 +135,8 @@ def flags(row: dict) -> list[str]:
         out.append(f"incomplete {row.get('utterances')}/{row.get('expected_utterances')}")
     if row.get("not_comparable"):
         out.append("not comparable")
+    elif row.get("own_settings"):
+        out.append("own settings")
     return out
 
 
@@ -194,6 +196,8 @@ def _md_notes(summary: dict) -> list[str]:
     for r in summary["recipes"]:
         if r.get("not_comparable"):
             notes.append(f"- {r['recipe']}: **not comparable**: {r['not_comparable']}")
+        elif r.get("own_settings"):
+            notes.append(f"- {r['recipe']}: **own settings**: {r['own_settings']}")
         if r.get("status") == "ok" and r.get("complete") is False:
             notes.append(f"- {r['recipe']}: **incomplete**: {r.get('utterances')} of {r.get('expected_utterances')} "
                          "utterances measured (re-run the same command to resume)")
@@ -292,6 +296,7 @@ def _accuracy_csv(name: str) -> list[tuple[str, int | str | None]]:
 # except nested ones, rounded to what the measurement supports: no 17-digit floats.
 CSV_FIELDS: list[tuple[str, int | str | None]] = [
     ("recipe", None), ("status", None), ("reason", None), ("complete", None), ("not_comparable", None),
+    ("own_settings", None),
     ("utterances", None), ("expected_utterances", None), ("paired_utterances", None),
     *_accuracy_csv("wer"), *_accuracy_csv("cer"),
     ("eval_s", 3), ("speedup", 3), ("latency_p50_s", 3), ("latency_p90_s", 3), ("rtfx", 2), ("audio_s", 2),
@@ -354,13 +359,14 @@ def _caption(summary: dict, columns: list[Column]) -> str | None:
         if row["status"] != "ok":
             lines.append(f"{row['recipe']}: {row['status']}" + (f": {row['reason']}" if row.get("reason") else ""))
         for mark, flag in zip(_marks(row), flags(row)):
-            why = f": {row['not_comparable']}" if flag == "not comparable" else ""
+            why = {"not comparable": f": {row.get('not_comparable')}",
+                   "own settings": f": {row.get('own_settings')}"}.get(flag, "")
             lines.append(f"{mark} {row['recipe']}: {flag}{why}")
     return "\n".join(lines) or None
 
 
 def _marks(row: dict) -> list[str]:
-    return ["†" if flag.startswith("incomplete") else "‡" for flag in flags(row)]
+    return ["†" if flag.startswith("incomplete") else "§" if flag == "own settings" else "‡" for flag in flags(row)]
 
 
 def rich_table(summary: dict, columns: str | None = None):
