@@ -23,7 +23,8 @@ class OrtRuntime(GenerateRuntime):
         import torch
 
         super().__init__(model, model_dir, device=device, dtype=torch.float32 if device == "cuda" else None)
-        self.session_info = session_info
+        self.torch_for_glue_only()
+        self.session_info = {**session_info, "torch_threads": "1 (glue only: the sessions own --threads)"}
         _, self.heads, self.head_dim = decoder_dims(model_dir)
         self.encoder_session = model.encoder.session
         self.decoder_session = model.decoder.session

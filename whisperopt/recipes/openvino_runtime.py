@@ -166,6 +166,7 @@ class OVRuntime(_ProbeMixin, GenerateRuntime):
 
     def __init__(self, model, model_dir: Path, ov_device: str, props: dict, threads: int):
         super().__init__(model, model_dir, device="cpu", dtype=None)
+        self.torch_for_glue_only()
         self.ov_device, self.props, self.threads = ov_device, props, threads
         self.log = _CallLog()
         self._enc_times: list[float] = []
@@ -195,7 +196,8 @@ class OVRuntime(_ProbeMixin, GenerateRuntime):
                               ("INFERENCE_NUM_THREADS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT",
                                "NUM_STREAMS", "EXECUTION_DEVICES")}
         return {"decode_settings": {"loop": "python (transformers generate, optimum-intel OVModelForSpeechSeq2Seq)",
-                                    "ov_device": self.ov_device, **self.props, "front_end": "shared " + FRONT_END},
+                                    "ov_device": self.ov_device, **self.props, "front_end": "shared " + FRONT_END,
+                                    "torch_threads": "1 (glue only: OpenVINO owns --threads)"},
                 "compiled_properties": compiled,
                 **self.log.summary()}
 
