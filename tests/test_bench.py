@@ -24,13 +24,30 @@ RECIPES = "torch-fp32,torch-int8-dynamic,torch-bf16,torch-int8-weight-only,torch
 def bench_dir(tmp_path_factory, tiny_model, librispeech):
     out = tmp_path_factory.mktemp("bench") / "results"
     code = main(["bench", "--model", "synthetic:tiny", "--recipes", RECIPES, "--limit", "3", "--out", str(out),
-                 "--fidelity-utterances", "2", "--threads", "2"])
+                 "--fidelity-utterances", "2", "--threads", "2", "--throughput-batches", "3"])
     assert code == 0
     return out
 
 
 def _summary(out: Path) -> dict:
     return {r["recipe"]: r for r in json.loads((out / "summary.json").read_text())["recipes"]}
+
+
+def test_throughput_mode_reports_rtfx_per_batch(bench_dir):
+    rows = _summary(bench_dir)
+    for name in ("torch-fp32", "torch-int8-dynamic"):
+        r = rows[name]
+        assert [p["batch"] for p in r["throughput"]] == [1, 3], r["throughput"]
+        assert r["throughput"][0]["rtfx"] == pytest.approx(r["rtfx"])  # batch 1 is the measured pass
+        assert all(p["rtfx"] > 0 and p["run_ram_mb"] > 100 and 0 <= p["same_text"] <= 1 for p in r["throughput"])
+        best = max(r["throughput"], key=lambda p: p["rtfx"])
+        assert r["best_batch"] == best["batch"] and r["rtfx_best"] == best["rtfx"]
+        assert r["throughput_gain"] == pytest.approx(best["rtfx"] / r["rtfx"])
+        status = json.loads((bench_dir / f"{name}.status.json").read_text())
+        assert [t["utterances"] for t in status["throughput"]] == [3]
+    md = (bench_dir / "summary.md").read_text()
+    assert "## Throughput" in md and "| RTFx b1 | RTFx b3 |" in md
+    assert "best_batch" in (bench_dir / "summary.csv").read_text().splitlines()[0]
 
 
 def test_every_column_is_filled(bench_dir):

@@ -231,6 +231,9 @@ def test_a_damaged_status_is_measured_again_by_the_next_run(results, tmp_path):
     ("--threads", "0", "--threads must be positive"),
     ("--beam-size", "100000", "--beam-size"),
     ("--batch-size", "0", "--batch-size must be positive"),
+    ("--throughput-batches", "4,x", "--throughput-batches expects comma-separated batch sizes"),
+    ("--throughput-batches", "0", "--throughput-batches: each batch size must be 1-"),
+    ("--throughput-batches", "4,4", "--throughput-batches lists a batch size twice"),
 ])
 def test_bench_rejects_absurd_flags_before_any_work(tmp_path, capsys, flag, value, message):
     rc = main(["bench", "--model", "synthetic:tiny", "--recipes", "torch-fp32", "--limit", "1", flag, value,

@@ -44,6 +44,8 @@ class BenchConfig:
     recipe_options: dict[str, dict] = field(default_factory=dict)
     out_dir: Path = Path("whisperopt-results")
     verify: bool = False  # check cached artifacts' digests, not only their sizes
+    # throughput mode: after the measured pass, each recipe decodes the same utterances again at these batch sizes
+    throughput_batches: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.recipes:
@@ -72,6 +74,11 @@ class BenchConfig:
             raise WhisperoptError(f"--warmup must be >= 0, got {self.warmup}")
         if self.fidelity_utterances < 0:
             raise WhisperoptError("--fidelity-utterances must be >= 0")
+        for b in self.throughput_batches:
+            if not 1 <= b <= MAX_BATCH:
+                raise WhisperoptError(f"--throughput-batches: each batch size must be 1-{MAX_BATCH}, got {b}")
+        if len(set(self.throughput_batches)) != len(self.throughput_batches):
+            raise WhisperoptError("--throughput-batches lists a batch size twice")
 
     def comparable_key(self) -> dict:
         """Settings that must match for a re-run to resume the rows already saved."""
@@ -88,6 +95,7 @@ class BenchConfig:
         d = dict(d)
         d["decode"] = DecodeOptions(**d["decode"])
         d["out_dir"] = Path(d["out_dir"])
+        d.setdefault("throughput_batches", [])  # run.json of an earlier version
         return cls(**d)
 
 

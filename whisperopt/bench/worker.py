@@ -42,6 +42,7 @@ class Job:
     rows_path: str | None = None
     segments_path: str | None = None
     result_path: str | None = None
+    throughput_batches: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,14 +70,20 @@ def _artifact(job: Job):
 
 
 def do_build(job: Job) -> dict:
+    from ..models.resolve import exported_recipe
     from ..recipes import get_recipe
     from ..recipes.artifacts import build_artifact
+    from ..recipes.exported import exported_artifact
 
     recipe = get_recipe(job.recipe)
     t0 = time.perf_counter()
     notes: list[str] = []
-    artifact, hit = build_artifact(recipe, Path(job.model_dir), job.options, rebuild=job.rebuild, verify=job.verify,
-                                   log=lambda m: (notes.append(m), print(m, file=sys.stderr)))
+    if exported_recipe(job.model_dir):  # a `whisperopt export` directory: its artifact as it is, never rebuilt
+        recipe, artifact = exported_artifact(Path(job.model_dir), recipe, job.options, verify=job.verify)
+        hit = True
+    else:
+        artifact, hit = build_artifact(recipe, Path(job.model_dir), job.options, rebuild=job.rebuild,
+                                       verify=job.verify, log=lambda m: (notes.append(m), print(m, file=sys.stderr)))
     return {"artifact_dir": str(artifact.dir), "cache_hit": hit, "build_s": round(time.perf_counter() - t0, 2),
             "size_bytes": recipe.size_bytes(artifact), "manifest": artifact.manifest, "notes": notes}
 
@@ -169,9 +176,44 @@ def do_run(job: Job) -> dict:
     info = dict(segment)
     info.update(runtime.run_info())  # the settings the engine ran with; why its rows are not comparable, if so
     info["fidelity_method"] = runtime.fidelity_method
+    if job.throughput_batches:
+        info["throughput"] = _throughput(runtime, ds.utterances, decode, job.throughput_batches, rows_path, tok)
     info.update(_fidelity(runtime, job) if job.fidelity_utterances else {})
     runtime.close()
     return info
+
+
+def _throughput(runtime, utterances, decode, batches: list[int], rows_path: Path, tok) -> list[dict]:
+    """Throughput mode: the same utterances decoded again at each batch size (audio loaded beforehand, so only the
+    engine is timed); per batch size its wall time, RTFx, peak RSS while it ran, and the share of transcripts identical
+    to the measured pass's (a batch that changes results is visible, not hidden)."""
+    from dataclasses import replace
+
+    from ..data import SAMPLE_RATE
+    from ..metrics.resources import RssSampler
+
+    audios = [u.load() for u in utterances]
+    forced = [forced_length(tok, u.text) for u in utterances] if tok is not None else None
+    measured = {r["id"]: r["hypothesis"] for r in read_rows(rows_path)}
+    audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
+    out = []
+    for b in batches:
+        opts = replace(decode, batch_size=b)
+        runtime.transcribe(audios[:b], opts, forced[:b] if forced else None)  # warm-up at this shape
+        sampler = RssSampler()
+        sampler.start()
+        texts: list[str] = []
+        t = time.perf_counter()
+        for start in range(0, len(audios), b):
+            chunk = runtime.transcribe(audios[start:start + b], opts, forced[start:start + b] if forced else None)
+            texts.extend(r.text for r in chunk)
+        wall = time.perf_counter() - t
+        ram = sampler.stop()
+        same = sum(measured.get(u.id) == text for u, text in zip(utterances, texts))
+        out.append({"batch": b, "utterances": len(audios), "wall_s": wall, "audio_s": audio_s,
+                    "rtfx": audio_s / wall if wall > 0 else None, "run_ram_mb": ram,
+                    "same_text": same / len(audios)})
+    return out
 
 
 def _die_with_parent() -> None:

@@ -162,7 +162,26 @@ def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segmen
     )
     out.update(resources(segments or []))
     out.update(component_fields(status))
+    out.update(throughput_fields(status, rows, out["rtfx"], out["run_ram_mb"]))
     return out
+
+
+def throughput_fields(status: dict, rows: list[dict], rtfx: float | None, run_ram_mb: float | None) -> dict:
+    """Throughput mode (``--throughput-batches``): RTFx per batch size, the measured pass's included, the best batch
+    and its gain over batch 1 (over the measured pass's batch size when batch 1 was not run)."""
+    extra = status.get("throughput")
+    if not extra or not rows:
+        return {}
+    points = {max(r.get("batch", 1) for r in rows): {"rtfx": rtfx, "run_ram_mb": run_ram_mb, "same_text": 1.0}}
+    for t in extra:
+        points.setdefault(t["batch"], {"rtfx": t["rtfx"], "run_ram_mb": t["run_ram_mb"], "same_text": t["same_text"]})
+    table = [{"batch": b, **v} for b, v in sorted(points.items()) if v["rtfx"]]
+    if not table:
+        return {}
+    best = max(table, key=lambda p: p["rtfx"])
+    ref = points.get(1) or table[0]
+    return {"throughput": table, "best_batch": best["batch"], "rtfx_best": best["rtfx"],
+            "throughput_gain": best["rtfx"] / ref["rtfx"] if ref["rtfx"] else None}
 
 
 COMPONENT_TIMES = ("encoder_ms_median", "decoder_ms_median", "decoder_first_ms_median", "decoder_step_ms_median")

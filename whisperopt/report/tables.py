@@ -255,11 +255,38 @@ def recommendation_lines(rec: dict, bullet: str = "- ", bold: str = "**", label:
     return lines
 
 
+def throughput_lines(summary: dict) -> list[str]:
+    """Throughput mode (``--throughput-batches``): RTFx at each batch size, the best batch and its gain, the run RAM
+    there, and whether batching changed any transcript; empty when no recipe ran it."""
+    rows = [r for r in summary["recipes"] if r.get("throughput")]
+    if not rows:
+        return []
+    batches = sorted({p["batch"] for r in rows for p in r["throughput"]})
+    lines = ["## Throughput", "",
+             "Each recipe decoded the same utterances again at each batch size (audio decoded beforehand; the first "
+             "batch size is the measured pass). RTFx = audio seconds per wall second; gain = best RTFx / RTFx at "
+             "batch 1; same text = share of transcripts identical to the measured pass.", "",
+             "| recipe | " + " | ".join(f"RTFx b{b}" for b in batches) + " | best batch | gain | run RAM MB at best "
+             "| same text at best |",
+             "|---|" + "---:|" * (len(batches) + 4)]
+    for r in rows:
+        by = {p["batch"]: p for p in r["throughput"]}
+        best = by[r["best_batch"]]
+        cells_ = [f"{by[b]['rtfx']:.1f}" if b in by else "" for b in batches]
+        ram = f"{best['run_ram_mb']:.0f}" if best.get("run_ram_mb") else "n/a"
+        gain = f"{r['throughput_gain']:.2f}×" if r.get("throughput_gain") else "n/a"
+        lines.append(f"| {r['recipe']} | " + " | ".join(cells_) + f" | {r['best_batch']} | {gain} | {ram} | "
+                     f"{100 * best['same_text']:.0f} % |")
+    return lines
+
+
 def markdown(summary: dict) -> str:
     lines = _md_header(summary) + [""] + _md_table(summary)
     notes = _md_notes(summary)
     if notes:
         lines += [""] + notes
+    if throughput_lines(summary):
+        lines += [""] + throughput_lines(summary)
     if summary.get("recommendation"):
         lines += ["", "## Recommendation", ""] + recommendation_lines(summary["recommendation"],
                                                                       baseline=baseline_name(summary))
@@ -304,7 +331,7 @@ CSV_FIELDS: list[tuple[str, int | str | None]] = [
     ("peak_vram_mb", 1), ("cpu_percent", 1), ("size_mb", 1), ("compression", 3), ("encoder_rel_error", "e"),
     ("teacher_forced_agreement", 4), ("roofline_fixed_ms", 1), ("roofline_per_token_ms", 2),
     ("roofline_fixed_share_fp32", 3), ("roofline_fixed_share_int8", 3), ("roofline_decoder_gb_s", 2),
-    ("roofline_headroom", 2),
+    ("roofline_headroom", 2), ("best_batch", None), ("rtfx_best", 2), ("throughput_gain", 3),
 ]
 
 
