@@ -1,9 +1,10 @@
 """Reports: read saved benchmark results and render them."""
 
+from .html import write_html
 from .plots import write_plots
 from .recommend import RANK_BY, check_criteria, recommend
 from .summary import summarise
 from .tables import COLUMNS, DEFAULT_COLUMNS, markdown, recommendation_lines, rich_table, select_columns, write_reports
 
-__all__ = ["write_plots", "RANK_BY", "check_criteria", "recommend", "summarise", "COLUMNS", "DEFAULT_COLUMNS",
-           "markdown", "recommendation_lines", "rich_table", "select_columns", "write_reports"]
+__all__ = ["write_html", "write_plots", "RANK_BY", "check_criteria", "recommend", "summarise", "COLUMNS",
+           "DEFAULT_COLUMNS", "markdown", "recommendation_lines", "rich_table", "select_columns", "write_reports"]

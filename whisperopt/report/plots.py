@@ -4,6 +4,8 @@ accuracy / speed Pareto front with the recommended recipe."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .recommend import baseline_name, recommend
@@ -23,7 +25,7 @@ def _title(summary: dict) -> str:
     return f"{summary['config']['model']} — {summary['config']['dataset']}"
 
 
-def _speedup_vs_size(plt, summary: dict, rows: list[dict], path: Path) -> Path:
+def _speedup_vs_size(plt, summary: dict, rows: list[dict]):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         if r.get("size_mb") and r.get("speedup"):
@@ -35,12 +37,10 @@ def _speedup_vs_size(plt, summary: dict, rows: list[dict], path: Path) -> Path:
     ax.set_ylabel(f"speed-up vs {baseline_name(summary)} (×)")
     ax.set_title(_title(summary), fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def _latency(plt, summary: dict, rows: list[dict], path: Path) -> Path:
+def _latency(plt, summary: dict, rows: list[dict]):
     fig, ax = plt.subplots(figsize=(7, 1.6 + 0.4 * len(rows)))
     names = [r["recipe"] for r in rows]
     p50 = [1000 * (r.get("latency_p50_s") or 0) for r in rows]
@@ -52,9 +52,7 @@ def _latency(plt, summary: dict, rows: list[dict], path: Path) -> Path:
     ax.set_title(_title(summary), fontsize=10)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def accuracy_axis(summary: dict) -> tuple[str, bool]:
@@ -89,7 +87,7 @@ def _comparable(r: dict) -> bool:
     return bool(r.get("complete", True)) and not r.get("not_comparable") and not r.get("own_settings")
 
 
-def _pareto(plt, summary: dict, rows: list[dict], recommendation: dict | None, path: Path) -> Path:
+def _pareto(plt, summary: dict, rows: list[dict], recommendation: dict | None):
     key, lower = accuracy_axis(summary)
     scale = 1.0 if key == "wer" else 100.0  # agreement is a fraction in the summary; plotted in percent
     fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -121,9 +119,7 @@ def _pareto(plt, summary: dict, rows: list[dict], recommendation: dict | None, p
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    _save(fig, path, bbox_inches="tight")  # "tight" keeps labels of the outermost points
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _mark_recommended(ax, rows: list[dict], recommendation: dict | None, key: str, scale: float) -> None:
@@ -137,22 +133,36 @@ def _mark_recommended(ax, rows: list[dict], recommendation: dict | None, key: st
                 textcoords="offset points", ha="center", arrowprops={"arrowstyle": "-", "color": "#a63603", "lw": 0.6})
 
 
-def write_plots(summary: dict, out_dir: Path, recommendation: dict | None = None) -> list[Path]:
-    """speedup_vs_size.png, latency.png and pareto.png; the recommendation defaults to the summary's own (or one
-    computed with the default criteria)."""
+@contextmanager
+def figures(summary: dict, recommendation: dict | None = None) -> Iterator[list[tuple[str, object, dict]]]:
+    """Every plot as (file name, matplotlib figure, savefig keywords), closed on exit; none when no recipe
+    finished. The recommendation defaults to the summary's own (or one computed with the default criteria)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in summary["recipes"] if r["status"] == "ok"]
-    if not rows:
-        return []
-    if recommendation is None:
-        recommendation = summary.get("recommendation") or recommend(summary)
-    out_dir = Path(out_dir)
-    return [
-        _speedup_vs_size(plt, summary, rows, out_dir / "speedup_vs_size.png"),
-        _latency(plt, summary, rows, out_dir / "latency.png"),
-        _pareto(plt, summary, rows, recommendation, out_dir / "pareto.png"),
-    ]
+    made: list[tuple[str, object, dict]] = []
+    try:
+        if rows:
+            if recommendation is None:
+                recommendation = summary.get("recommendation") or recommend(summary)
+            made.append(("speedup_vs_size.png", _speedup_vs_size(plt, summary, rows), {}))
+            made.append(("latency.png", _latency(plt, summary, rows), {}))
+            # "tight" keeps the labels of the outermost points
+            made.append(("pareto.png", _pareto(plt, summary, rows, recommendation), {"bbox_inches": "tight"}))
+        yield made
+    finally:
+        for _, fig, _ in made:
+            plt.close(fig)
+
+
+def write_plots(summary: dict, out_dir: Path, recommendation: dict | None = None) -> list[Path]:
+    """speedup_vs_size.png, latency.png and pareto.png (see ``figures``)."""
+    paths = []
+    with figures(summary, recommendation) as made:
+        for name, fig, kwargs in made:
+            _save(fig, Path(out_dir) / name, **kwargs)
+            paths.append(Path(out_dir) / name)
+    return paths
