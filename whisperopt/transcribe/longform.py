@@ -154,19 +154,27 @@ class Transcriber:
     def load(cls, model: str, recipe: str | Recipe | None = None, device: str = "cpu", threads: int | None = None,
              recipe_options: dict | None = None, verify: bool = False,
              log: Callable[[str], None] | None = None) -> Transcriber:
-        """Resolve ``model`` (hub id, size, directory, .pt or synthetic:<size>), build or reuse ``recipe`` (a name or
-        a registry ``Recipe``; None: the baseline), load it. A cached artifact whose files no longer match their
-        recorded sizes (with ``verify``: sha256 digests) is rebuilt, said through ``log``."""
+        """Resolve ``model`` (hub id, size, directory, .pt, synthetic:<size> or a ``whisperopt export`` directory),
+        build or reuse ``recipe`` (a name or a registry ``Recipe``; None: the baseline, or an exported directory's
+        own recipe), load it. A cached artifact whose files no longer match their recorded sizes (with ``verify``:
+        sha256 digests) is rebuilt, said through ``log``; an exported one is used as it is, never rebuilt."""
         from ..models import resolve_model
+        from ..models.resolve import exported_recipe
         from ..recipes import baseline_recipe, get_recipe
         from ..recipes.artifacts import build_artifact
+        from ..recipes.exported import exported_artifact
 
-        r = recipe if isinstance(recipe, Recipe) else get_recipe(recipe) if recipe else baseline_recipe()
+        exported = exported_recipe(model)
+        r = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or exported) if recipe or exported \
+            else baseline_recipe()
         reason = r.unavailable_reason(device)
         if reason:
             raise WhisperoptError(f"recipe {r.name} cannot run here: {reason}")
         resolved = resolve_model(model)
-        artifact, _ = build_artifact(r, resolved.path, r.resolve_options(recipe_options), verify=verify, log=log)
+        if resolved.exported:
+            r, artifact = exported_artifact(resolved.path, r, recipe_options, verify=verify)
+        else:
+            artifact, _ = build_artifact(r, resolved.path, r.resolve_options(recipe_options), verify=verify, log=log)
         runtime = r.load(artifact, device, threads or os.cpu_count() or 1)
         return cls(runtime, resolved.path, r.name)
 
@@ -180,6 +188,53 @@ class Transcriber:
         segments, info = self.stream(audio, options, progress, **overrides)
         segments = list(segments)
         return TranscriptResult(segments, info.language, info.language_probability, info.duration)
+
+    def transcribe_clips(self, clips: list[np.ndarray], options: TranscribeOptions | None = None,
+                         **overrides) -> list[TranscriptResult]:
+        """Transcribe several short clips (16 kHz mono arrays, each ≤ 30 s) in as few engine calls as possible:
+        every clip is one window and up to ``batch_size`` windows share one ``Runtime.decode_windows`` call (one
+        ``Runtime.transcribe`` call in plain mode). This is what a server's dynamic batching runs.
+
+        Each clip is decoded like a window of ``--mode batched`` (no seeking inside a clip, the text after the last
+        timestamp ends at the clip's end); the temperature fallback re-decodes only the clips that need it; clips of a
+        multilingual checkpoint without a given language are detected one by one and decoded per language. Longer
+        audio goes through ``transcribe``/``stream``."""
+        opts = replace(options or TranscribeOptions(), **overrides)
+        language = self.check(opts)
+        clips = [np.asarray(c, dtype=np.float32).reshape(-1) for c in clips]
+        for clip in clips:
+            if len(clip) > N_SAMPLES:
+                raise WhisperoptError(f"a clip of {len(clip) / SAMPLE_RATE:.1f} s is longer than one 30-s window; "
+                                      "transcribe it with transcribe() or stream()")
+        results = [TranscriptResult([], language, 1.0 if language else None, len(c) / SAMPLE_RATE) for c in clips]
+        groups: dict[str, list[int]] = {}
+        for i, clip in enumerate(clips):
+            if len(clip) // HOP_LENGTH == 0 or self._silent(clip, opts):
+                continue  # silence (or under one frame): an empty transcript, never decoded
+            if language is None:
+                info = TranscriptionInfo(None, None, None)
+                self._ensure_language(clip, info)
+                results[i].language, results[i].language_probability = info.language, info.language_probability
+            groups.setdefault(results[i].language, []).append(i)
+        prompt = self.tokenizer.encode(" " + opts.initial_prompt.strip(), add_special_tokens=False) \
+            if opts.initial_prompt else []
+        for lang, members in groups.items():
+            for k in range(0, len(members), opts.batch_size):
+                chunk = members[k:k + opts.batch_size]
+                if opts.mode == "plain":
+                    decode = DecodeOptions(beam_size=opts.beam_size, language=lang, task=opts.task,
+                                           batch_size=len(chunk))
+                    for i, tr in zip(chunk, self.runtime.transcribe([clips[i] for i in chunk], decode)):
+                        if tr.text.strip():
+                            results[i].segments = [Segment(0.0, round(results[i].duration, 3), tr.text,
+                                                           list(tr.tokens))]
+                    continue
+                decoded = self._decode_with_fallback([clips[i] for i in chunk], opts, lang, prompt)
+                for i, (r, t) in zip(chunk, decoded):
+                    if not self._skip_as_silence(r, opts):
+                        frames = len(clips[i]) // HOP_LENGTH
+                        results[i].segments = self._segments(r, t, 0.0, frames, final=True)[0]
+        return results
 
     def stream(self, audio, options: TranscribeOptions | None = None,
                progress: Callable[[float], None] | None = None,
