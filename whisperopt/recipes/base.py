@@ -204,6 +204,9 @@ class Recipe(ABC):
     shares_base_weights: bool = False
     #: bits per weight of the matrices the decoder reads each step (the roofline's bytes per decoded token)
     weight_bits: int = 32
+    #: True when ``load`` also reads the source checkpoint's weights (``artifact.model_dir``), e.g. to build the
+    #: module a quantised state dict fills: ``whisperopt export`` then ships them beside the artifact
+    loads_source_weights: bool = False
 
     def __init__(self, **attrs):
         for key, value in attrs.items():

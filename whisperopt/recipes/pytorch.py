@@ -139,6 +139,7 @@ class TorchInt8Dynamic(TorchRecipe):
     quantization = "int8-dynamic"
     devices = ("cpu",)
     weights_file = "model_int8_dynamic.pt"
+    loads_source_weights = True  # the fp32 module is built from the checkpoint, then given the int8 state
     fidelity_floor = 0.75  # measured 0.87-0.91 (see TorchBf16)
 
     def _quantize(self, model, device):
@@ -165,6 +166,7 @@ class TorchInt8WeightOnly(TorchRecipe):
     quantization = "int8-weight-only"
     modules = ("torch", "transformers", "torchao")
     weights_file = "model_int8_weight_only.pt"
+    loads_source_weights = True  # as torch-int8-dynamic
     fidelity_floor = 0.85  # measured 0.93-0.95 (see TorchBf16)
 
     def versions(self) -> dict:
