@@ -33,7 +33,7 @@ from ..models.resolve import EXPORT_RECORD
 from ..models.sizes import SIZES
 from ..models.vocabulary import Vocabulary
 from ..recipes import Recipe, get_recipe
-from ..recipes.artifacts import MANIFEST, artifact_path, damage, model_fingerprint
+from ..recipes.artifacts import MANIFEST, artifact_path, damage, model_fingerprint, sha256_file
 
 EXPORT_FORMAT = "whisperopt-export/1"
 ARTIFACT_DIR = "artifact"
@@ -58,14 +58,6 @@ class ExportResult:
     bytes: int
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _copy(src: Path, dst: Path, expected: str | None, what: str) -> dict:
     """Copy ``src`` (a link is followed) to ``dst``, hashing the bytes read; the copy on disk must hash the same,
     and so must ``expected`` (the digest the build recorded), or the export stops."""
@@ -78,7 +70,7 @@ def _copy(src: Path, dst: Path, expected: str | None, what: str) -> dict:
     read = h.hexdigest()
     if expected is not None and read != expected:
         raise WhisperoptError(f"{src} has other bytes than its build recorded (sha256 differs): {what}")
-    if _sha256(dst) != read:
+    if sha256_file(dst) != read:
         raise WhisperoptError(f"the copy of {src} at {dst} does not read back the same (sha256 differs); check the disk")
     return {"bytes": dst.stat().st_size, "sha256": read}
 
@@ -90,7 +82,7 @@ def _umask() -> int:
 
 
 def _written(path: Path) -> dict:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 # --- reading the results ---

@@ -45,7 +45,8 @@ def artifact_path(recipe: Recipe, model_dir: Path, options: dict) -> Path:
     return model_artifacts_dir(model_dir) / name
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks (artifact file tables; the export's copy check)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
@@ -56,7 +57,7 @@ def _sha256(path: Path) -> str:
 def file_table(artifact_dir: Path) -> dict[str, dict]:
     """Every file an artifact holds (its manifest aside): {relative path: {bytes, sha256}}, kept in the manifest."""
     artifact_dir = Path(artifact_dir)
-    return {p.relative_to(artifact_dir).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return {p.relative_to(artifact_dir).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(artifact_dir.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
@@ -70,7 +71,7 @@ def damage(artifact_dir: Path, files: dict[str, dict], digests: bool = False) ->
         size = p.stat().st_size
         if size != want["bytes"]:
             return f"{rel} has {size} bytes, the build wrote {want['bytes']}"
-        if digests and _sha256(p) != want["sha256"]:
+        if digests and sha256_file(p) != want["sha256"]:
             return f"{rel} has other bytes than the build wrote (sha256 differs)"
     return None
 
