@@ -85,6 +85,8 @@ def cmd_bench(args) -> int:
         out_dir=out,
         verify=args.verify,
         throughput_batches=_batch_list(args.throughput_batches),
+        ray=args.ray,
+        shard_size=args.shard_size,
     )
     console = _console()
     with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -353,6 +355,20 @@ def cmd_transcribe(args) -> int:
             device = default_device() if args.device == "auto" else args.device
             recipe = get_recipe(_model_recipe(args.model, args.recipe))
             recipe_options = _recipe_options(_parse_options(args.option), [recipe]).get(recipe.name)
+            if args.ray is not None:  # the files spread over a Ray cluster; outputs written here, as locally
+                from .transcribe.distributed import transcribe_on_ray
+
+                for name, stem, out in transcribe_on_ray(args.ray, todo, args.model, recipe.name, device,
+                                                         args.threads or 1, recipe_options, args.verify, options,
+                                                         log=lambda m: print(m, file=sys.stderr)):
+                    if "error" in out:
+                        print(f"whisperopt: error: {name}: {out['error']} (node {out['node']})", file=sys.stderr)
+                        failed.append(name)
+                    else:
+                        _report_one(name, out["result"], stem, out_dir, formats, out["seconds"],
+                                    f" on {out['node']}")
+                        done += 1
+                return _transcribe_end(failed, args.audio)
             transcriber = Transcriber.load(args.model, recipe, device=device, threads=args.threads,
                                            recipe_options=recipe_options, verify=args.verify,
                                            log=lambda m: print(m, file=sys.stderr))
@@ -371,9 +387,25 @@ def cmd_transcribe(args) -> int:
         return 130
     except OutputError as exc:  # a full or read-only output directory fails every input alike: stop here
         raise WhisperoptError(f"{exc} ({done} of {len(args.audio)} input(s) done; re-run to continue)") from None
+    return _transcribe_end(failed, args.audio)
+
+
+def _transcribe_end(failed: list[str], inputs: list[str]) -> int:
     if failed:
-        raise WhisperoptError(f"{len(failed)} of {len(args.audio)} input(s) failed: {', '.join(failed)}")
+        raise WhisperoptError(f"{len(failed)} of {len(inputs)} input(s) failed: {', '.join(failed)}")
     return 0
+
+
+def _report_one(name: str, result, stem: str, out_dir: Path, formats: list[str], seconds: float,
+                where: str = "") -> None:
+    """Write one transcript's files and say so in one line."""
+    from .transcribe import write_outputs
+
+    paths = write_outputs(result, stem, out_dir, formats)
+    lang = f"{result.language} ({result.language_probability:.2f})" if result.language and \
+        result.language_probability is not None else (result.language or "-")
+    print(f"{name}: {result.duration:.1f} s audio in {seconds:.1f} s{where}, language {lang}, "
+          f"{len(result.segments)} segments -> {', '.join(str(p) for p in paths)}")
 
 
 def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, formats: list[str],
@@ -383,7 +415,7 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .transcribe import TranscriptResult, write_outputs
+    from .transcribe import TranscriptResult
     from .transcribe.writers import OutputError, format_timestamp
 
     t0 = time.perf_counter()
@@ -402,7 +434,7 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
                     progress.console.print(f"[{format_timestamp(seg.start)} --> {format_timestamp(seg.end)}] "
                                            f"{seg.text.strip()}", markup=False, highlight=False)
         result = TranscriptResult(decoded, info.language, info.language_probability, info.duration)
-        paths = write_outputs(result, stem, out_dir, formats)
+        _report_one(name, result, stem, out_dir, formats, time.perf_counter() - t0)
     except OutputError:
         raise
     except WhisperoptError as exc:
@@ -412,10 +444,6 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
         print(f"whisperopt: error: {name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
               file=sys.stderr)
         return False
-    lang = f"{result.language} ({result.language_probability:.2f})" if result.language and \
-        result.language_probability is not None else (result.language or "-")
-    print(f"{name}: {result.duration:.1f} s audio in {time.perf_counter() - t0:.1f} s, language {lang}, "
-          f"{len(result.segments)} segments -> {', '.join(str(p) for p in paths)}")
     return True
 
 
@@ -485,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--throughput-batches", default=None, metavar="B1,B2",
                    help="throughput mode: after the measured pass each recipe decodes the same utterances again at "
                    "these batch sizes; summary.md gets RTFx per batch, the best batch and its gain over batch 1")
+    b.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="spread the work over a Ray cluster (ADDRESS, or auto: the cluster this machine belongs to, "
+                   "else a new local one): tasks of recipe x shard, each holding --threads CPUs of one node; needs "
+                   "the ray extra")
+    b.add_argument("--shard-size", type=int, default=None, help="utterances per Ray task (default 25)")
     b.add_argument("--warmup", type=int, default=1, help="untimed warm-up transcriptions per recipe")
     b.add_argument("--fidelity-utterances", type=int, default=8, help="utterances for fidelity vs torch-fp32 (0: off)")
     b.add_argument("--option", action="append", default=[], help="recipe option [RECIPE:]key=value (repeatable)")
@@ -583,6 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--silence-threshold", type=float, default=1e-3,
                    help="windows whose peak level is below this are silence and not decoded (default -60 dBFS)")
     t.add_argument("--verbose", "-v", action="store_true", help="print each segment as it is decoded")
+    t.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="spread the inputs over a Ray cluster (ADDRESS, or auto: the cluster this machine belongs "
+                   "to, else a new local one): one transcriber per --threads CPUs (default 1) of each node; needs "
+                   "the ray extra")
     t.set_defaults(func=cmd_transcribe)
 
     sv = sub.add_parser("serve", help="serve an OpenAI-compatible transcription API (POST /v1/audio/transcriptions)",

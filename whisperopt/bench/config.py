@@ -46,6 +46,9 @@ class BenchConfig:
     verify: bool = False  # check cached artifacts' digests, not only their sizes
     # throughput mode: after the measured pass, each recipe decodes the same utterances again at these batch sizes
     throughput_batches: list[int] = field(default_factory=list)
+    # --ray: the Ray cluster to spread the work over ("auto": this machine's, else a new local one); None: local
+    ray: str | None = None
+    shard_size: int | None = None  # utterances per Ray task (None: distributed.DEFAULT_SHARD)
 
     def validate(self) -> None:
         if not self.recipes:
@@ -77,6 +80,10 @@ class BenchConfig:
         for b in self.throughput_batches:
             if not 1 <= b <= MAX_BATCH:
                 raise WhisperoptError(f"--throughput-batches: each batch size must be 1-{MAX_BATCH}, got {b}")
+        if self.shard_size is not None and self.shard_size < 1:
+            raise WhisperoptError(f"--shard-size must be at least 1 utterance, got {self.shard_size}")
+        if self.shard_size is not None and self.ray is None:
+            raise WhisperoptError("--shard-size sets the utterances per Ray task; it needs --ray")
         if len(set(self.throughput_batches)) != len(self.throughput_batches):
             raise WhisperoptError("--throughput-batches lists a batch size twice")
 
@@ -96,6 +103,8 @@ class BenchConfig:
         d["decode"] = DecodeOptions(**d["decode"])
         d["out_dir"] = Path(d["out_dir"])
         d.setdefault("throughput_batches", [])  # run.json of an earlier version
+        d.setdefault("ray", None)
+        d.setdefault("shard_size", None)
         return cls(**d)
 
 

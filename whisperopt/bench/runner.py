@@ -121,12 +121,12 @@ def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], Non
         result_file = Path(job.result_path)
         if result_file.exists():
             result = json.loads(result_file.read_text())
-        elif proc.returncode < 0:
+        elif proc.returncode < 0:  # crashed: no result of its own (a --ray task is retried on another try)
             sig = -proc.returncode
             why = "killed by SIGKILL (out of memory?)" if sig == 9 else f"killed by signal {sig}"
-            result = {"ok": False, "error": why}
+            result = {"ok": False, "error": why, "crashed": True}
         else:
-            result = {"ok": False, "error": f"worker exited with code {proc.returncode} (see {log})"}
+            result = {"ok": False, "error": f"worker exited with code {proc.returncode} (see {log})", "crashed": True}
     if poll:
         poll()
     return result
@@ -208,6 +208,21 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
     log(f"model {model.spec} ({model.source or model.path}); dataset {dataset.name}: "
         f"{stats['utterances']} utterances, {stats['total_s'] / 60:.1f} min; {cfg.threads} threads on {cfg.device}")
 
+    def make_reference() -> None:  # 2. fidelity reference (the baseline on CPU, once per results directory)
+        if (out_dir / REFERENCE_FILE).exists():
+            return
+        log(f"reference: {baseline_recipe().name} encoder outputs and teacher-forced tokens on "
+            f"{cfg.fidelity_utterances} utterances")
+        ref = run_worker("reference", base_job, out_dir / "logs" / "reference.log", wenv)
+        if not ref.get("ok"):
+            log(f"warn  fidelity reference failed: {ref['error']}")
+
+    if cfg.ray is not None:  # the same steps as Ray tasks over a cluster's nodes
+        from .distributed import run_on_ray
+
+        run_on_ray(cfg, recipes, options, dataset, out_dir, base_job, make_reference, progress, log)
+        return out_dir
+
     # 1. build (each in its own process; cached artifacts are reused)
     runnable = []
     for recipe in recipes:
@@ -231,13 +246,8 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
         log(f"      {recipe.name}: {how} -> {built['artifact_dir']}")
         runnable.append((recipe, built))
 
-    # 2. fidelity reference (the baseline on CPU, computed once per results directory)
-    if runnable and cfg.fidelity_utterances and not (out_dir / REFERENCE_FILE).exists():
-        log(f"reference: {baseline_recipe().name} encoder outputs and teacher-forced tokens on "
-            f"{cfg.fidelity_utterances} utterances")
-        ref = run_worker("reference", base_job, out_dir / "logs" / "reference.log", wenv)
-        if not ref.get("ok"):
-            log(f"warn  fidelity reference failed: {ref['error']}")
+    if runnable and cfg.fidelity_utterances:
+        make_reference()
 
     # 3. run
     n_total = len(dataset)

@@ -14,6 +14,7 @@ import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..cluster import host_name
 from ..data.references import forced_length
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json, write_failure
@@ -43,6 +44,8 @@ class Job:
     segments_path: str | None = None
     result_path: str | None = None
     throughput_batches: list[int] = field(default_factory=list)
+    ids: list[str] | None = None  # a shard: only these utterances (None: all of the dataset's, as limited)
+    node: str | None = None  # the name rows give their node (None: this host's name)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +114,7 @@ def do_run(job: Job) -> dict:
     from ..metrics.wer import utterance_errors
     from ..recipes.base import DecodeOptions
     from ..recipes.transformers_runtime import load_processor
+    from .environment import cpu_info
 
     recipe, artifact = _artifact(job)
     decode = DecodeOptions(**job.decode)
@@ -119,7 +123,9 @@ def do_run(job: Job) -> dict:
     rows_path = Path(job.rows_path)
     repair_rows(rows_path)  # a torn last row (killed mid-write) is dropped and measured again
     done = {r["id"] for r in read_rows(rows_path)}
-    todo = [u for u in ds.utterances if u.id not in done]
+    shard = set(job.ids) if job.ids is not None else None
+    todo = [u for u in ds.utterances if u.id not in done and (shard is None or u.id in shard)]
+    where = {"node": job.node or host_name(), "cpu_model": cpu_info()["model"]}  # speed-ups compare within one CPU
     tok = load_processor(Path(job.model_dir)).tokenizer if synthetic else None
 
     reset_peak_gpu()
@@ -150,7 +156,8 @@ def do_run(job: Job) -> dict:
                 raise WhisperoptError(f"{recipe.name} returned {len(results)} results for {len(batch)} inputs")
             for u, audio, res in zip(batch, audios, results):
                 row = {"id": u.id, "duration_s": len(audio) / SAMPLE_RATE, "latency_s": latency,
-                       "batch": len(batch), "tokens": len(res.tokens), "hypothesis": res.text, "reference": u.text}
+                       "batch": len(batch), "tokens": len(res.tokens), "hypothesis": res.text, "reference": u.text,
+                       **where}
                 if synthetic:
                     row["forced_tokens"] = forced[batch.index(u)]
                     row["words"] = row["chars"] = None

@@ -250,6 +250,36 @@ def add_accuracy(rows_out: list[dict], counts: dict[str, dict], synthetic: bool,
             r.update(accuracy_fields(counts[r["recipe"]], base_counts))
 
 
+def _cpu_counts(rows: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("cpu_model") or "?"] = counts.get(r.get("cpu_model") or "?", 0) + 1
+    return counts
+
+
+def speedup_within_hardware(base_rows: list[dict], rows: list[dict], baseline: str) -> tuple[float | None, str | None]:
+    """Eval-time speed-up against the baseline, computed within one CPU model: when every row of both ran on one
+    CPU model (or the rows predate the ``cpu_model`` field), the whole runs' ratio; otherwise the ratio over the
+    utterances whose two rows ran on the same CPU model, with a note saying so (None when there are none)."""
+    def eval_s(rs):
+        return sum(r["latency_s"] / r.get("batch", 1) for r in rs)
+
+    models = set(_cpu_counts(base_rows)) | set(_cpu_counts(rows))
+    if len(models) <= 1:
+        return (eval_s(base_rows) / eval_s(rows) if eval_s(rows) else None), None
+    base_by_id = {r["id"]: r for r in base_rows}
+    pairs = [(base_by_id[r["id"]], r) for r in rows
+             if r["id"] in base_by_id and base_by_id[r["id"]].get("cpu_model") == r.get("cpu_model")]
+    where = "; ".join(f"{m}: {n}" for m, n in sorted(_cpu_counts(rows).items()))
+    if not pairs:
+        return None, (f"rows ran on other CPU models than {baseline}'s ({where} utterances); no speed-up across "
+                      "hardware")
+    mine = eval_s([p[1] for p in pairs])
+    return (eval_s([p[0] for p in pairs]) / mine if mine else None), \
+        (f"rows ran on more than one CPU model ({where} utterances): speed-up over the {len(pairs)} of {len(rows)} "
+         f"utterances measured on the same CPU model as {baseline}'s")
+
+
 def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.95, rank_by: str = "eval_s") -> dict:
     """Everything the report shows, as plain data, including the recommendation for these criteria
     (``wer_budget`` in WER percentage points; see ``recommend``)."""
@@ -266,7 +296,7 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
     synthetic = bool(env.get("model", {}).get("synthetic"))
     cost = model_cost(env.get("model", {}).get("path"))
     wanted = [u.id for u in load_dataset(cfg.dataset).limit(cfg.limit).utterances]
-    rows_out, counts = [], {}
+    rows_out, counts, measured = [], {}, {}
     for name in cfg.recipes:
         status = read_status(out_dir / f"{name}.status.json")
         if not status:
@@ -274,7 +304,7 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
             continue
         rows = read_rows(out_dir / f"{name}.rows.jsonl")
         rows_out.append(recipe_summary(status, rows, wanted, read_rows(out_dir / f"{name}.segments.jsonl", key=None)))
-        mine = wanted_rows(rows, wanted)
+        mine = measured[name] = wanted_rows(rows, wanted)
         if rows_out[-1]["status"] == "ok":
             rows_out[-1]["roofline"] = roofline_fields(mine, cost, env.get("peaks"), name)
         counts[name] = {"words": error_counts(mine, "words"), "chars": error_counts(mine, "chars")}
@@ -288,7 +318,8 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
             continue
         # eval times compare only over the same utterances: none for a recipe (or baseline) measured on fewer
         same_set = base and base.get("complete") and r.get("complete")
-        r["speedup"] = base["eval_s"] / r["eval_s"] if same_set and r["eval_s"] else None
+        r["speedup"], r["hardware_note"] = speedup_within_hardware(measured[baseline], measured[r["recipe"]],
+                                                                   baseline) if same_set and r["eval_s"] else (None, None)
         r["compression"] = ref_bytes / 1024 / 1024 / r["size_mb"] if ref_bytes and r.get("size_mb") else None
     add_component_speedups(rows_out)
     summary = {"config": cfg.to_dict(), "environment": env, "synthetic": synthetic, "baseline": baseline,

@@ -201,6 +201,8 @@ def _md_notes(summary: dict) -> list[str]:
         if r.get("status") == "ok" and r.get("complete") is False:
             notes.append(f"- {r['recipe']}: **incomplete**: {r.get('utterances')} of {r.get('expected_utterances')} "
                          "utterances measured (re-run the same command to resume)")
+        if r.get("hardware_note"):
+            notes.append(f"- {r['recipe']}: **hardware**: {r['hardware_note']}")
         for key in ("fidelity_note", "fidelity_method"):
             if r.get(key):
                 notes.append(f"- {r['recipe']}: fidelity: {r[key]}")
