@@ -120,7 +120,9 @@ def test_transcribe_on_ray_writes_the_local_outputs(cluster, librispeech, tmp_pa
               "-f", "txt,srt", "--threads", "1"]
     local = _cli("transcribe", *map(str, files), *common, "-o", str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr
-    dist = _cli("transcribe", *map(str, files), str(bad), *common, "-o", str(tmp_path / "ray"), "--ray", cluster)
+    listing = tmp_path / "inputs.txt"  # many files: a list, as `--files-from` reads it
+    listing.write_text("# three utterances and a broken file\n" + "\n".join(map(str, [*files, bad])) + "\n")
+    dist = _cli("transcribe", "--files-from", str(listing), *common, "-o", str(tmp_path / "ray"), "--ray", cluster)
     assert dist.returncode == 2, dist.stdout + dist.stderr
     assert "ray: 4 transcriber(s) of 1 CPU(s) on 2 node(s) for 4 input(s)" in dist.stderr, dist.stderr
     assert f"error: {bad}:" in dist.stderr and "1 of 4 input(s) failed" in dist.stderr, dist.stderr
@@ -129,6 +131,24 @@ def test_transcribe_on_ray_writes_the_local_outputs(cluster, librispeech, tmp_pa
         for ext in ("txt", "srt"):
             mine = (tmp_path / "ray" / f"{f.stem}.{ext}").read_text()
             assert mine == (tmp_path / "local" / f"{f.stem}.{ext}").read_text() and mine.strip()
+
+
+def test_files_from_reads_a_list_or_a_manifest(tmp_path):
+    from whisperopt.data.datasets import read_file_list
+    from whisperopt.errors import WhisperoptError
+
+    (tmp_path / "a.txt").write_text("# comment\n\nx.flac\n/abs/y.wav\n")
+    assert read_file_list(tmp_path / "a.txt") == [str(tmp_path / "x.flac"), "/abs/y.wav"]
+    (tmp_path / "m.jsonl").write_text('{"audio": "sub/z.flac", "text": "hi"}\n')
+    assert read_file_list(tmp_path / "m.jsonl") == [str(tmp_path / "sub" / "z.flac")]
+    (tmp_path / "bad.jsonl").write_text('{"text": "no audio"}\n')
+    with pytest.raises(WhisperoptError, match=r"bad.jsonl:1: each line needs an 'audio' field"):
+        read_file_list(tmp_path / "bad.jsonl")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(WhisperoptError, match="lists no inputs"):
+        read_file_list(tmp_path / "empty.txt")
+    res = _cli("transcribe", "--model", "tiny.en", "--files-from", str(tmp_path / "missing.txt"))
+    assert res.returncode == 2 and "missing.txt" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 def test_bench_shard_size_needs_ray(tmp_path):
@@ -162,5 +182,8 @@ def test_speedup_is_computed_within_one_cpu_model():
     partly = rows([1.0, 1.0, 1.0, 1.0], ["A", "B", "B", "A"])
     speed, note = speedup_within_hardware(base, partly, "torch-fp32")
     assert speed == pytest.approx((2.0 + 4.0) / 2.0) and "2 of 4" in note
+    from whisperopt.report.tables import _md_notes
+
+    assert _md_notes({"recipes": [{"recipe": "r", "hardware_note": note}]}) == [f"- r: **hardware**: {note}"]
     one = rows([1.0] * 4, ["A"] * 4)
     assert speedup_within_hardware(rows([3.0] * 4, ["A"] * 4), one, "torch-fp32") == (pytest.approx(3.0), None)

@@ -334,6 +334,12 @@ def cmd_transcribe(args) -> int:
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, silence_threshold=args.silence_threshold,
         word_timestamps=args.word_timestamps)
     options.check()
+    if args.files_from:
+        from .data.datasets import read_file_list
+
+        args.audio = list(args.audio) + read_file_list(Path(args.files_from))
+    if not args.audio:
+        raise WhisperoptError("no input: give audio files, - for standard input, or --files-from LIST")
     if args.audio.count("-") > 1:
         raise WhisperoptError("standard input (-) can be read only once")
     stems = ["stdin" if name == "-" else Path(name).stem for name in args.audio]
@@ -572,7 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "Options named like openai-whisper's CLI; both --beam-size and --beam_size spellings work. "
                        "An input whose output files all exist is skipped, so an interrupted run continues where it "
                        "stopped (--overwrite: transcribe it again).")
-    t.add_argument("audio", nargs="+", help="audio or video files (anything PyAV/ffmpeg decodes); - reads stdin")
+    t.add_argument("audio", nargs="*", help="audio or video files (anything PyAV/ffmpeg decodes); - reads stdin")
+    t.add_argument("--files-from", default=None, metavar="LIST",
+                   help="more inputs: a text file with one path per line, or a .jsonl manifest's 'audio' fields")
     t.add_argument("--model", required=True, help="hub id, size name, local HF dir, openai .pt, or synthetic:<size>")
     t.add_argument("--recipe", default=None, help="one recipe (see `whisperopt recipes`; default torch-fp32, or an "
                    "exported --model's own recipe)")
