@@ -17,7 +17,8 @@ from whisperopt.cli import main
 
 from .conftest import TEST_CLEAN
 
-RECIPES = "torch-fp32,torch-int8-dynamic,torch-bf16,torch-int8-weight-only,torch-fp16"
+# torch-int8-weight-only (torchao) builds, validates and transcribes in test_contract.py; left out here for CI's time
+RECIPES = "torch-fp32,torch-int8-dynamic,torch-bf16,torch-fp16"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_throughput_mode_reports_rtfx_per_batch(bench_dir):
 def test_every_column_is_filled(bench_dir):
     rows = _summary(bench_dir)
     assert rows["torch-fp16"]["status"] == "skipped" and "CUDA" in rows["torch-fp16"]["reason"]
-    for name in ("torch-fp32", "torch-int8-dynamic", "torch-bf16", "torch-int8-weight-only"):
+    for name in ("torch-fp32", "torch-int8-dynamic", "torch-bf16"):
         r = rows[name]
         assert r["status"] == "ok", r
         assert r["utterances"] == 3 and r["complete"]
@@ -74,7 +75,7 @@ def test_every_column_is_filled(bench_dir):
     md = (bench_dir / "summary.md").read_text()
     assert "| torch-int8-dynamic |" in md and "n/a" in md and "synthetic checkpoint" in md
     csv = (bench_dir / "summary.csv").read_text().splitlines()
-    assert csv[0].startswith("recipe,status") and len(csv) == 6
+    assert csv[0].startswith("recipe,status") and len(csv) == 5
     env = json.loads((bench_dir / "environment.json").read_text())
     assert env["threads"] == 2 and "avx2" in env["cpu"]["isa"] and env["versions"]["torch"]
 

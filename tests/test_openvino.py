@@ -151,8 +151,9 @@ def test_corrupted_ir_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
 
 def test_bench_rows_for_every_openvino_recipe(tmp_path, artifacts, tiny_model):
     out = tmp_path / "bench"
-    names = ["openvino-fp32", "openvino-fp16", "openvino-int8-weights", "openvino-int4-weights", "openvino-int8-ptq",
-             "openvino-int8-ptq-genai"]
+    # fp32 (the reference IR), a compressed IR and its -genai twin; fp16 and the weight-only int8/int4 IRs are built and
+    # checked above and transcribe in test_contract.py, which keeps this bench within CI's time
+    names = ["openvino-fp32", "openvino-int8-ptq", "openvino-int8-ptq-genai"]
     code = main(["bench", "--model", "synthetic:tiny", "--recipes", ",".join(["torch-fp32"] + names),
                  "--limit", "2", "--threads", "2", "--fidelity-utterances", "1", "--out", str(out),
                  "--option", "openvino-int8-ptq:calibration_size=2",

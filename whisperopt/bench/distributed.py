@@ -158,6 +158,8 @@ def run_on_ray(cfg, recipes, options: dict, dataset, out_dir: Path, base_job: Jo
     """Steps 1-3 of the runner (build, reference, run) on the Ray cluster ``cfg.ray``; results as the local runner's."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from .runner import available
+
     ray = connect(cfg.ray, log)
     gpus = 1 if cfg.device == "cuda" else 0
     nodes = alive_nodes(ray, cfg.threads, gpus)
@@ -170,15 +172,7 @@ def run_on_ray(cfg, recipes, options: dict, dataset, out_dir: Path, base_job: Jo
     base = base_job.to_dict()
 
     # 1. build: on the first node, then on the others (a shared cache makes those hits)
-    runnable = []
-    for recipe in recipes:
-        paths = recipe_paths(out_dir, recipe.name)
-        reason = recipe.unavailable_reason(cfg.device)
-        if reason:
-            log(f"skip  {recipe.name}: {reason}")
-            atomic_write_json(paths["status"], {"recipe": recipe.name, "status": "skipped", "reason": reason})
-            continue
-        runnable.append(recipe)
+    runnable = available(recipes, cfg.device, out_dir, log)
     builds: dict[str, dict[str, dict]] = {r.name: {} for r in runnable}
     for wave in (nodes[:1], nodes[1:]):
         refs = {}

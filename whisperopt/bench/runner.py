@@ -132,6 +132,20 @@ def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], Non
     return result
 
 
+def available(recipes, device: str, out_dir: Path, log) -> list:
+    """The recipes that can run on ``device`` here; each other one is recorded as skipped, with its reason."""
+    out = []
+    for recipe in recipes:
+        reason = recipe.unavailable_reason(device)
+        if reason:
+            log(f"skip  {recipe.name}: {reason}")
+            atomic_write_json(recipe_paths(out_dir, recipe.name)["status"],
+                              {"recipe": recipe.name, "status": "skipped", "reason": reason})
+        else:
+            out.append(recipe)
+    return out
+
+
 def run_bench(cfg: BenchConfig, progress=None, log: Callable[[str], None] = print) -> Path:
     """Run the benchmark described by ``cfg``; results land in ``cfg.out_dir``. Returns that directory."""
     cfg.validate()
@@ -225,13 +239,8 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
 
     # 1. build (each in its own process; cached artifacts are reused)
     runnable = []
-    for recipe in recipes:
+    for recipe in available(recipes, cfg.device, out_dir, log):
         paths = recipe_paths(out_dir, recipe.name)
-        reason = recipe.unavailable_reason(cfg.device)
-        if reason:
-            log(f"skip  {recipe.name}: {reason}")
-            atomic_write_json(paths["status"], {"recipe": recipe.name, "status": "skipped", "reason": reason})
-            continue
         log(f"build {recipe.name} ...")
         built = run_worker("build", replace(base_job, recipe=recipe.name, options=options[recipe.name]),
                            paths["log"], wenv)
