@@ -25,7 +25,8 @@ def run(name, extra):
             loads.append(json.loads(line)["load_s"])
     print(json.dumps({"run": name, "rc": r.returncode, "wall_s": round(wall, 1), "eval_s": ev, "tasks": segs,
                       "sum_eval": round(sum(ev.values()), 1), "median_load_s": sorted(loads)[len(loads)//2]}), flush=True)
-    if r.returncode: print(r.stdout[-2000:], r.stderr[-2000:])
+    if r.returncode:
+        print(r.stdout[-2000:], r.stderr[-2000:])
 
 run("local", [])
 for name, cpus in (("ray1", [2]), ("ray2", [1, 1])):
