@@ -1,6 +1,7 @@
 """Wall time of one bench: the local runner, then --ray on a local 1-node (2 CPUs) and 2-node (1 CPU each) cluster
 (ray.cluster_utils on 127.0.0.1). Prints one JSON line per run; results in /tmp/b15/. README: Scale out on Ray."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -9,6 +10,8 @@ from ray.cluster_utils import Cluster
 
 ARGS = ["bench", "--model", "tiny.en", "--recipes", "torch-fp32,ct2-int8", "--limit", "20", "--threads", "1",
         "--fidelity-utterances", "0"]
+
+
 def run(name, extra):
     os.makedirs("/tmp/b15", exist_ok=True)
     out = f"/tmp/b15/{name}"
