@@ -157,6 +157,16 @@ def test_bench_shard_size_needs_ray(tmp_path):
     assert res.returncode == 2 and "--shard-size" in res.stderr and "--ray" in res.stderr
 
 
+def test_unreachable_cluster_is_a_one_line_error(tmp_path, librispeech):
+    flac = next((librispeech / "LibriSpeech" / "test-clean").rglob("*.flac"))
+    res = _cli("transcribe", str(flac), "--model", "synthetic:tiny", "--ray", "127.0.0.1:1", "-o", str(tmp_path),
+               timeout=120)
+    assert res.returncode == 2, res.stderr
+    err = [line for line in res.stderr.splitlines() if line.startswith("whisperopt:")]
+    assert err == ["whisperopt: error: cannot connect to the Ray cluster at 127.0.0.1:1: Connection refused (start it "
+                   "with `ray start --head`, or leave ADDRESS out to start a local one)"]
+
+
 def test_ray_missing_says_how_to_install(monkeypatch):
     from whisperopt import cluster
     from whisperopt.errors import WhisperoptError

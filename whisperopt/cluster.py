@@ -37,6 +37,7 @@ def connect(address: str | None, log=print):
             ray.init(**kwargs)
             log("ray: no cluster running here; started a local one")
     else:
+        _reachable(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -44,6 +45,21 @@ def connect(address: str | None, log=print):
                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         log(f"ray: connected to the cluster at {address}")
     return ray
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``host:port`` head that does not answer is a one-line error within seconds (Ray itself waits minutes for an
+    unreachable GCS); other address forms (``ray://``, ``local``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise WhisperoptError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc} (start it with "
+                              "`ray start --head`, or leave ADDRESS out to start a local one)") from None
 
 
 def alive_nodes(ray, cpus: int = 1, gpus: int = 0) -> list[dict]:
