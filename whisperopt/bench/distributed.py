@@ -151,6 +151,9 @@ class _Recipe:
         self.shards_left, self.results, self.errors, self.nodes = 0, [], [], set()
         self.total, self.measured = total, done
         self.final: dict | None = None
+        self.bar = None  # its progress bar
+        self.artifacts: dict[str, str] = {}  # node id -> artifact directory there
+        self.seen: set[str] = set()  # utterance ids in its rows file
 
 
 def run_on_ray(cfg, recipes, options: dict, dataset, out_dir: Path, base_job: Job, make_reference, progress,
@@ -295,10 +298,9 @@ def _take(item: dict, rec: _Recipe, kind: str, files: dict, progress) -> None:
     """One streamed output of a task: a row (appended, fsync'ed, once per utterance), a segment, or a result."""
     name = rec.recipe.name
     if "row" in item:
-        if name not in files:
-            seen = {r["id"] for r in read_rows(rec.paths["rows"])}
-            files[name] = open(rec.paths["rows"], "a", encoding="utf-8")  # noqa: SIM115 - closed by run_on_ray
-            rec.seen = seen
+        if name not in files:  # opened at its first row, kept open; run_on_ray closes it
+            rec.seen = {r["id"] for r in read_rows(rec.paths["rows"])}
+            files[name] = open(rec.paths["rows"], "a", encoding="utf-8")  # noqa: SIM115
         row = item["row"]
         if row.get("id") in rec.seen:  # a retried task's replay; Ray normally drops these itself
             return
