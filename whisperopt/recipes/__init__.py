@@ -28,10 +28,30 @@ def all_recipes() -> dict[str, Recipe]:
 
 
 def get_recipe(name: str) -> Recipe:
+    """A registry recipe, or a named variant ``R@key=value[@key=value]`` (R with those options fixed: a bench row of
+    its own, e.g. ``torch-fp32@window=auto`` beside ``torch-fp32``)."""
+    base, *fixed = name.split("@")
     recipes = all_recipes()
-    if name not in recipes:
-        raise WhisperoptError(f"unknown recipe {name!r}; known recipes: {', '.join(recipes)}")
-    return recipes[name]
+    if base not in recipes:
+        raise WhisperoptError(f"unknown recipe {base!r}; known recipes: {', '.join(recipes)}")
+    if not fixed:
+        return recipes[base]
+    preset = {}
+    for item in fixed:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value or key in preset:
+            raise WhisperoptError(f"recipe {name!r}: expected {base}@KEY=VALUE[@KEY=VALUE] with each key once, got "
+                                  f"{'@' + item!r}")
+        preset[key] = value
+    return recipes[base].variant(preset)
+
+
+def find_recipe(name: str) -> Recipe | None:
+    """``get_recipe``, or None for a name that is no recipe (results written by another version)."""
+    try:
+        return get_recipe(name)
+    except WhisperoptError:
+        return None
 
 
 def baseline_recipe() -> Recipe:
@@ -51,5 +71,5 @@ def parse_recipe_list(text: str) -> list[Recipe]:
     return [get_recipe(n) for n in names]
 
 
-__all__ = ["Artifact", "DecodeOptions", "Recipe", "Runtime", "Transcription", "all_recipes", "baseline_recipe", "get_recipe",
+__all__ = ["Artifact", "DecodeOptions", "Recipe", "Runtime", "Transcription", "all_recipes", "baseline_recipe", "find_recipe", "get_recipe",
            "parse_recipe_list"]

@@ -41,7 +41,10 @@ def model_artifacts_dir(model_dir: Path) -> Path:
 
 
 def artifact_path(recipe: Recipe, model_dir: Path, options: dict) -> Path:
-    name = recipe.name + (f"-{options_key(options)}" if options else "")
+    """Where the artifact of these options lives: the registry recipe's name plus a key of its build options
+    (runtime-only options such as ``window``, and a variant's ``@...`` suffix, share one artifact)."""
+    build = recipe.build_options(options)
+    name = recipe.artifact_name + (f"-{options_key(build)}" if build else "")
     return model_artifacts_dir(model_dir) / name
 
 
@@ -99,7 +102,8 @@ def inspect_artifact(recipe: Recipe, model_dir: Path, options: dict,
     manifest, why = _read_manifest(path)
     if manifest is None:
         return None, why
-    if manifest.get("model_fingerprint") != model_fingerprint(model_dir) or manifest.get("options") != options:
+    if manifest.get("model_fingerprint") != model_fingerprint(model_dir) or \
+            manifest.get("options") != recipe.build_options(options):
         return None, None
     if "integrity" not in manifest:
         return None, "built by an older whisperopt without file sizes and digests"
@@ -167,9 +171,9 @@ def _build(recipe: Recipe, model_dir: Path, options: dict, verify: bool, log) ->
             if base is not None:
                 extra.setdefault("base_artifact", {"recipe": base.recipe, "dir": str(base.dir)})
         manifest = {
-            "recipe": recipe.name,
+            "recipe": recipe.artifact_name,
             "engine": recipe.engine,
-            "options": options,
+            "options": recipe.build_options(options),
             "source_model": str(model_dir),
             "model_fingerprint": model_fingerprint(model_dir),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

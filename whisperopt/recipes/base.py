@@ -25,6 +25,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from ..constants import WINDOW_FULL
+from ..data.features import check_window
 from ..errors import WhisperoptError
 
 # Files that describe a model rather than hold its weights (excluded from "size on disk").
@@ -104,6 +106,7 @@ class RunInfo(TypedDict, total=False):
     not_comparable: str  # why its rows cannot be compared with the baseline's, if they cannot
     own_settings: str  # why it decoded with settings other than the bench's (WER comparable, time not like-for-like)
     forced_lengths_checked: int  # forced decode lengths verified against the tokens the engine produced
+    isa_path: dict  # the precision and ISA path its matrix products ran on (``metrics.isa.kernel_path``)
     component_timing_calls: int  # per-component (encoder / decoder) median call times, where the engine times them
     encoder_ms_median: float | None
     decoder_ms_median: float | None
@@ -115,6 +118,8 @@ class Runtime(ABC):
     """A loaded recipe, ready to transcribe."""
 
     device: str = "cpu"
+    #: the ``window`` option the runtime encodes with (set by ``Recipe.open``; data/features.py ``window_frames``)
+    window: str = WINDOW_FULL
     #: how ``encoder_output`` / ``teacher_forced_top1`` reach the engine (recorded beside the fidelity figures)
     fidelity_method: str = "encoder output and teacher-forced decoder logits of the engine's own model"
 
@@ -173,6 +178,17 @@ class Option:
     choices: tuple = ()
     check: Callable[[Any], str | None] | None = None
     normalise: Callable[[Any], Any] | None = None
+    #: True: read by the runtime only (``artifact.options``), not by ``build``: artifacts that differ only in it
+    #: are one cached artifact (``artifacts.build_options``)
+    runtime_only: bool = False
+    help: str = ""
+
+
+#: every recipe's ``window`` option: the shortest encoder window, in seconds ('auto': the dev-clean floor;
+#: '30': the full 30-s window, the default). Engines that cannot encode less set ``Recipe.window_unsupported``.
+WINDOW_OPTION = Option(WINDOW_FULL, check=check_window, normalise=str, runtime_only=True,
+                       help="encode max(clip + margin, floor) seconds instead of 30: auto (the dev-clean floor), "
+                            "N (a floor of N s) or 30 (the full window)")
 
 
 def positive(value) -> str | None:
@@ -204,15 +220,46 @@ class Recipe(ABC):
     shares_base_weights: bool = False
     #: bits per weight of the matrices the decoder reads each step (the roofline's bytes per decoded token)
     weight_bits: int = 32
+    #: the precision its matrix products run in on CPU (``metrics.isa.PRECISIONS``): the roofline's peak and the
+    #: ISA path recorded for engines that do not report one (a runtime's ``run_info()['isa_path']`` wins)
+    compute_precision: str = "fp32"
     #: True when ``load`` also reads the source checkpoint's weights (``artifact.model_dir``), e.g. to build the
     #: module a quantised state dict fills: ``whisperopt export`` then ships them beside the artifact
     loads_source_weights: bool = False
+    #: why this engine cannot encode fewer than 3000 frames (option ``window`` other than 30 is refused); None: it can
+    window_unsupported: str | None = "not supported by this engine"
+    #: options a named variant fixes (``R@window=auto``: ``recipes.get_recipe``); {} for registry recipes
+    preset: dict = {}
+    #: the registry recipe a named variant is of (its artifact is that recipe's); None for registry recipes
+    variant_of: str | None = None
 
     def __init__(self, **attrs):
         for key, value in attrs.items():
             if not hasattr(type(self), key):
                 raise TypeError(f"{type(self).__name__} has no attribute {key!r} to set")
             setattr(self, key, value)
+        if "window" not in self.options:
+            self.options = {**self.options, "window": WINDOW_OPTION}
+
+    @property
+    def artifact_name(self) -> str:
+        """The name its artifacts are cached under (a variant shares its registry recipe's)."""
+        return self.variant_of or self.name
+
+    def variant(self, preset: dict) -> Recipe:
+        """This recipe with some options fixed, under its own name ``R@k=v[@k=v]`` (one bench row of its own)."""
+        import copy
+
+        resolved = self.resolve_options(preset)  # unknown keys and bad values: one line, as --option
+        fixed = {k: resolved[k] for k in preset}
+        clone = copy.copy(self)
+        clone.name = self.name + "".join(f"@{k}={v}" for k, v in fixed.items())
+        clone.preset, clone.variant_of, clone.baseline = fixed, self.name, False
+        return clone
+
+    def build_options(self, options: dict) -> dict:
+        """The options a build depends on (``Option.runtime_only`` ones dropped): the artifact cache's key."""
+        return {k: v for k, v in options.items() if not (k in self.options and self.options[k].runtime_only)}
 
     def __repr__(self) -> str:
         return f"<recipe {self.name}>"
@@ -235,7 +282,7 @@ class Recipe(ABC):
     def resolve_options(self, given: dict | None) -> dict:
         """The recipe's options: defaults, overridden by ``given`` (strings from the command line are coerced to the
         default's type), each checked against its ``Option``; any bad key or value is a one-line error."""
-        given = dict(given or {})
+        given = {**self.preset, **(given or {})}
         unknown = sorted(set(given) - set(self.options))
         if unknown:
             known = ", ".join(sorted(self.options)) or "none"
@@ -252,6 +299,9 @@ class Recipe(ABC):
             if why:
                 raise WhisperoptError(f"{self.name} option {key}: {why}, got {value!r}")
             opts[key] = value
+        if opts.get("window", WINDOW_FULL) != WINDOW_FULL and self.window_unsupported:
+            raise WhisperoptError(f"{self.name} option window={opts['window']}: {self.window_unsupported}; this "
+                                  f"engine encodes full 30-s windows only (window={WINDOW_FULL})")
         return opts
 
     def base_options(self, options: dict) -> dict:
@@ -271,6 +321,12 @@ class Recipe(ABC):
     @abstractmethod
     def load(self, artifact: Artifact, device: str, threads: int) -> Runtime:
         """Load a built artifact."""
+
+    def open(self, artifact: Artifact, device: str, threads: int) -> Runtime:
+        """``load``, then give the runtime the artifact's runtime options (``window``): what every caller uses."""
+        runtime = self.load(artifact, device, threads)
+        runtime.window = str(artifact.options.get("window", WINDOW_FULL))
+        return runtime
 
     # --- the build-time check (a template: an engine supplies at most its probe runtime) ---
     def validation_device(self) -> str:

@@ -45,10 +45,15 @@ class CT2Recipe(Recipe):
     batched = False
     faster_whisper_defaults = False  # True: WhisperModel.transcribe's own defaults (FWDefaultsRuntime)
     fidelity_floor = 0.999
+    window_unsupported = None  # ctranslate2's encoder takes fewer frames (CT2Runtime trims faster-whisper's padding)
 
     @property
     def compute_type(self) -> str:
         return self.quantization
+
+    @property
+    def compute_precision(self) -> str:  # every int8_* type runs int8 GEMMs
+        return {"int8": "int8", "bfloat16": "bf16", "float16": "fp16"}.get(self.quantization.split("_")[0], "fp32")
 
     def unavailable_reason(self, device: str) -> str | None:
         reason = super().unavailable_reason(device)
@@ -129,6 +134,8 @@ def _fw_defaults(recipes: list[CT2Recipe]) -> CT2Recipe:
     return CT2Recipe(name="ct2-int8-fw-defaults", quantization=base.quantization, devices=base.devices,
                      fidelity_floor=base.fidelity_floor, weight_bits=base.weight_bits, base_recipe=base,
                      shares_base_weights=True, faster_whisper_defaults=True,
+                     window_unsupported="it runs faster-whisper exactly as its users do (its own front end and "
+                                        "30-s windows); ct2-int8@window=auto is the adaptive one",
                      description="CTranslate2 int8 with faster-whisper's defaults (beam 5, temperature fallback, "
                                  "timestamps, conditioning on previous text, its own front end), not the bench's "
                                  "settings: WhisperModel.transcribe as users run it")

@@ -4,15 +4,21 @@ own defaults. The decoding contract (forced lengths, settings) is described in `
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import logging
+import os
+import sys
+import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..constants import N_SAMPLES, N_TEXT_CTX, SAMPLE_RATE, prompt_length
-from ..data.features import FRONT_END
+from ..constants import N_FRAMES, N_SAMPLES, N_TEXT_CTX, SAMPLE_RATE, prompt_length
+from ..data.features import FRONT_END, audio_frames
 from ..errors import WhisperoptError
 from ..files import dist_version
+from ..metrics.isa import kernel_path
 from .base import Artifact, DecodeOptions, Runtime, Transcription
 
 if TYPE_CHECKING:
@@ -42,12 +48,67 @@ def to_numpy(view) -> np.ndarray:
     return np.array(view)
 
 
+_CPU_REPORT: list[str] = []  # ctranslate2's own CPU report; it logs it once per process, at the first model load
+
+
+@contextlib.contextmanager
+def ct2_cpu_report():
+    """Keep ctranslate2's own CPU report (vendor and ISA flags, selected ISA, MKL or not, SGEMM and int8 GEMM
+    backends), which it logs at INFO level once per process, when the first model loads: around that load its log
+    level is raised to INFO and stderr (fd 2, where its C++ logger writes) captured; every line but its INFO lines is
+    written back to stderr. Later loads in the process run as they are."""
+    if _CPU_REPORT:
+        yield
+        return
+    import ctranslate2
+
+    old = ctranslate2.get_log_level()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        ctranslate2.set_log_level(logging.INFO)
+        try:
+            yield
+        finally:
+            ctranslate2.set_log_level(old)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines()
+            info = [line.split("[info]", 1)[1].strip() for line in lines if "[ctranslate2]" in line and "[info]" in line]
+            _CPU_REPORT.extend(i for i in info if i.startswith(("CPU:", "- Selected ISA", "- Use Intel MKL", "- SGEMM",
+                                                                 "- GEMM_S8")))
+            rest = [line for line in lines if not ("[ctranslate2]" in line and "[info]" in line)]
+            if rest:
+                sys.stderr.write("\n".join(rest) + "\n")
+
+
+def ct2_isa_path(precision: str) -> dict:
+    """The path of ctranslate2's matrix products (its GEMM backends, MKL on Intel CPUs and oneDNN elsewhere, dispatch
+    to AMX / VNNI themselves), with ctranslate2's own CPU report as the engine's words."""
+    report = "; ".join(s.lstrip("- ") for s in _CPU_REPORT) or "no CPU report (another model loaded first)"
+    return kernel_path(precision, f"ctranslate2 {dist_version('ctranslate2')}: {report}")
+
+
 class _GenerateRecorder:
-    """Wraps faster-whisper's ``WhisperModel.model`` to record every ``generate`` output (observes, changes nothing)."""
+    """Wraps faster-whisper's ``WhisperModel.model``: records every ``generate`` output, and with an adaptive window
+    (``frames`` < 3000) gives ``encode`` only the window's first frames (faster-whisper pads every segment to 3000
+    frames; ctranslate2's encoder itself takes any even number up to 3000 and slices its positional table)."""
 
     def __init__(self, model):
         self._model = model
         self.calls: list[list[list[int]]] = []
+        self.frames = N_FRAMES
+
+    def encode(self, features, to_cpu: bool = False):
+        if self.frames < N_FRAMES and features.shape[-1] > self.frames:
+            import ctranslate2
+
+            features = ctranslate2.StorageView.from_array(
+                np.ascontiguousarray(to_numpy(features)[..., :self.frames]))
+        return self._model.encode(features, to_cpu=to_cpu)
 
     def generate(self, *args, **kwargs):
         results = self._model.generate(*args, **kwargs)
@@ -95,8 +156,9 @@ class CT2Runtime(Runtime):
         self.threads = threads
         self.mode = "batched" if recipe.batched else "sequential"
         self.batch_size = int(artifact.options.get("batch_size", 0))
-        self.model = WhisperModel(str(artifact.weights_dir), device=device, compute_type=recipe.compute_type,
-                                  cpu_threads=threads, num_workers=1, local_files_only=True)
+        with ct2_cpu_report():
+            self.model = WhisperModel(str(artifact.weights_dir), device=device, compute_type=recipe.compute_type,
+                                      cpu_threads=threads, num_workers=1, local_files_only=True)
         from ..data.features import load_feature_extractor
 
         self.model.feature_extractor = _ReferenceFrontEnd(self.model.feature_extractor,
@@ -186,14 +248,22 @@ class CT2Runtime(Runtime):
 
     def transcribe(self, audios, options, forced_lengths=None):
         audios = [np.ascontiguousarray(a[:N_SAMPLES], dtype=np.float32) for a in audios]
-        if self.mode == "sequential":
-            return [self._sequential(a, options, forced_lengths[i] if forced_lengths else None)
-                    for i, a in enumerate(audios)]
-        step = self.batch_size or len(audios)
-        out = []
-        for i in range(0, len(audios), step):
-            out += self._batched(audios[i:i + step], options, forced_lengths[i:i + step] if forced_lengths else None)
-        return out
+        try:
+            if self.mode == "sequential":
+                out = []
+                for i, a in enumerate(audios):
+                    self.recorder.frames = audio_frames([a], self.window)
+                    out.append(self._sequential(a, options, forced_lengths[i] if forced_lengths else None))
+                return out
+            step = self.batch_size or len(audios)
+            out = []
+            for i in range(0, len(audios), step):
+                self.recorder.frames = audio_frames(audios[i:i + step], self.window)
+                out += self._batched(audios[i:i + step], options,
+                                     forced_lengths[i:i + step] if forced_lengths else None)
+            return out
+        finally:
+            self.recorder.frames = N_FRAMES  # long-form windows and probes: full windows
 
     def _sequential(self, audio: np.ndarray, options: DecodeOptions, n: int | None) -> Transcription:
         kw, notes = self._kwargs(options, n)
@@ -239,6 +309,8 @@ class CT2Runtime(Runtime):
         info = {"decode_settings": self.settings or {}}
         if self.forcing_checked:
             info["forced_lengths_checked"] = self.forcing_checked
+        if self.device == "cpu":
+            info["isa_path"] = ct2_isa_path(self.recipe.compute_precision)
         return info
 
     # --- fidelity probes ---
@@ -396,6 +468,8 @@ class FWDefaultsRuntime(CT2Runtime):
         if self.utterances:
             settings["generate_calls_per_utterance"] = round(self.generate_calls / self.utterances, 2)
         info = {"decode_settings": settings, "own_settings": FW_DEFAULTS_NOTE}
+        if self.device == "cpu":
+            info["isa_path"] = ct2_isa_path(self.recipe.compute_precision)
         if self.not_comparable:
             info["not_comparable"] = self.not_comparable
         return info

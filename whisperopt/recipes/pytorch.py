@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import WhisperoptError
 from ..files import dist_version
+from ..metrics.isa import kernel_path
 from .base import Artifact, Recipe
 from .transformers_runtime import GenerateRuntime
 
@@ -26,16 +27,70 @@ def copy_side_files(model_dir: Path, out_dir: Path) -> None:
             shutil.copy(src, Path(out_dir) / name)
 
 
+def _sliced_embedding(table, rows: int):
+    """An nn.Embedding over the first ``rows`` rows of ``table``'s weight (shared storage, frozen)."""
+    import torch
+
+    view = torch.nn.Embedding(rows, table.embedding_dim, _weight=table.weight[:rows], _freeze=True,
+                              device=table.weight.device, dtype=table.weight.dtype)
+    return view
+
+
 def _torch_dtype(name: str):
     import torch
 
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+def torch_isa_path(model, dtype) -> dict:
+    """The precision and ISA path torch ran ``model``'s matrix products on (``run_info()["isa_path"]``): quantised
+    Linear modules run on torch's quantized engine (fbgemm for Linear on x86: VNNI, no AMX), bf16 on oneDNN where
+    torch enables it (AMX-BF16 / AVX512-BF16), fp32 on MKL/oneDNN sgemm; torch's own CPU capability is recorded."""
+    import torch
+
+    quantized = any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+    precision = "int8" if quantized else {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    try:
+        onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        onednn_bf16 = False
+    gemm = {"int8": f"quantized engine {torch.backends.quantized.engine} (fbgemm Linear kernels)",
+            "bf16": "oneDNN" if onednn_bf16 else "ATen's reference kernel (no oneDNN bf16 on this CPU)",
+            }.get(precision, "MKL/oneDNN")
+    return kernel_path(precision, f"torch {torch.__version__}: CPU capability "
+                                  f"{torch.backends.cpu.get_cpu_capability()}; GEMM {gemm}",
+                       amx=precision == "bf16" and onednn_bf16)
+
+
 class TorchRuntime(GenerateRuntime):
     """transformers' WhisperForConditionalGeneration, plus the encoder and teacher-forced probes."""
 
     word_timestamps_unsupported = None  # generate(return_token_timestamps=True): cross-attentions of alignment heads
+
+    def encode_window(self, feats):
+        """transformers' own WhisperEncoder.forward on fewer than 3000 frames: it insists on
+        ``max_source_positions`` × 2 frames and adds all of its positional table, so for the call it is shown
+        the table's first frames/2 rows (a view, no copy) and that many positions; the rest of the forward is
+        unchanged (whisper.cpp's ``audio_ctx`` does the same slicing)."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        encoder = self.model.get_encoder()
+        positions = feats.shape[-1] // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
+        table, config = encoder.embed_positions, encoder.config
+        full = config.max_source_positions
+        sliced = _sliced_embedding(table, positions)
+        try:
+            encoder.embed_positions, config.max_source_positions = sliced, positions
+            hidden = encoder(feats).last_hidden_state
+        finally:
+            encoder.embed_positions, config.max_source_positions = table, full
+        return BaseModelOutput(last_hidden_state=hidden)
+
+    def run_info(self) -> dict:
+        info = dict(super().run_info())
+        if self.device == "cpu":
+            info["isa_path"] = torch_isa_path(self.model, self.dtype)
+        return info
 
     def encoder_output(self, features: np.ndarray) -> np.ndarray:
         import torch
@@ -58,6 +113,7 @@ class TorchRuntime(GenerateRuntime):
 class TorchRecipe(Recipe):
     engine = "torch"
     modules = ("torch", "transformers")
+    window_unsupported = None  # TorchRuntime.encode_window
     dtype = "fp32"
     quantization: str | None = None  # None | "int8-dynamic" | "int8-weight-only"
     weights_file = ""
@@ -115,6 +171,7 @@ class TorchFp32(TorchRecipe):
 class TorchFp16(TorchRecipe):
     name = "torch-fp16"
     weight_bits = 16
+    compute_precision = "fp16"
     description = "transformers in float16 (CUDA)"
     dtype = "fp16"
     devices = ("cuda",)
@@ -124,6 +181,7 @@ class TorchFp16(TorchRecipe):
 class TorchBf16(TorchRecipe):
     name = "torch-bf16"
     weight_bits = 16
+    compute_precision = "bf16"
     description = "transformers in bfloat16 (CUDA; CPU too, fast where the CPU has AVX-512-BF16/AMX)"
     dtype = "bf16"
     # build-time floors measured on synthetic:tiny (random weights: near-tied logits make top-1 fragile), 2 / 8
@@ -135,6 +193,7 @@ class TorchBf16(TorchRecipe):
 class TorchInt8Dynamic(TorchRecipe):
     name = "torch-int8-dynamic"
     weight_bits = 8
+    compute_precision = "int8"  # fbgemm int8 GEMMs (torch's x86 quantized engine)
     description = "torch.ao quantize_dynamic on every nn.Linear: int8 weights, activations quantised per batch (CPU)"
     quantization = "int8-dynamic"
     devices = ("cpu",)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import N_TEXT_CTX, prompt_length
-from ..data.features import log_mel
+from ..constants import N_FRAMES, N_TEXT_CTX, prompt_length
+from ..data.features import audio_frames, log_mel
 from .base import DecodeOptions, Runtime, Transcription, WindowOptions, WindowResult
 
 
@@ -51,13 +51,18 @@ class GenerateRuntime(Runtime):
 
         torch.set_num_threads(1)
 
-    def features(self, audios: list[np.ndarray]):
+    def features(self, audios: list[np.ndarray], frames: int = N_FRAMES):
         import torch
 
-        feats = torch.from_numpy(log_mel(self.processor.feature_extractor, audios))  # the bench's shared front end
+        feats = torch.from_numpy(log_mel(self.processor.feature_extractor, audios, frames))  # the shared front end
         if self.dtype is not None:
             feats = feats.to(self.device, dtype=self.dtype)
         return feats
+
+    def encode_window(self, feats):
+        """Encoder outputs of features shorter than 3000 frames (the ``window`` option). Engines whose encoder cannot
+        take them declare ``Recipe.window_unsupported``, so this is only reached by those that override it."""
+        raise NotImplementedError(f"{type(self).__name__} encodes full 30-s windows only")
 
     def generate_kwargs(self, options: DecodeOptions, forced_lengths: list[int] | None) -> dict:
         kwargs = {"num_beams": options.beam_size, "do_sample": False, "return_timestamps": False}
@@ -84,9 +89,14 @@ class GenerateRuntime(Runtime):
     def transcribe(self, audios, options, forced_lengths=None):
         import torch
 
-        feats = self.features(audios)
+        frames = audio_frames(audios, self.window)
+        feats = self.features(audios, frames)
         with torch.inference_mode():
-            out = self.model.generate(feats, **self.generate_kwargs(options, forced_lengths))
+            if frames < N_FRAMES:  # adaptive window: generate decodes against the shorter encoder output
+                out = self.model.generate(encoder_outputs=self.encode_window(feats),
+                                          **self.generate_kwargs(options, forced_lengths))
+            else:
+                out = self.model.generate(feats, **self.generate_kwargs(options, forced_lengths))
         sequences = out.sequences if hasattr(out, "sequences") else out
         special = set(self.tokenizer.all_special_ids)
         results = []

@@ -37,8 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import N_FRAMES, N_SAMPLES, N_TEXT_CTX
+from ..data.features import audio_frames
 from ..errors import WhisperoptError
 from ..files import dist_version
+from ..metrics.isa import cpu_flags, kernel_path
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 
 GGML_FILE = "ggml-model.bin"
@@ -66,6 +68,22 @@ def system_info() -> str:
     import _pywhispercpp as pw
 
     return pw.whisper_print_system_info().strip()
+
+
+# ggml's system-info feature names -> /proc/cpuinfo flags (metrics.isa)
+GGML_FLAGS = {"SSE3": "pni", "SSSE3": "ssse3", "AVX": "avx", "AVX2": "avx2", "FMA": "fma", "F16C": "f16c",
+              "AVX512": "avx512f", "AVX512_VBMI": "avx512vbmi", "AVX512_VNNI": "avx512_vnni",
+              "AVX512_BF16": "avx512_bf16", "AVX_VNNI": "avx_vnni", "AMX_INT8": "amx_int8", "NEON": "asimd",
+              "DOTPROD": "asimddp", "MATMUL_INT8": "i8mm", "SVE": "sve"}
+
+
+def ggml_isa_path(precision: str) -> dict:
+    """The path ggml's CPU kernels take: the features this library was built with (its system info) that the CPU has."""
+    import re
+
+    info = system_info()
+    built = {GGML_FLAGS[name] for name in re.findall(r"([A-Z0-9_]+) = 1", info) if name in GGML_FLAGS}
+    return kernel_path(precision, f"whisper.cpp system info: {info}", flags=cpu_flags() & built)
 
 
 def _libwhisper_path() -> str | None:
@@ -174,7 +192,8 @@ class WhisperCppRuntime(Runtime):
         out = []
         for audio in audios:
             audio = np.ascontiguousarray(audio[:N_SAMPLES], dtype=np.float32)
-            segments = self.model.transcribe(audio, **params)
+            frames = audio_frames([audio], self.window)  # whisper.cpp's audio_ctx: encoder positions, frames / 2
+            segments = self.model.transcribe(audio, **params, audio_ctx=frames // 2 if frames < N_FRAMES else 0)
             ctx = self.model._ctx
             eot = pw.whisper_token_eot(ctx)
             tokens = [pw.whisper_full_get_token_id(ctx, s, j) for s in range(pw.whisper_full_n_segments(ctx))
@@ -207,7 +226,7 @@ class WhisperCppRuntime(Runtime):
         }
 
     def run_info(self) -> dict:
-        info = {"decode_settings": dict(self.settings)}
+        info = {"decode_settings": dict(self.settings), "isa_path": ggml_isa_path(self.recipe.compute_precision)}
         if self.not_comparable:
             info["not_comparable"] = self.not_comparable
         if self.forced:
@@ -257,6 +276,7 @@ class WhisperCppRecipe(Recipe):
     devices = ("cpu",)
     ftype = "f16"
     fidelity_floor = 0.95
+    window_unsupported = None  # whisper.cpp's audio_ctx (encoder positions = window frames / 2)
 
     def versions(self) -> dict:
         return {"pywhispercpp": dist_version("pywhispercpp"), "gguf": dist_version("gguf")}
@@ -319,6 +339,8 @@ TYPES = [  # (suffix, ggml file type, bits of the decoder's matrices, floor on r
     ("q4_0", "q4_0", 4, 0.25, "whisper.cpp Q4_0 matrices (4-bit blocks of 32 weights, one f16 scale each)"),
 ]
 
+# ggml multiplies f16 matrices in fp32 (F16C conversions); quantised ones against int8-quantised activations
 RECIPES = [WhisperCppRecipe(name=f"whispercpp-{suffix}", ftype=ftype, weight_bits=bits, fidelity_floor=floor,
+                            compute_precision="fp32" if ftype == "f16" else "int8",
                             description=desc + ", run by pywhispercpp's whisper_full (one utterance at a time)")
            for suffix, ftype, bits, floor, desc in TYPES]
