@@ -170,3 +170,81 @@ def test_peak_probe_measures_this_machine():
     # one core does at least a few GFLOP/s and copies at least 1 GB/s; no CPU core does 1 TFLOP/s of fp32
     assert 2 < peaks["fp32_gflops"] < 1000 and peaks["copy_gb_s"] > 1
     assert peaks["int8_gops"] is None or peaks["int8_gops"] > 2
+    # bf16 is measured even without a bf16 unit (converted in software: slow, and that is the honest figure)
+    assert peaks["bf16_gflops"] is None or peaks["bf16_gflops"] > 0.1
+    assert set(peaks["backends"]) == {"fp32", "bf16", "int8"}
+    assert peaks["int8_gops"] is None or any(b in peaks["backends"]["int8"] for b in ("fbgemm", "onednn"))
+
+
+# --- ISA paths (metrics/isa.py): classified from fake /proc/cpuinfo flags, the way each CPU reports them ------------
+
+SPR = "fpu sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_int8 " \
+      "amx_bf16 avx_vnni"
+ICELAKE = "fpu sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni"
+ZEN4 = "fpu sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512_bf16"
+ALDER = "fpu sse4_2 avx avx2 fma f16c avx_vnni"
+ZEN2 = "fpu sse4_2 avx avx2 fma f16c"
+SKYLAKE_X = "fpu sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl"
+GRAVITON3 = "fp asimd asimdhp asimddp sve i8mm bf16"
+
+
+@pytest.mark.parametrize("flags,machine,paths", [
+    (SPR, "x86_64", {"fp32": "avx512f", "bf16": "amx_bf16", "fp16": "avx512_fp16", "int8": "amx_int8"}),
+    (ICELAKE, "x86_64", {"fp32": "avx512f", "bf16": "avx512f (no bf16 unit)", "fp16": "avx512f (no fp16 unit)",
+                         "int8": "avx512_vnni"}),
+    (ZEN4, "x86_64", {"fp32": "avx512f", "bf16": "avx512_bf16", "fp16": "avx512f (no fp16 unit)",
+                      "int8": "avx512_vnni"}),
+    (ALDER, "x86_64", {"fp32": "avx2", "bf16": "avx2 (no bf16 unit)", "fp16": "avx2 (no fp16 unit)",
+                       "int8": "avx_vnni"}),
+    (ZEN2, "x86_64", {"fp32": "avx2", "bf16": "avx2 (no bf16 unit)", "fp16": "avx2 (no fp16 unit)", "int8": "avx2"}),
+    (SKYLAKE_X, "x86_64", {"fp32": "avx512f", "bf16": "avx512f (no bf16 unit)", "fp16": "avx512f (no fp16 unit)",
+                           "int8": "avx512bw"}),
+    (GRAVITON3, "aarch64", {"fp32": "sve", "bf16": "bf16", "fp16": "asimdhp", "int8": "i8mm"}),
+    (GRAVITON3, None, {"fp32": "sve", "bf16": "bf16", "fp16": "asimdhp", "int8": "i8mm"}),  # ARM told by its flags
+    ("fpu", "x86_64", {"fp32": "generic", "bf16": "generic (no bf16 unit)", "fp16": "generic (no fp16 unit)",
+                       "int8": "generic"}),
+])
+def test_fastest_path_per_precision_from_cpu_flags(flags, machine, paths):
+    from whisperopt.metrics.isa import best_paths, parse_cpuinfo
+
+    text = f"processor\t: 0\nmodel name\t: test cpu\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+    info = parse_cpuinfo(text)
+    assert info["model"] == "test cpu" and info["flags"] == set(flags.split())  # the first processor's line
+    assert best_paths(info["flags"], machine) == paths
+
+
+def test_kernel_path_names_the_path_a_library_can_take():
+    from whisperopt.metrics.isa import best_isa, kernel_path, path_text
+
+    spr = set(SPR.split())
+    assert best_isa("int8", spr, "x86_64", amx=False) == "avx512_vnni"  # fbgemm has no AMX kernels
+    assert best_isa("bf16", spr, "x86_64", amx=False) == "avx512_bf16"
+    path = kernel_path("int8", "engine words", flags=spr)
+    assert path == {"precision": "int8", "isa": "amx_int8", "engine": "engine words"}
+    assert path_text(path) == "int8 amx_int8" and path_text(None) is None
+    assert kernel_path("bf16", "named by the engine", isa="amx_bf16", flags=set())["isa"] == "amx_bf16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        kernel_path("int4", "x")
+
+
+def test_roofline_judges_each_precision_against_its_own_peak():
+    """A bf16 or int8 recipe is measured against the peak its kernels can reach (AMX-class peaks far above fp32's),
+    so its share stays below 100 % where the fp32 share would exceed it; unknown precision: the machine's best."""
+    from whisperopt.metrics.roofline import precision_peak, roofline, whisper_cost
+
+    cost = whisper_cost({"d_model": 384, "num_mel_bins": 80, "encoder_layers": 4, "decoder_layers": 4,
+                         "vocab_size": 51865})  # Whisper tiny's dimensions
+    work = cost.encoder_flops + cost.cross_kv_flops
+    peaks = {"threads": 2, "fp32_gflops": 100.0, "bf16_gflops": 800.0, "int8_gops": 400.0, "copy_gb_s": 20.0}
+    assert precision_peak(peaks, "fp32") == (100.0, "fp32") and precision_peak(peaks, "bf16") == (800.0, "bf16")
+    assert precision_peak(peaks, "int8") == (400.0, "int8") and precision_peak(peaks, None) == (800.0, "bf16")
+    # no bf16 unit (an AVX2 CPU): bf16 converted in software is slower than fp32, so fp32's peak bounds it
+    assert precision_peak({**peaks, "bf16_gflops": 1.0}, "bf16") == (100.0, "fp32")
+    fixed = work / 100e9 / 1.5  # 1.5x faster than the fp32 peak allows: only a bf16 (AMX) engine can do that
+    rows = [{"tokens": t, "latency_s": fixed + 0.002 * t, "batch": 1} for t in range(5, 45, 4)]
+    bf16 = roofline(rows, cost, peaks, 16, "bf16")
+    assert bf16["peak"] == "bf16" and bf16["fixed_share"] == pytest.approx(work / fixed / 800e9, rel=1e-3)
+    assert bf16["fixed_share"] < 1 < bf16["fixed_share_fp32"] and bf16["full_window"]
+    fp32 = roofline(rows, cost, peaks, 32, "fp32")
+    assert fp32["fixed_share"] > 1 and fp32["headroom"] < bf16["headroom"]  # a floor at fp32's peak is higher
+    assert roofline(rows, cost, peaks, 16, None)["peak"] == "bf16"  # unknown precision: the machine's best peak

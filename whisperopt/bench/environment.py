@@ -7,26 +7,22 @@ import os
 import platform
 
 from .. import __version__
+from ..metrics.isa import best_paths, cpuinfo
 
 ISA_FLAGS = ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-             "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve", "i8mm"]
+             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "asimddp",
+             "asimdhp", "bf16", "sve", "i8mm"]
 PACKAGES = ["jiwer", "numpy"]  # besides what every registered recipe reports (``Recipe.versions``)
 
 
 def cpu_info() -> dict:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name":
-                    model = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "logical_cores": os.cpu_count()}
+    """CPU model, its ISA flags (from /proc/cpuinfo) and the fastest kernel path each precision has on it
+    (``metrics.isa.best_paths``)."""
+    info = cpuinfo()
+    flags = info["flags"]
+    return {"model": info["model"] or platform.processor() or platform.machine(),
+            "isa": [f for f in ISA_FLAGS if f in flags], "kernels": best_paths(flags),
+            "logical_cores": os.cpu_count()}
 
 
 def versions() -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WhisperoptError
+from ..metrics import isa
 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf's 2 GB limit: larger graphs keep their weights in a side file
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -50,15 +51,7 @@ ISA_CHOICES = ("auto",) + tuple(DYNAMIC_PRESETS)
 
 
 def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+    return isa.cpu_flags()  # one home for /proc/cpuinfo: metrics/isa.py
 
 
 def detect_isa(flags: set[str] | None = None, machine: str | None = None) -> str:
