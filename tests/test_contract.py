@@ -8,6 +8,7 @@ import pytest
 from whisperopt.data import load_audio, load_dataset
 from whisperopt.data.references import forced_length
 from whisperopt.errors import WhisperoptError
+from whisperopt.metrics.isa import PRECISIONS
 from whisperopt.recipes import all_recipes, baseline_recipe, get_recipe
 from whisperopt.recipes.artifacts import build_artifact
 from whisperopt.recipes.base import DecodeOptions, Option, Recipe, Runtime, Transcription
@@ -26,6 +27,7 @@ def test_every_recipe_declares_the_contract(name):
     assert recipe.engine and recipe.description and recipe.modules
     assert recipe.devices and set(recipe.devices) <= {"cpu", "cuda"}
     assert recipe.fidelity_floor is not None and 0 < recipe.fidelity_floor <= 1
+    assert recipe.compute_precision in PRECISIONS  # the roofline's peak and the recorded ISA path
     assert all(isinstance(opt, Option) for opt in recipe.options.values())
     assert recipe.resolve_options({}) == recipe.defaults  # every default passes its own check
     for key, opt in recipe.options.items():

@@ -182,6 +182,7 @@ class OnnxFp32(OrtRecipe):
 class OnnxFp16(OrtRecipe):
     name = "onnx-fp16"
     weight_bits = 16
+    compute_precision = "fp16"
     description = "ONNX export converted to float16 (float32 inputs/outputs), CUDA execution provider + IO binding"
     devices = ("cuda",)
     fidelity_floor = 0.95
@@ -201,6 +202,7 @@ class OnnxFp16(OrtRecipe):
 class OnnxInt8Dynamic(OrtRecipe):
     name = "onnx-int8-dynamic"
     weight_bits = 8
+    compute_precision = "int8"
     description = ("ORT dynamic int8 (weights int8 at build, activations quantised per call); preset from the CPU "
                    "ISA (recorded)")
     devices = ("cpu",)
@@ -301,6 +303,7 @@ def _with_past_feeds(export: Path, raw: list[dict], heads: int, head_dim: int) -
 class OnnxInt8Static(OrtRecipe):
     name = "onnx-int8-static"
     weight_bits = 8
+    compute_precision = "int8"
     description = ("ORT static int8, QDQ format, activation ranges calibrated on LibriSpeech dev-clean (encoder, "
                    "decoder and decoder-with-past on real inputs)")
     devices = ("cpu",)
@@ -382,6 +385,7 @@ class OnnxInt8Static(OrtRecipe):
 class OnnxInt4(OrtRecipe):
     name = "onnx-int4"
     weight_bits = 4
+    compute_precision = "int8"  # accuracy_level 4 (the default): int8 activations
     description = "ORT weight-only 4-bit (MatMulNBits, block-wise scales); embedding via GatherBlockQuantized"
     devices = ("cpu", "cuda")
     options = {"graph_optimization": GRAPH_OPTIMIZATION, "block_size": Option(32, check=_power_of_two_16),

@@ -144,10 +144,10 @@ class OrtGenAIRecipe(Recipe):
 RECIPES = [
     OrtGenAIRecipe(name="ortgenai-fp32", precision="fp32", fidelity_floor=0.999,
                    description="onnxruntime-genai model builder export, fp32 — C++ decode loop and log-mel front end"),
-    OrtGenAIRecipe(name="ortgenai-int8", precision="int8", weight_bits=8, options=QUANT_OPTIONS, fidelity_floor=0.80,
+    OrtGenAIRecipe(name="ortgenai-int8", precision="int8", weight_bits=8, compute_precision="int8", options=QUANT_OPTIONS, fidelity_floor=0.80,
                    description="onnxruntime-genai model builder export, int8 weight-only MatMulNBits (block 32) — "
                                "C++ decode loop"),
-    OrtGenAIRecipe(name="ortgenai-int4", precision="int4", weight_bits=4, options=QUANT_OPTIONS, fidelity_floor=0.20,
+    OrtGenAIRecipe(name="ortgenai-int4", precision="int4", weight_bits=4, compute_precision="int8", options=QUANT_OPTIONS, fidelity_floor=0.20,
                    description="onnxruntime-genai model builder export, int4 weight-only MatMulNBits (block 32) — "
                                "C++ decode loop"),
 ]

@@ -178,6 +178,10 @@ class OpenAIWhisperRuntime(Runtime):
         info = {"decode_settings": self.settings or {}}
         if self.forcing_checked:
             info["forced_lengths_checked"] = self.forcing_checked
+        if self.device == "cpu":
+            from .pytorch import torch_isa_path
+
+            info["isa_path"] = torch_isa_path(self.model, None)  # float32 on CPU
         return info
 
     # --- fidelity probes ---

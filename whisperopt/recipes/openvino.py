@@ -281,6 +281,7 @@ class OpenVINOInt4Weights(OpenVINOWeightCompression):
 class OpenVINOInt8PTQ(OpenVINORecipe):
     name = "openvino-int8-ptq"
     weight_bits = 8
+    compute_precision = "int8"
     ir_description = ("OpenVINO IR, NNCF static INT8 post-training quantization of encoder and decoder (weights and "
                       "activations; SmoothQuant, fast bias correction), calibrated on LibriSpeech dev-clean")
     options = {**RUNTIME_OPTIONS, "calibration_size": Option(40, check=positive),
@@ -364,7 +365,7 @@ def genai_twin(base: OpenVINORecipe) -> OpenVINORecipe:
     return OpenVINORecipe(name=base.name + "-genai", ir_description=base.ir_description, options=base.options,
                           modules=base.modules + ("openvino_genai",), genai=True, base_recipe=base,
                           shares_base_weights=True, fidelity_floor=base.fidelity_floor, weight_bits=base.weight_bits,
-                          component_baseline="openvino-fp32-genai")
+                          compute_precision=base.compute_precision, component_baseline="openvino-fp32-genai")
 
 
 RECIPES = BASE_RECIPES + [genai_twin(r) for r in BASE_RECIPES]

@@ -12,6 +12,7 @@ import numpy as np
 from ..constants import N_SAMPLES, N_TEXT_CTX, prompt_length
 from ..data.features import FRONT_END
 from ..errors import WhisperoptError
+from ..metrics.isa import kernel_path
 from .base import DecodeOptions, Runtime, Transcription
 from .transformers_runtime import GenerateRuntime, load_processor
 
@@ -39,6 +40,37 @@ def ov_properties(options: dict, threads: int) -> dict:
     if options["precision_hint"] != "default":
         props["INFERENCE_PRECISION_HINT"] = options["precision_hint"]
     return props
+
+
+# runtime precisions of the executed graph -> metrics.isa precisions
+_OV_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i8": "int8"}
+_MATRIX_LAYERS = ("FullyConnected", "MatMul", "Convolution")
+
+
+def ov_isa_path(compiled) -> dict:
+    """What OpenVINO's CPU plugin executes for a compiled model (its encoder: the roofline's fixed part): the primitive
+    types and runtime precisions of the matrix-product nodes of its runtime graph (e.g. ``brgemm_avx512_amx`` over
+    bf16, ``gemm_mlas_f32``). The precision is the one most of those nodes run in (bf16 when OpenVINO's default
+    picked it on an AMX / AVX512-BF16 CPU, int8 after PTQ); the path is AMX where a primitive's name says so, else
+    the CPU's best non-AMX path for that precision."""
+    from collections import Counter
+
+    compiled = compiled.get_compiled_model() if hasattr(compiled, "get_compiled_model") else compiled
+    kinds, precisions = Counter(), Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and info["layerType"].astype(str) in _MATRIX_LAYERS:
+            kinds[info["primitiveType"].astype(str)] += 1
+            precisions[info["runtimePrecision"].astype(str)] += 1
+    if not kinds:
+        hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        return kernel_path(_OV_PRECISIONS.get(hint, "fp32"), f"OpenVINO: inference precision {hint}")
+    precision = _OV_PRECISIONS.get(precisions.most_common(1)[0][0], "fp32")
+    amx = any("amx" in k.lower() for k in kinds)
+    shown = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common(4))
+    return kernel_path(precision, f"OpenVINO CPU plugin primitives of the encoder's matrix products: {shown}; runtime "
+                                  f"precision {', '.join(precisions)}",
+                       amx=amx, isa=f"amx_{precision}" if amx and precision != "fp32" else None)
 
 
 def check_device(ov_device: str) -> str:
@@ -199,6 +231,7 @@ class OVRuntime(_ProbeMixin, GenerateRuntime):
                                     "ov_device": self.ov_device, **self.props, "front_end": "shared " + FRONT_END,
                                     "torch_threads": "1 (glue only: OpenVINO owns --threads)"},
                 "compiled_properties": compiled,
+                **({"isa_path": ov_isa_path(self.model.encoder.request)} if self.ov_device == "CPU" else {}),
                 **self.log.summary()}
 
 
@@ -298,6 +331,9 @@ class GenAIRuntime(_ProbeMixin, Runtime):
                                     "forcing": "min_new_tokens = max_new_tokens = n, generated count checked"},
                 "ir_dir": str(self.ir_dir),
                 **self.log.summary()}
+        if self.ov_device == "CPU":  # the pipeline hides its compiled models: the same IR compiled with the same
+            # properties (the fidelity probes' model, loaded once and reused by them) executes the same primitives
+            info["isa_path"] = ov_isa_path(self._probe_model().encoder.request)
         if self.forced_checked:
             info["forced_lengths_checked"] = self.forced_checked
         if self.truncated:

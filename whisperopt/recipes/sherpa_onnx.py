@@ -222,6 +222,7 @@ class SherpaFp32(SherpaRecipe):
 class SherpaInt8(SherpaRecipe):
     name = "sherpa-int8"
     weight_bits = 8
+    compute_precision = "int8"
     description = "sherpa-onnx Whisper recognizer, int8 dynamic-quantized ONNX encoder/decoder (greedy, CPU)"
     base_recipe = SherpaFp32()  # quantises the fp32 export, as sherpa-onnx's script does
     fidelity_floor = 0.70  # as onnx-int8-dynamic (same onnxruntime quantizer and kernels; 0.79 on AVX2-only CPUs)
