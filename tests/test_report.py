@@ -116,7 +116,8 @@ RECIPES = {
     "torch-int8-dynamic": (0.3, [1 if i in (3, 17) else 0 for i in range(N)], N, 40, {}),  # +0.25 points
     "openvino-int8-ptq-genai": (0.2, [1 if i in (5, 22) else 0 for i in range(N)], N, 75, {}),  # +0.25, faster
     # +0.75 points, all on one utterance: within 1 point, but its CI upper bound is not
-    "openvino-int8-weights": (0.15, [6 if i == 9 else 0 for i in range(N)], N, 70, {}),
+    "openvino-int8-weights": (0.15, [6 if i == 9 else 0 for i in range(N)], N, 70,
+                              {"isa_path": {"precision": "bf16", "isa": "amx_bf16", "engine": "brgemm_avx512_amx ×9"}}),
     "onnx-int4": (0.1, [2] * N, N, 25, {}),  # +10 points
     "ct2-int8": (0.05, [0] * N, 30, 38, {}),  # incomplete
     "sherpa-int8": (0.05, [0] * N, N, 36, {"not_comparable": "greedy until end-of-text"}),
@@ -217,6 +218,11 @@ def test_csv_has_every_column_rounded(results, tmp_path):
     assert base["wer"] == "2.5" and base["wer_delta"] == "0.0" and base["wer_delta_significant"] == "False"
     assert int4["wer_delta"] == "10.0" and float(int4["wer_delta_ci_lo"]) > 5 and int4["cer_ci_hi"]
     assert rows["torch-int8-dynamic"]["encoder_rel_error"] == "1.00e-03"
+    # the ISA path: the engine's report where it made one, else the recipe's precision on the recorded CPU flags
+    assert rows["openvino-int8-weights"]["isa"] == "bf16 amx_bf16" and rows["torch-int8-dynamic"]["isa"] == "int8 avx2"
+    assert base["isa"] == "fp32 avx2" and rows["torch-fp16"]["isa"] == ""
+    md = paths["md"].read_text()
+    assert "| ISA path |" in md and "- torch-int8-dynamic: ISA path: int8 avx2 (not reported by the engine" in md
     for row in rows.values():
         for key, value in row.items():
             if value and value[0].isdigit() and "e" not in value:

@@ -12,9 +12,10 @@ from ..bench.results import read_rows, read_status
 from ..errors import WhisperoptError
 from ..files import read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
+from ..metrics.isa import kernel_path
 from ..metrics.roofline import WhisperCost, roofline, whisper_cost
 from ..metrics.wer import ErrorCounts, corpus_rate
-from ..recipes import Recipe, all_recipes, baseline_recipe
+from ..recipes import Recipe, all_recipes, baseline_recipe, find_recipe
 from .recommend import recommend
 
 
@@ -26,12 +27,27 @@ def model_cost(model_dir: str | None) -> WhisperCost | None:
         return None
 
 
-def roofline_fields(rows: list[dict], cost: WhisperCost | None, peaks: dict | None, name: str) -> dict | None:
-    """The recipe's share of this machine's limits (``metrics.roofline``), at its declared decoder weight precision."""
-    recipe = all_recipes().get(name)
+def roofline_fields(rows: list[dict], cost: WhisperCost | None, peaks: dict | None, name: str,
+                    precision: str | None = None) -> dict | None:
+    """The recipe's share of this machine's limits (``metrics.roofline``), at its declared decoder weight precision
+    and against the peak the precision its matrix products ran in can use (``precision``: its ISA path's)."""
+    recipe = find_recipe(name)  # a named variant (R@window=auto) is judged as its recipe
     if cost is None or not peaks or recipe is None:
         return None
-    return roofline(rows, cost, peaks, recipe.weight_bits)
+    return roofline(rows, cost, peaks, recipe.weight_bits, precision)
+
+
+def isa_path_fields(status: dict, name: str, cpu: dict | None, device: str) -> dict | None:
+    """The precision and ISA path a recipe's matrix products ran on: what its engine reported
+    (``run_info()["isa_path"]``), else its declared ``Recipe.compute_precision`` on the fastest path the benchmarked
+    CPU's recorded flags give it (the engine picks its kernels from CPUID and does not say which)."""
+    if status.get("isa_path"):
+        return status["isa_path"]
+    recipe = find_recipe(name)
+    if device != "cpu" or recipe is None or not cpu or "isa" not in cpu:
+        return None
+    return kernel_path(recipe.compute_precision, "not reported by the engine: the fastest path for its "
+                       "precision on this CPU's flags (its kernels dispatch on CPUID)", flags=set(cpu["isa"]))
 
 
 def units(baseline: str) -> dict[str, str]:
@@ -156,6 +172,7 @@ def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segmen
         not_comparable=status.get("not_comparable"),
         own_settings=status.get("own_settings"),
         decode_settings=status.get("decode_settings"),
+        isa_path=status.get("isa_path"),
         engine=status.get("engine"),
         options=status.get("options"),
         manifest=status.get("manifest"),
@@ -306,7 +323,9 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
         rows_out.append(recipe_summary(status, rows, wanted, read_rows(out_dir / f"{name}.segments.jsonl", key=None)))
         mine = measured[name] = wanted_rows(rows, wanted)
         if rows_out[-1]["status"] == "ok":
-            rows_out[-1]["roofline"] = roofline_fields(mine, cost, env.get("peaks"), name)
+            isa_path = rows_out[-1]["isa_path"] = isa_path_fields(status, name, env.get("cpu"), cfg.device)
+            rows_out[-1]["roofline"] = roofline_fields(mine, cost, env.get("peaks"), name,
+                                                       (isa_path or {}).get("precision"))
         counts[name] = {"words": error_counts(mine, "words"), "chars": error_counts(mine, "chars")}
     baseline = baseline_recipe().name
     add_accuracy(rows_out, counts, synthetic, baseline)

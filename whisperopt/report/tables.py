@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, atomic_write_text
+from ..metrics.isa import path_text
 from ..metrics.roofline import peaks_text
 from .recommend import baseline_name, recommend
 
@@ -60,14 +61,23 @@ def roofline_text(r: dict) -> str | None:
     roof = r.get("roofline")
     if not roof:
         return None
-    if roof.get("full_window"):
+    if roof.get("full_window") and roof.get("fixed_share") is not None:
+        fixed = (f"fixed {roof['fixed_ms']:.0f} ms/utterance ({100 * roof['fixed_share']:.0f} % of the {roof['peak']} "
+                 f"peak, the best its {roof.get('precision') or 'unknown'} matrix products can use")
+        fixed += f"; {100 * roof['fixed_share_fp32']:.0f} % of fp32 peak)" if roof["peak"] != "fp32" else ")"
+    elif roof.get("full_window"):  # a summary written before the per-precision peaks
         fixed = f"fixed {roof['fixed_ms']:.0f} ms/utterance ({100 * roof['fixed_share_fp32']:.0f} % of fp32 peak" + (
             f", {100 * roof['fixed_share_int8']:.0f} % of int8 peak)" if roof.get("fixed_share_int8") else ")")
     else:
         fixed = (f"fixed {roof['fixed_ms']:.0f} ms/utterance, less than one 30-s encoder pass at peak: the engine "
                  "encodes less than a full window, so its encoder time is in the per-token figure")
     return (f"{fixed}; {roof['per_token_ms']:.1f} ms per token ({roof['decoder_gb_s']:.1f} GB/s of "
-            f"{roof['weight_bits']}-bit decoder weights); {roof['headroom']:.1f}× this machine's floor")
+            f"{roof['weight_bits']}-bit decoder weights); {roof['headroom']:.1f}× its floor on this machine")
+
+
+def isa_text(r: dict) -> str | None:
+    """The precision and ISA path a recipe's matrix products ran on (``metrics.isa``), e.g. ``int8 avx512_vnni``."""
+    return path_text(r.get("isa_path"))
 
 
 def _utterances(r: dict) -> str | None:
@@ -101,7 +111,8 @@ COLUMNS = [
     Column("compression", "compr.\n×", _figure("compression", "{:.2f}")),
     Column("encoder_rel_error", "enc. rel.\nerr", _figure("encoder_rel_error", "{:.2e}")),
     Column("teacher_forced_agreement", "TF top-1\n%", _figure("teacher_forced_agreement", "{:.2f}", 100)),
-    Column("roofline_fixed", "fixed %\nfp32 pk", _roof("fixed_share_fp32", "{:.0f}", 100, full_window=True)),
+    Column("isa", "ISA\npath", isa_text),
+    Column("roofline_fixed", "fixed %\npeak", _roof("fixed_share", "{:.0f}", 100, full_window=True)),
     Column("roofline_decoder", "dec.\nGB/s", _roof("decoder_gb_s", "{:.1f}")),
     Column("headroom", "×\nfloor", _roof("headroom", "{:.1f}")),
     Column("utterances", "utts", _utterances),
@@ -173,9 +184,16 @@ def _md_header(summary: dict) -> list[str]:
     if env.get("peaks"):
         lines.append(f"- roofline: this machine's peaks {peaks_text(env['peaks'])} ({env['peaks'].get('method')}); "
                      "each recipe's batch-1 latencies fitted as fixed + per-token × tokens; fixed % = encoder and "
-                     "cross-attention FLOPs of one 30-s window / fixed time / peak; dec. GB/s = decoder weight "
-                     "bytes read per token / per-token time; × floor = eval time / (encoder at the best GEMM peak + "
-                     "each token's int8 weights at the copy bandwidth)")
+                     "cross-attention FLOPs of one 30-s window / fixed time / the best peak the precision of its "
+                     "matrix products can use (ISA path: fp32 the fp32 peak, bf16/fp16 the better of bf16 and fp32, "
+                     "int8 the better of int8 and fp32); dec. GB/s = decoder weight "
+                     "bytes read per token / per-token time; × floor = eval time / (encoder at that peak + each "
+                     "token at the larger of its weight bytes / copy bandwidth and its FLOPs / that peak)")
+        if env["peaks"].get("backends"):
+            lines.append("- peaks measured with: " + "; ".join(f"{k}: {v}" for k, v in env["peaks"]["backends"].items()))
+    if cpu.get("kernels"):
+        lines.append("- fastest kernel path per precision on this CPU (from its flags): "
+                     + ", ".join(f"{k} {v}" for k, v in cpu["kernels"].items()))
     lines.append(f"- speed-up and compression are relative to {baseline} (compression: fp32 parameter bytes / "
                  f"weight bytes on disk); fidelity is against {baseline} on CPU, "
                  f"{cfg.get('fidelity_utterances')} utterances")
@@ -208,6 +226,8 @@ def _md_notes(summary: dict) -> list[str]:
                 notes.append(f"- {r['recipe']}: fidelity: {r[key]}")
         if r.get("decode_settings"):
             notes.append(f"- {r['recipe']}: ran with " + ", ".join(f"{k}={v}" for k, v in r["decode_settings"].items()))
+        if isa_text(r):
+            notes.append(f"- {r['recipe']}: ISA path: {isa_text(r)} ({r['isa_path'].get('engine')})")
         if roofline_text(r):
             notes.append(f"- {r['recipe']}: roofline: {roofline_text(r)}")
         if r.get("components") or r.get("component_speedup"):
@@ -333,7 +353,8 @@ CSV_FIELDS: list[tuple[str, int | str | None]] = [
     ("peak_vram_mb", 1), ("cpu_percent", 1), ("size_mb", 1), ("compression", 3), ("encoder_rel_error", "e"),
     ("teacher_forced_agreement", 4), ("roofline_fixed_ms", 1), ("roofline_per_token_ms", 2),
     ("roofline_fixed_share_fp32", 3), ("roofline_fixed_share_int8", 3), ("roofline_decoder_gb_s", 2),
-    ("roofline_headroom", 2), ("best_batch", None), ("rtfx_best", 2), ("throughput_gain", 3),
+    ("roofline_headroom", 2), ("isa", None), ("roofline_precision", None), ("roofline_peak", None),
+    ("roofline_fixed_share", 3), ("best_batch", None), ("rtfx_best", 2), ("throughput_gain", 3),
 ]
 
 
@@ -344,6 +365,7 @@ def _flat(row: dict) -> dict:
         out[f"{key}_lo"], out[f"{key}_hi"] = row.get(key) or (None, None)
     for key, value in (row.get("roofline") or {}).items():
         out[f"roofline_{key}"] = value
+    out["isa"] = isa_text(row)
     return out
 
 
