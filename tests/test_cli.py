@@ -74,6 +74,30 @@ def test_report_of_missing_results(tmp_path):
     assert_one_line_error(run_cli("report", str(tmp_path)), "no benchmark results")
 
 
+def test_recipes_json(capsys):
+    """`recipes --json`: one JSON document and nothing else on stdout; every registry recipe with its availability
+    here and its option table read from its Option objects (so an option added later is listed by itself)."""
+    from whisperopt.cli import main
+    from whisperopt.recipes import all_recipes
+
+    assert main(["recipes", "--json", "--device", "cpu"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    registry = all_recipes()
+    assert [r["name"] for r in records] == list(registry)
+    by_name = {r["name"]: r for r in records}
+    for r in records:
+        recipe = registry[r["name"]]
+        assert (r["engine"], r["description"], r["devices"]) == (recipe.engine, recipe.description, list(recipe.devices))
+        assert r["available"] is (r["unavailable_reason"] is None)
+        assert [(o["name"], o["default"], o["choices"]) for o in r["options"]] == \
+            [(k, o.default, list(o.choices)) for k, o in recipe.options.items()]
+    assert by_name["torch-fp32"]["available"] and by_name["torch-fp16"]["unavailable_reason"] == "needs CUDA, running on CPU"
+    isa = next(o for o in by_name["onnx-int8-dynamic"]["options"] if o["name"] == "isa")
+    # which recipes take window=auto: those whose engine does not refuse it
+    assert by_name["torch-fp32"]["window_unsupported"] is None and by_name["ct2-int8-fw-defaults"]["window_unsupported"]
+    assert isa["default"] == "auto" and "avx512_vnni" in isa["choices"]
+
+
 def test_recipes_and_models_commands(tiny_model):
     proc = run_cli("recipes", "--device", "cpu")
     assert proc.returncode == 0 and "torch-int8-dynamic" in proc.stdout and "needs CUDA" in proc.stdout

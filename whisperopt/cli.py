@@ -231,6 +231,19 @@ def _print_wheels() -> None:
     _console().print(table)
 
 
+def _recipe_record(recipe, device: str) -> dict:
+    """One recipe for ``whisperopt recipes --json``: read generically from the recipe object and its ``Option`` table
+    (so an option any engine adds later is listed by itself)."""
+    reason = recipe.unavailable_reason(device)
+    return {"name": recipe.name, "engine": recipe.engine, "description": recipe.description,
+            "devices": list(recipe.devices), "available": reason is None, "unavailable_reason": reason,
+            "compute_precision": recipe.compute_precision,
+            "window_unsupported": recipe.window_unsupported,
+            "options": [{"name": key, "default": opt.default, "choices": list(opt.choices),
+                         **({"help": opt.help} if opt.help else {})}
+                        for key, opt in recipe.options.items()]}
+
+
 def cmd_recipes(args) -> int:
     from rich.table import Table
 
@@ -238,6 +251,11 @@ def cmd_recipes(args) -> int:
     from .recipes import all_recipes
 
     device = default_device() if args.device == "auto" else args.device
+    if args.json:  # for scripts: only the JSON document on stdout
+        import json
+
+        print(json.dumps([_recipe_record(r, device) for r in all_recipes().values()], indent=1, default=str))
+        return 0
     table = Table(title=f"recipes (availability on {device})")
     for col in ("recipe", "engine", "available", "description"):
         table.add_column(col)
@@ -561,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rc = sub.add_parser("recipes", help="list recipes and whether they can run here")
     rc.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    rc.add_argument("--json", action="store_true", help="print a JSON list instead: each recipe's engine, description, "
+                    "devices, availability here (and why not) and its options (name, default, choices)")
     rc.set_defaults(func=cmd_recipes)
 
     bu = sub.add_parser("build", help="build (or reuse) recipe artifacts without benchmarking")
