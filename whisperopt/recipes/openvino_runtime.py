@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import N_SAMPLES, N_TEXT_CTX, prompt_length
+from ..constants import N_FRAMES, N_SAMPLES, N_TEXT_CTX, prompt_length
 from ..data.features import FRONT_END
 from ..errors import WhisperoptError
 from ..metrics.isa import kernel_path
@@ -47,21 +47,30 @@ _OV_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i
 _MATRIX_LAYERS = ("FullyConnected", "MatMul", "Convolution")
 
 
-def ov_isa_path(compiled) -> dict:
-    """What OpenVINO's CPU plugin executes for a compiled model (its encoder: the roofline's fixed part): the primitive
-    types and runtime precisions of the matrix-product nodes of its runtime graph (e.g. ``brgemm_avx512_amx`` over
-    bf16, ``gemm_mlas_f32``). The precision is the one most of those nodes run in (bf16 when OpenVINO's default
-    picked it on an AMX / AVX512-BF16 CPU, int8 after PTQ); the path is AMX where a primitive's name says so, else
-    the CPU's best non-AMX path for that precision."""
+def _matrix_primitives(compiled):
     from collections import Counter
 
-    compiled = compiled.get_compiled_model() if hasattr(compiled, "get_compiled_model") else compiled
     kinds, precisions = Counter(), Counter()
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         if "layerType" in info and info["layerType"].astype(str) in _MATRIX_LAYERS:
             kinds[info["primitiveType"].astype(str)] += 1
             precisions[info["runtimePrecision"].astype(str)] += 1
+    return kinds, precisions
+
+
+def ov_isa_path(compiled, example=None) -> dict:
+    """What OpenVINO's CPU plugin executes for a compiled model (its encoder: the roofline's fixed part): the primitive
+    types and runtime precisions of the matrix-product nodes of its runtime graph (e.g. ``brgemm_avx512_amx`` over
+    bf16, ``gemm_mlas_f32``). The precision is the one most of those nodes run in (bf16 when OpenVINO's default
+    picked it on an AMX / AVX512-BF16 CPU, int8 after PTQ); the path is AMX where a primitive's name says so, else
+    the CPU's best non-AMX path for that precision. Nodes of a dynamic shape pick their primitive at the first
+    inference (``undef`` before): a model that has not run yet runs ``example`` once."""
+    compiled = compiled.get_compiled_model() if hasattr(compiled, "get_compiled_model") else compiled
+    kinds, precisions = _matrix_primitives(compiled)
+    if example is not None and any(k.startswith("undef") for k in kinds):
+        compiled(example)
+        kinds, precisions = _matrix_primitives(compiled)
     if not kinds:
         hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         return kernel_path(_OV_PRECISIONS.get(hint, "fp32"), f"OpenVINO: inference precision {hint}")
@@ -333,7 +342,8 @@ class GenAIRuntime(_ProbeMixin, Runtime):
                 **self.log.summary()}
         if self.ov_device == "CPU":  # the pipeline hides its compiled models: the same IR compiled with the same
             # properties (the fidelity probes' model, loaded once and reused by them) executes the same primitives
-            info["isa_path"] = ov_isa_path(self._probe_model().encoder.request)
+            example = np.zeros((1, self.processor.feature_extractor.feature_size, N_FRAMES), dtype=np.float32)
+            info["isa_path"] = ov_isa_path(self._probe_model().encoder.request, example)
         if self.forced_checked:
             info["forced_lengths_checked"] = self.forced_checked
         if self.truncated:
