@@ -282,3 +282,43 @@ def session_options(threads: int, level: str = "all"):
     }[level]
     so.log_severity_level = 3
     return so
+
+
+# --- the adaptive encoder window on an exported encoder (recipe option ``window``) ---
+def dynamic_frame_axis(model) -> bool:
+    """Let an exported Whisper encoder take fewer than 3000 frames, in place: Optimum exports the frame axis fixed
+    (its WhisperOnnxConfig drops the dynamic axis) and the trace adds the whole (1500, d) positional table as a
+    constant. The table is sliced to the conv output's length (Shape → Slice, as whisper.cpp's ``audio_ctx`` does)
+    and the input's frame axis and the output's position axis are made symbolic. False (graph unchanged) when the
+    graph has no such addition, e.g. an export of another layout."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    tables = {i.name: i for i in graph.initializer if len(i.dims) == 2}
+    target = next((n for n in graph.node if n.op_type == "Add" and len(n.input) == 2 and n.input[1] in tables), None)
+    inp, out = graph.input[0].type.tensor_type.shape, graph.output[0].type.tensor_type.shape
+    if target is None or len(inp.dim) != 3 or len(out.dim) != 3 or out.dim[1].dim_value != tables[target.input[1]].dims[0]:
+        return False
+    prefix = "whisperopt_window_"
+    graph.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), prefix + "start"),
+                              numpy_helper.from_array(np.array([0], np.int64), prefix + "axis")])
+    at = list(graph.node).index(target)
+    graph.node.insert(at, helper.make_node("Slice", [target.input[1], prefix + "start", prefix + "length",
+                                                     prefix + "axis"], [prefix + "table"], name=prefix + "slice"))
+    graph.node.insert(at, helper.make_node("Shape", [target.input[0]], [prefix + "length"], name=prefix + "shape",
+                                           start=1, end=2))
+    target.input[1] = prefix + "table"
+    for dim, name in ((inp.dim[2], "encoder_frames"), (out.dim[1], "encoder_positions")):
+        dim.ClearField("dim_value")
+        dim.dim_param = name
+    del graph.value_info[:]  # shapes inferred for 3000 frames no longer hold
+    if _serialisable(model) and model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+        onnx.checker.check_model(model)
+    return True
+
+
+def takes_short_windows(session) -> bool:
+    """True when an encoder session's input has a symbolic frame axis (``dynamic_frame_axis`` ran at export)."""
+    shape = session.get_inputs()[0].shape
+    return len(shape) == 3 and not isinstance(shape[2], int)

@@ -46,6 +46,7 @@ from .onnx_tools import (
     QUANT_OPS,
     decoder_dims,
     decoder_feed,
+    dynamic_frame_axis,
     isa_preset,
     model_files,
     op_counts,
@@ -111,7 +112,13 @@ class OnnxExport(Recipe):
             raise WhisperoptError(f"ONNX export of {model_dir} did not write {', '.join(missing)}")
         if not (out_dir / "tokenizer.json").exists():
             copy_side_files(model_dir, out_dir)
-        return {"task": EXPORT_TASK}
+        import onnx
+
+        encoder = onnx.load(str(out_dir / ENCODER))
+        dynamic = dynamic_frame_axis(encoder)
+        if dynamic:
+            save_model(encoder, out_dir / ENCODER)
+        return {"task": EXPORT_TASK, "encoder_frames": "dynamic (window option)" if dynamic else "fixed 3000"}
 
     def load(self, artifact, device, threads):  # pragma: no cover - not a user recipe
         raise WhisperoptError("onnx-export is an intermediate artifact")
@@ -123,6 +130,7 @@ class OrtRecipe(Recipe):
     devices = ("cpu", "cuda")
     options = {"graph_optimization": GRAPH_OPTIMIZATION}
     base_recipe = OnnxExport()
+    window_unsupported = None  # the export's encoder takes any frame count (onnx_tools.dynamic_frame_axis)
 
     def unavailable_reason(self, device: str) -> str | None:
         reason = super().unavailable_reason(device)

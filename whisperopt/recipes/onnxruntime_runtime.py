@@ -9,7 +9,7 @@ import numpy as np
 
 from ..data.features import FRONT_END
 from ..errors import WhisperoptError
-from .onnx_tools import NP_TYPES, decoder_dims, decoder_feed, session_options
+from .onnx_tools import NP_TYPES, decoder_dims, decoder_feed, session_options, takes_short_windows
 from .transformers_runtime import GenerateRuntime
 
 
@@ -37,6 +37,17 @@ class OrtRuntime(GenerateRuntime):
 
     def encoder_output(self, features: np.ndarray) -> np.ndarray:
         return self._encode(features).astype(np.float32)
+
+    def encode_window(self, feats):
+        """The encoder session on the adaptive window's frames (an export whose frame axis is symbolic)."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        if not takes_short_windows(self.encoder_session):
+            raise WhisperoptError("this ONNX artifact's encoder takes exactly 3000 frames (exported by an older "
+                                  "whisperopt): rebuild it (`whisperopt build --rebuild`) to use the window option")
+        hidden = torch.from_numpy(self._encode(feats.cpu().numpy()))
+        return BaseModelOutput(last_hidden_state=hidden.to(self.device, dtype=self.dtype or hidden.dtype))
 
     def teacher_forced_top1(self, features: np.ndarray, tokens: list[int]) -> np.ndarray:
         """Teacher forcing through the path generation takes: the first token on the no-cache branch, then one token
