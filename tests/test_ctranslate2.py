@@ -108,6 +108,7 @@ def test_forced_lengths_sequential(fp32, utterances):
     assert s["vad_filter"] is False and s["condition_on_previous_text"] is False and s["temperature"] == [0.0]
     assert s["without_timestamps"] is True and s["beam_size"] == 1 and s["language"] == "en"
     assert s["cpu_threads"] == 2 and s["inter_threads"] == 1
+    assert info["isa_path"]["precision"] == "fp32" and info["isa_path"]["engine"].startswith("ctranslate2 ")
     assert info["forced_lengths_checked"] == len(forced)
     # converted offline: tokenizer and preprocessor next to the weights, nothing to download at load time
     for f in ("model.bin", "config.json", "vocabulary.json", "tokenizer.json", "preprocessor_config.json"):

@@ -131,6 +131,7 @@ def test_forced_lengths_batch_and_beam(synthetic, librispeech):
     assert info["forced_lengths_checked"] == N_UTT + 2 and "not_comparable" not in info
     s = info["decode_settings"]
     assert s["fp16"] is False and s["without_timestamps"] is True and s["temperature"] == [0.0]
+    assert info["isa_path"]["precision"] == "fp32" and "CPU capability" in info["isa_path"]["engine"]
     assert "openai-whisper" in s["engine"] and "log_mel_spectrogram" in s["front_end"]
 
 

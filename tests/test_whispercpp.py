@@ -186,6 +186,8 @@ def test_synthetic_build_probe_and_run_info(tiny_model, librispeech):
         assert s["n_threads"] == 2 and s["sampling_strategy"] == "greedy" and s["no_timestamps"] is True
         assert s["temperature"] == 0.0 and s["temperature_inc"] == 0.0 and s["language"] == "en" and s["suppress_nst"]
         assert "AVX" in s["system_info"] and s["ggml_ftype"] == "q8_0"
+        # Q8_0 blocks multiply against int8-quantised activations, on the ISA this library was built for
+        assert info["isa_path"]["precision"] == "int8" and s["system_info"] in info["isa_path"]["engine"]
     finally:
         rt.close()
 
