@@ -94,6 +94,7 @@ class OpenVINORecipe(Recipe):
     component_baseline = "openvino-fp32"
     fidelity_floor = 0.999  # teacher-forced top-1 agreement vs the baseline on dev-clean required at build time
     ir_description = ""
+    window_unsupported = None  # OVRuntime compiles a frame-dynamic copy of the encoder IR (window_encoder)
 
     @property
     def description(self) -> str:
@@ -152,7 +153,8 @@ class OpenVINORecipe(Recipe):
         torch.set_num_threads(threads)
         if self.genai:
             return GenAIRuntime(ir_dir, artifact.model_dir, ov_device, props, threads)
-        return OVRuntime(load_ov_model(ir_dir, ov_device, props), artifact.model_dir, ov_device, props, threads)
+        return OVRuntime(load_ov_model(ir_dir, ov_device, props), artifact.model_dir, ov_device, props, threads,
+                         ir_dir)
 
 
 def _components(ir_dir: Path, fp32_bytes: dict) -> dict:
@@ -365,7 +367,12 @@ def genai_twin(base: OpenVINORecipe) -> OpenVINORecipe:
     return OpenVINORecipe(name=base.name + "-genai", ir_description=base.ir_description, options=base.options,
                           modules=base.modules + ("openvino_genai",), genai=True, base_recipe=base,
                           shares_base_weights=True, fidelity_floor=base.fidelity_floor, weight_bits=base.weight_bits,
-                          compute_precision=base.compute_precision, component_baseline="openvino-fp32-genai")
+                          compute_precision=base.compute_precision, component_baseline="openvino-fp32-genai",
+                          window_unsupported=GENAI_NO_WINDOW)
+
+
+GENAI_NO_WINDOW = ("openvino-genai's WhisperPipeline computes its own 30-s log-mel in C++ and has no setting for the "
+                   "encoder's length (its API takes raw audio only); the Python-loop twin without -genai takes it")
 
 
 RECIPES = BASE_RECIPES + [genai_twin(r) for r in BASE_RECIPES]

@@ -164,6 +164,48 @@ def load_ov_model(ir_dir: Path, ov_device: str, props: dict):
                                                    export=False, compile=True, local_files_only=True)
 
 
+def window_encoder(ir_dir: Path):
+    """The artifact's encoder IR made to take any number of frames (the ``window`` option), or None when its graph
+    does not have the expected layout. optimum-intel traces it for 3000 frames: the positional table is added as a
+    constant (1, 1500, d) and the attention reshapes hold 1500 as a literal. The table is sliced to the conv
+    output's length (ShapeOf → Slice), each reshape pattern's single 1500 becomes -1 (inferred), and the frame axis
+    of the input is made dynamic. The IR on disk is not changed (the -genai twin runs it as built)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    model = ov.Core().read_model(str(Path(ir_dir) / f"{ENCODER}.xml"))
+    out_shape = model.outputs[0].get_partial_shape()
+    if out_shape.rank.get_length() != 3 or not out_shape[1].is_static:
+        return None
+    positions = out_shape[1].get_length()
+    table_add = None
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "Add":
+            a, b = op.input(0).get_partial_shape(), op.input(1).get_partial_shape()
+            if b.is_static and b.rank.get_length() in (2, 3) and b[b.rank.get_length() - 2].get_length() == positions \
+                    and a.rank.get_length() == 3 and a[1].is_static and a[1].get_length() == positions:
+                table_add = op
+                break
+    if table_add is None:
+        return None
+    one = ops.constant(np.array([1], np.int64))
+    length = ops.gather(ops.shape_of(table_add.input(0).get_source_output()), one, ops.constant(np.int64(0)))
+    axis = table_add.input(1).get_partial_shape().rank.get_length() - 2
+    sliced = ops.slice(table_add.input(1).get_source_output(), ops.constant(np.array([0], np.int64)), length, one,
+                       ops.constant(np.array([axis], np.int64)))
+    table_add.input(1).replace_source_output(sliced.output(0))
+    for op in model.get_ordered_ops():
+        pattern = op.input(1).get_source_output().get_node() if op.get_type_name() == "Reshape" else None
+        if pattern is not None and pattern.get_type_name() == "Constant":
+            values = pattern.get_data().copy()
+            if (values == positions).sum() == 1 and (values == -1).sum() == 0:
+                values[values == positions] = -1
+                op.input(1).replace_source_output(ops.constant(values).output(0))
+    shape = model.inputs[0].get_partial_shape()
+    model.reshape({model.inputs[0]: ov.PartialShape([shape[0], shape[1], -1])})
+    return model
+
+
 class _ProbeMixin:
     """Fidelity probes on the artifact's encoder/decoder IR (numpy in, numpy out), as TorchRuntime defines them."""
 
@@ -205,10 +247,11 @@ class OVRuntime(_ProbeMixin, GenerateRuntime):
 
     fidelity_method = FIDELITY_METHOD
 
-    def __init__(self, model, model_dir: Path, ov_device: str, props: dict, threads: int):
+    def __init__(self, model, model_dir: Path, ov_device: str, props: dict, threads: int, ir_dir: Path | None = None):
         super().__init__(model, model_dir, device="cpu", dtype=None)
         self.torch_for_glue_only()
         self.ov_device, self.props, self.threads = ov_device, props, threads
+        self.ir_dir, self._window_encoder = ir_dir, None
         self.log = _CallLog()
         self._enc_times: list[float] = []
         self._dec_times: list[float] = []
@@ -217,6 +260,23 @@ class OVRuntime(_ProbeMixin, GenerateRuntime):
 
     def _probe_model(self):
         return self.model
+
+    def encode_window(self, feats):
+        """The adaptive window: a second compiled encoder (``window_encoder``, same properties), made on first use."""
+        import openvino as ov
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        if self._window_encoder is None:
+            model = window_encoder(self.ir_dir)
+            if model is None:
+                raise WhisperoptError(f"the encoder IR in {self.ir_dir} does not have the layout the window option "
+                                      "reshapes (positional-table addition and reshapes of the 1500 positions)")
+            self._window_encoder = ov.Core().compile_model(model, self.ov_device, dict(self.props))
+        t = time.perf_counter()
+        hidden = self._window_encoder(feats.numpy())[0]
+        self._enc_times.append(time.perf_counter() - t)
+        return BaseModelOutput(last_hidden_state=torch.from_numpy(np.ascontiguousarray(hidden)))
 
     def transcribe(self, audios, options, forced_lengths=None):
         self._enc_times.clear()
