@@ -117,6 +117,8 @@ class OrtGenAIRecipe(Recipe):
     component_baseline = "ortgenai-fp32"
     fidelity_floor = 0.999
     description = ""
+    window_unsupported = ("onnxruntime-genai's Whisper pipeline takes raw audio: its C++ processor makes the 30-s "
+                          "log-mel and its API has no setting for the encoder's length")
 
     def versions(self) -> dict:
         v = {d: dist_version(d) for d in ("onnxruntime-genai", "onnxruntime", "onnx-ir", "transformers", "torch")}

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import N_SAMPLES, N_TEXT_CTX, prompt_length
+from ..data.features import audio_frames
 from ..errors import WhisperoptError
 from ..files import dist_version
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription, WindowOptions, WindowResult
@@ -153,18 +154,24 @@ class OpenAIWhisperRuntime(Runtime):
         n = max(forced_lengths) if forced_lengths else None
         opts = self._options(options, n)
         self._record(opts, options, forced_lengths is not None)
-        mel = self._mel(audios)
+        frames = audio_frames(audios, self.window)
+        mel = self._mel(audios)[..., :frames]
         # openai-whisper's batched beam search fails (cross-attention of n_group x batch queries against batch keys,
         # openai/whisper#2197): with a beam, one decode call per utterance
         groups = [[i] for i in range(len(audios))] if opts.beam_size else [list(range(len(audios)))]
         results = []
-        with torch.inference_mode():
-            for idx in groups:
-                task = DecodingTask(self.model, opts)
-                if forced_lengths:
-                    task.logit_filters.append(_forced_length_filter([forced_lengths[i] for i in idx], task.n_group,
-                                                                    task.sample_begin, task.tokenizer.eot))
-                results += task.run(mel[idx])
+        encoder, full = self.model.encoder, self.model.encoder.positional_embedding
+        try:  # the adaptive window: AudioEncoder asserts and adds its whole table, so it is shown the first rows
+            encoder.positional_embedding = full[:frames // 2]
+            with torch.inference_mode():
+                for idx in groups:
+                    task = DecodingTask(self.model, opts)
+                    if forced_lengths:
+                        task.logit_filters.append(_forced_length_filter([forced_lengths[i] for i in idx], task.n_group,
+                                                                        task.sample_begin, task.tokenizer.eot))
+                    results += task.run(mel[idx])
+        finally:
+            encoder.positional_embedding = full
         out = [Transcription(r.text.strip(), [int(t) for t in r.tokens]) for r in results]
         if forced_lengths:
             got = [len(t.tokens) for t in out]
@@ -245,6 +252,7 @@ class OpenAIWhisperRecipe(Recipe):
     # float32 like torch-fp32, same weights, its own PyTorch modules (SDPA attention): measured on synthetic:tiny
     # (random weights), 2 dev-clean utterances: encoder rel. error ~1e-6, teacher-forced agreement 100 %
     fidelity_floor = 0.999
+    window_unsupported = None  # AudioEncoder shown a sliced positional table (OpenAIWhisperRuntime.transcribe)
 
     def unavailable_reason(self, device: str) -> str | None:
         reason = super().unavailable_reason(device)

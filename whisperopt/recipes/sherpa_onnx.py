@@ -200,6 +200,8 @@ class SherpaRecipe(Recipe):
     engine = "sherpa-onnx"
     modules = ("sherpa_onnx", "onnx", "onnxruntime", "whisper", "torch")
     devices = ("cpu",)  # the PyPI wheel is CPU-only
+    window_unsupported = ("sherpa-onnx chooses the encoder's length itself: its C++ recognizer already encodes the "
+                          "clip's own frames plus 1000 frames of tail padding, not a 30-s window, with no setting")
 
     def versions(self) -> dict:
         return {d: dist_version(d) for d in ("sherpa-onnx", "onnx", "onnxruntime", "torch", "openai-whisper")}
