@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 from ..errors import WhisperoptError
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
@@ -27,6 +28,10 @@ def all_recipes() -> dict[str, Recipe]:
     return recipes
 
 
+# a variant's key and value become part of file names (rows, status, logs): letters, digits and . _ + - only
+_NAME_PART = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
 def get_recipe(name: str) -> Recipe:
     """A registry recipe, or a named variant ``R@key=value[@key=value]`` (R with those options fixed: a bench row of
     its own, e.g. ``torch-fp32@window=auto`` beside ``torch-fp32``)."""
@@ -39,9 +44,9 @@ def get_recipe(name: str) -> Recipe:
     preset = {}
     for item in fixed:
         key, sep, value = item.partition("=")
-        if not sep or not key or not value or key in preset:
-            raise WhisperoptError(f"recipe {name!r}: expected {base}@KEY=VALUE[@KEY=VALUE] with each key once, got "
-                                  f"{'@' + item!r}")
+        if not sep or not _NAME_PART.fullmatch(key) or not _NAME_PART.fullmatch(value) or key in preset:
+            raise WhisperoptError(f"recipe {name!r}: expected {base}@KEY=VALUE[@KEY=VALUE] (letters, digits, . _ + -; "
+                                  f"each key once), got {'@' + item!r}")
         preset[key] = value
     return recipes[base].variant(preset)
 
