@@ -179,6 +179,9 @@ def test_bench_rows_for_every_openvino_recipe(tmp_path, artifacts, tiny_model):
         status = json.loads((out / f"{name}.status.json").read_text())
         assert status["decode_settings"]["INFERENCE_NUM_THREADS"] == 2  # --threads honoured
         assert status["decode_settings"]["PERFORMANCE_HINT"] == "LATENCY"
+        # the primitives OpenVINO executed, each resolved (dynamic shapes pick theirs at the first inference)
+        assert "primitives" in status["isa_path"]["engine"] and "undef" not in status["isa_path"]["engine"], name
+        assert status["isa_path"]["precision"] == ("int8" if "ptq" in name else "fp32"), name  # precision_hint f32
     assert rows["openvino-fp32"]["teacher_forced_agreement"] >= 0.999
     assert rows["openvino-fp32"]["encoder_rel_error"] < 1e-5
     assert rows["openvino-int8-ptq-genai"]["teacher_forced_agreement"] == rows["openvino-int8-ptq"][
