@@ -91,7 +91,9 @@ def _fp32_probe(a, b, n: int) -> tuple[float, str]:
 
     figures = {"torch.mm": _gemm_gflops(a, b, n)}
     try:
-        from torch.utils import mkldnn
+        with warnings.catch_warnings():  # torch.utils.mkldnn still defines its modules with torch.jit.script_method
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch.utils import mkldnn
 
         linear = mkldnn.to_mkldnn(torch.nn.Linear(n, n, bias=False).eval())
         x = a.to_mkldnn()
