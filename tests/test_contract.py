@@ -79,17 +79,22 @@ def test_every_installed_recipe_builds_validates_and_transcribes(name, tiny_mode
         assert ("inherited_from" in validation) == recipe.shares_base_weights
     assert recipe.size_bytes(artifact) > 0
     audio, n = utterance
-    runtime = recipe.load(artifact, "cpu", 2)
+    runtime = recipe.open(artifact, "cpu", 2)
     try:
         assert isinstance(runtime, Runtime) and isinstance(runtime.fidelity_method, str)
         (out,) = runtime.transcribe([audio], DecodeOptions(), [n])
         info = runtime.run_info()
+        if not recipe.window_unsupported:  # the adaptive window decodes the same forced work on a shorter encoding
+            runtime.window = "auto"
+            (short,) = runtime.transcribe([audio], DecodeOptions(), [n])
     finally:
         runtime.close()
     assert isinstance(out, Transcription) and isinstance(out.text, str) and out.tokens
     assert isinstance(info, dict)
     if "not_comparable" not in info:  # the engine honours the forced decode length of a synthetic checkpoint
         assert len(out.tokens) == n
+        if not recipe.window_unsupported:
+            assert len(short.tokens) == n
 
 
 # the layers, top to bottom; a module may import its own layer and the ones below it, never one above

@@ -5,6 +5,9 @@ A Whisper utterance costs a *fixed* part (front end, one encoder pass over the 3
 and values, the prompt) and a *per-token* part (one decoder step: every decoder matrix and the vocabulary
 projection read once, for a few MFLOPs). Fitting ``latency = fixed + per_token × tokens`` over a recipe's batch-1
 rows splits its measured time the same way for every engine, including engines that time nothing themselves.
+Rows of an adaptive window (recipe option ``window``) record the seconds their encoder was given (``window_s``): the
+fixed work is then each row's encoder + cross-K/V FLOPs at its window (``WhisperCost.fixed_flops``); since the window
+grows with the clip as the token count does, part of the encoder's time then lands in the per-token slope.
 
 - fixed part: "at N % of the <precision> peak" — the encoder's FLOPs over the fitted fixed time (a lower bound on
   the encoder's own share: the fixed time also holds the front end and the prompt), against the best GEMM peak the
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..constants import CHUNK_LENGTH
+
 PROBE_SIZE = 1024  # square GEMM: large enough to reach the kernels' peak, small enough for ~1 s per probe
 PROBE_REPEATS = 8
 SLOW_PROBE_S = 0.05  # a GEMM slower than this per call (bf16 without a bf16 unit) is probed on a smaller square
@@ -47,6 +52,14 @@ class WhisperCost:
     token_flops: float  # one decoder step (attention over a typical context included)
     token_weight_params: float  # parameters a decoder step reads (every decoder matrix + the vocabulary projection)
     params: float  # all parameters (to turn the artifact's size into bytes per parameter)
+    encoder_attention_flops: float = 0.0  # the part of encoder_flops quadratic in the window (self-attention)
+
+    def fixed_flops(self, window_s: float | None = None) -> float:
+        """Encoder + cross-attention K/V FLOPs of one window of ``window_s`` seconds (None or 30: the full window;
+        the adaptive ``window`` option encodes less): linear in the window, self-attention quadratic."""
+        r = 1.0 if not window_s else min(window_s / CHUNK_LENGTH, 1.0)
+        linear = self.encoder_flops - self.encoder_attention_flops + self.cross_kv_flops
+        return linear * r + self.encoder_attention_flops * r * r
 
 
 def whisper_cost(config: dict, context: int = 64) -> WhisperCost:
@@ -65,7 +78,7 @@ def whisper_cost(config: dict, context: int = 64) -> WhisperCost:
     dec_params = token_params + ld * 2 * d * d + config.get("max_target_positions", 448) * d
     return WhisperCost(encoder_flops=float(conv + le * enc_layer), cross_kv_flops=float(cross_kv),
                        token_flops=float(ld * dec_layer + 2 * vocab * d), token_weight_params=float(token_params),
-                       params=float(enc_params + dec_params))
+                       params=float(enc_params + dec_params), encoder_attention_flops=float(le * 4 * frames * frames * d))
 
 
 def _best_seconds(fn, repeats: int) -> float:
@@ -237,7 +250,10 @@ def roofline(rows: list[dict], cost: WhisperCost, peaks: dict, weight_bits: int,
     if fit is None or not peaks or not peaks.get("fp32_gflops"):
         return None
     fixed, per_token = fit
-    work = cost.encoder_flops + cost.cross_kv_flops
+    batch1 = [r for r in rows if r.get("batch", 1) == 1]
+    # each row's fixed work at the window its encoder was given (rows without window_s: the full 30 s)
+    works = [cost.fixed_flops(r.get("window_s")) for r in batch1]
+    work = sum(works) / len(works) if works else cost.fixed_flops()
     int8 = peaks.get("int8_gops")
     own, own_name = precision_peak(peaks, precision)
     machine = precision_peak(peaks, None)[0] * 1e9
@@ -252,8 +268,8 @@ def roofline(rows: list[dict], cost: WhisperCost, peaks: dict, weight_bits: int,
     # encoder time grows with the audio and lands in the per-token slope), so the split says nothing
     out["full_window"] = work / fixed <= machine
     token_floor = max(cost.token_weight_params * weight_bits / 8 / (peaks["copy_gb_s"] * 1e9), cost.token_flops / own)
-    batch1 = [r for r in rows if r.get("batch", 1) == 1]
-    floor = sum(work / own + r["tokens"] * token_floor for r in batch1)
+    out["window_s_mean"] = sum(r.get("window_s") or CHUNK_LENGTH for r in batch1) / len(batch1) if batch1 else None
+    floor = sum(w / own + r["tokens"] * token_floor for w, r in zip(works, batch1))
     out["floor_s"] = floor
     out["headroom"] = sum(r["latency_s"] for r in batch1) / floor if floor > 0 else None
     return out
