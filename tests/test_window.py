@@ -128,3 +128,11 @@ def test_adaptive_window_encodes_less_and_transcribes_as_well(name, tiny_en, spe
     errors = {k: sum(utterance_errors(u.text, x)[0].errors for u, x in zip(utts, texts))
               for k, texts in (("auto", auto), ("full", full))}
     assert errors["auto"] <= errors["full"] + 3, (errors, auto, full)  # 61 words: within 3 word errors
+
+
+def test_transcription_refuses_the_window_in_one_line(tiny_en):
+    from whisperopt.transcribe import Transcriber
+
+    with pytest.raises(WhisperoptError, match="transcription keeps full 30-s windows") as err:
+        Transcriber.load("tiny.en", "ct2-int8@window=auto")
+    assert "\n" not in str(err.value)
