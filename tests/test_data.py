@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from whisperopt.data import load_audio, load_dataset, load_librispeech_dir, load_manifest
+from whisperopt.data import has_sound, load_audio, load_dataset, load_librispeech_dir, load_manifest
 from whisperopt.errors import WhisperoptError
 
 from .conftest import DEV_CLEAN, TEST_CLEAN
@@ -91,3 +91,31 @@ def test_bad_audio(tmp_path):
     (tmp_path / "text.mp3").write_text("this is not audio at all " * 50)
     with pytest.raises(WhisperoptError, match="cannot decode|no audio|corrupt"):
         load_audio(tmp_path / "text.mp3")
+
+
+def test_with_sound_drops_digital_silence(tmp_path, librispeech):
+    """Calibration and fidelity probes take utterances with sound: an all-zero file is dropped and named, and asking
+    for more than there are is one line naming both numbers."""
+    real = DEV_CLEAN / "1988" / "24833" / "1988-24833-0000.flac"
+    chapter = tmp_path / "LibriSpeech" / "dev-clean" / "1" / "2"
+    chapter.mkdir(parents=True)
+    shutil.copy(real, chapter / "1-2-0001.flac")
+    sf.write(chapter / "1-2-0000.flac", np.zeros(16000, dtype=np.float32), 16000, subtype="PCM_16")
+    (chapter / "1-2.trans.txt").write_text("1-2-0000 NOTHING HEARD\n1-2-0001 SOMETHING SAID\n")
+    ds = load_librispeech_dir(tmp_path / "LibriSpeech" / "dev-clean")
+    kept = ds.with_sound()
+    assert [u.id for u in kept.utterances] == ["1-2-0001"] and kept.silent == ("1-2-0000",)
+    assert not has_sound(load_audio(chapter / "1-2-0000.flac")) and has_sound(load_audio(real))
+    with pytest.raises(WhisperoptError, match=r"calibration_size=2: dev-clean has only 1 utterances with sound") as err:
+        ds.with_sound(2, "x option calibration_size")
+    assert "\n" not in str(err.value) and "1 of its 2 are digital silence" in str(err.value)
+    assert len(ds.with_sound(2)) == 1  # without a requester: as many as there are, like limit
+    # the real dev-clean here: 10 with sound (the recipes' default calibration_size), speaker 84 and 251-118436-0003
+    # silent; the build check's first 2 / 6 probes are the same utterances as before the filter
+    dev = load_dataset("librispeech:dev-clean")
+    first = dev.with_sound(6)
+    assert [u.id for u in first.utterances] == [u.id for u in dev.limit(6).utterances] and first.silent == ()
+    assert len(dev.with_sound(10, "calibration_size")) == 10
+    everything = dev.with_sound()
+    assert "251-118436-0003" in everything.silent and not any(u.id.startswith("84-") for u in everything.utterances)
+    assert len(everything) + len(everything.silent) == len(dev)

@@ -17,7 +17,7 @@ from whisperopt.recipes import onnxruntime as ortr
 from whisperopt.recipes.artifacts import build_artifact
 from whisperopt.recipes.base import Artifact
 
-STATIC_OPTS = {"calibration_size": "3"}  # small calibration set keeps the test fast; the default is 16
+STATIC_OPTS = {"calibration_size": "3"}  # small calibration set keeps the test fast; the default is 10
 
 
 @pytest.fixture(scope="module")

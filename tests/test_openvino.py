@@ -19,7 +19,7 @@ from whisperopt.recipes.base import Artifact
 
 from .conftest import DEV_CLEAN, TEST_CLEAN
 
-PTQ_OPTS = {"calibration_size": "2"}  # a small calibration set keeps the test fast; the default is 40
+PTQ_OPTS = {"calibration_size": "2"}  # a small calibration set keeps the test fast; the default is 10
 BUILDS = [("openvino-fp32", {}), ("openvino-fp16", {}), ("openvino-int8-weights", {}), ("openvino-int4-weights", {}),
           ("openvino-int8-ptq", PTQ_OPTS)]
 COMPRESSED = ("openvino-int8-weights", "openvino-int4-weights", "openvino-int8-ptq")

@@ -9,6 +9,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..cache import cache_root, data_dir
 from ..errors import WhisperoptError
 from .audio import SAMPLE_RATE, audio_file_problem, load_audio
@@ -36,10 +38,17 @@ class Utterance:
             raise
 
 
+def has_sound(audio) -> bool:
+    """False for digital silence: decoded audio with no samples or every sample exactly 0 (LibriSpeech dev-clean here
+    holds 30 such files, all of speaker 84 and 251-118436-0003, whose transcripts no audio backs)."""
+    return bool(np.size(audio)) and bool(np.any(audio))
+
+
 @dataclass
 class Dataset:
     name: str
     utterances: list[Utterance]
+    silent: tuple[str, ...] = ()  # ids ``with_sound`` dropped (digital silence)
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -49,7 +58,26 @@ class Dataset:
             return self
         if n <= 0:
             raise WhisperoptError(f"--limit must be a positive number of utterances, got {n}")
-        return Dataset(self.name, self.utterances[:n])
+        return Dataset(self.name, self.utterances[:n], self.silent)
+
+    def with_sound(self, n: int | None = None, wanted: str | None = None) -> Dataset:
+        """The first ``n`` utterances (all if None) whose decoded audio is not digital silence (``has_sound``); the
+        silent ones met on the way are dropped and listed in ``silent``. Fewer than ``n`` with sound: with ``wanted``
+        (what asked for ``n``, e.g. "onnx-int8-static option calibration_size") a one-line error naming both numbers,
+        else as many as there are (like ``limit``)."""
+        kept: list[Utterance] = []
+        silent: list[str] = []
+        for u in self.utterances:
+            if n is not None and len(kept) >= n:
+                break
+            if has_sound(u.load()):
+                kept.append(u)
+            else:
+                silent.append(u.id)
+        if wanted and n is not None and len(kept) < n:
+            raise WhisperoptError(f"{wanted}={n}: {self.name} has only {len(kept)} utterances with sound "
+                                  f"({len(silent)} of its {len(self)} are digital silence, every sample 0)")
+        return Dataset(self.name, kept, tuple(silent))
 
     def durations(self) -> list[float]:
         import soundfile as sf

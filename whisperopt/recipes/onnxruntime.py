@@ -267,8 +267,18 @@ class CalibrationReader:
         self._it = None
 
 
-def calibration_samples(export: Path, model_dir: Path, size: int, past_steps: int = 2, seed: int = 0) -> dict:
-    """Real inputs for the encoder, decoder and decoder-with-past from ``size`` dev-clean utterances.
+def calibration_utterances(size: int, recipe: str = "onnx-int8-static"):
+    """The first ``size`` dev-clean utterances with sound (``Dataset.with_sound``: activation ranges calibrated on
+    digital silence were 9 of the 16 default samples before), or the one-line error when there are fewer."""
+    from ..data import load_dataset
+
+    return load_dataset(CALIBRATION_DATASET).with_sound(size, f"{recipe} option calibration_size")
+
+
+def calibration_samples(export: Path, model_dir: Path, size: int, past_steps: int = 2, seed: int = 0,
+                        utterances=None) -> dict:
+    """Real inputs for the encoder, decoder and decoder-with-past from ``size`` dev-clean utterances with sound
+    (``utterances``: the ``calibration_utterances`` already chosen).
 
     Encoder: log-mel features. Decoder: the decoding prompt + reference transcript tokens (teacher forcing) with the
     fp32 encoder's states. Decoder-with-past: one next token at ``past_steps`` random positions of each transcript,
@@ -287,7 +297,8 @@ def calibration_samples(export: Path, model_dir: Path, size: int, past_steps: in
     out_names = [o.name for o in dec.get_outputs()]
     rng = np.random.default_rng(seed)
     samples = {"encoder": [], "decoder": [], "decoder_with_past": []}
-    for _uid, feats, tokens, _ in probe_inputs(model_dir, CALIBRATION_DATASET, size):
+    chosen = utterances if utterances is not None else calibration_utterances(size)
+    for _uid, feats, tokens, _ in probe_inputs(model_dir, chosen):
         samples["encoder"].append({enc.get_inputs()[0].name: feats})
         states = enc.run(["last_hidden_state"], {enc.get_inputs()[0].name: feats})[0]
         ids = np.asarray([tokens], dtype=np.int64)
@@ -317,8 +328,10 @@ class OnnxInt8Static(OrtRecipe):
     devices = ("cpu",)
     options = {"graph_optimization": GRAPH_OPTIMIZATION, "isa": ISA, "per_channel": Option(True),
                "op_types": Option("MatMul", check=op_types_check(QUANT_OPS)), "lm_head": LM_HEAD,
-               "calibration": Option("auto", CALIBRATION_METHODS), "calibration_size": Option(16, check=positive),
+               "calibration": Option("auto", CALIBRATION_METHODS), "calibration_size": Option(10, check=positive),
                "percentile": Option(99.99, check=_percentile)}
+    # calibration_size 10: the dev-clean here has 10 utterances with sound (30 of its 40 are digital silence, skipped;
+    # the former default 16 calibrated on 7 with sound and 9 silent); more than there are is a one-line error
     # calibration "auto": percentile ranges for the encoder, min/max for the decoders. On trained weights the input of
     # the encoder's fc2 (fc1's GELU output) has rare outliers; a per-tensor uint8 scale stretched to the max leaves the
     # rest a few levels and the encoder breaks (tiny.en, 6 dev-clean utterances: min/max everywhere WER 57 %, min/max
@@ -347,7 +360,8 @@ class OnnxInt8Static(OrtRecipe):
                   ("percentile" if part == "encoder" else "minmax")
                   for part in ("encoder", "decoder", "decoder_with_past")}
         _, heads, head_dim = decoder_dims(export)
-        raw = calibration_samples(export, model_dir, options["calibration_size"])
+        calib = calibration_utterances(options["calibration_size"], self.name)
+        raw = calibration_samples(export, model_dir, options["calibration_size"], utterances=calib)
         feeds = {"encoder": raw["encoder"], "decoder": raw["decoder"],
                  "decoder_with_past": _with_past_feeds(export, raw["decoder_with_past"], heads, head_dim)}
         # one calibration sample per ORT pass (CalibStridedMinMax=1) keeps the augmented model's intermediate outputs
@@ -382,7 +396,8 @@ class OnnxInt8Static(OrtRecipe):
             "activation_type": "int8" if act_type == QuantType.QInt8 else "uint8",
             "lm_head_quantized": bool(options["lm_head"] and "MatMul" in ops),
             "calibration": {"method": options["calibration"], "per_graph": chosen, "dataset": CALIBRATION_DATASET,
-                            "utterances": options["calibration_size"],
+                            "utterances": len(calib), "ids": [u.id for u in calib.utterances],
+                            "silent_skipped": list(calib.silent),
                             "decoder_samples": len(raw["decoder"]),
                             "decoder_with_past_samples": len(raw["decoder_with_past"]),
                             **({"percentile": float(options["percentile"])}

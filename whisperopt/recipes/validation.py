@@ -44,7 +44,7 @@ def decode_texts(runtime, model_dir: Path, dataset: str = VALIDATION_DATASET,
     from .base import DecodeOptions
 
     out = {}
-    for u in load_dataset(dataset).limit(utterances).utterances:
+    for u in load_dataset(dataset).with_sound(utterances).utterances:
         out[u.id] = (u.text, runtime.transcribe([load_audio(u.audio)], DecodeOptions())[0].text)
     return out
 
@@ -68,13 +68,15 @@ def decode_check(runtime, model_dir: Path, reference: dict[str, tuple[str, str]]
             "decode_passed": bool(mine <= ref + margin and not runaway)}
 
 
-def probe_inputs(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
+def probe_inputs(model_dir: Path, dataset=VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
                  language: str | None = "en", task: str = "transcribe"):
     """(utterance id, log-mel features, teacher-forcing tokens, prompt length) for the first ``utterances`` of
-    ``dataset``: the inputs of every fidelity probe (build check, bench columns, ONNX calibration)."""
+    ``dataset`` with sound (``Dataset.with_sound``: digital silence has no features to probe, and a transcript no
+    audio backs): the inputs of every fidelity probe (build check, bench columns, ONNX calibration). ``dataset``: a
+    spec for ``load_dataset``, or a ``Dataset`` already chosen (then all of its utterances)."""
     import json
 
-    from ..data import load_audio, load_dataset
+    from ..data import Dataset, load_audio, load_dataset
     from ..data.features import load_feature_extractor, log_mel
     from ..data.references import reference_tokens
     from .transformers_runtime import decoder_prompt, load_processor
@@ -84,7 +86,8 @@ def probe_inputs(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances:
     extractor = load_feature_extractor(model_dir)
     gen = json.loads((model_dir / "generation_config.json").read_text())
     prompt = decoder_prompt(tok, language, task, gen.get("is_multilingual", True))
-    for u in load_dataset(dataset).limit(utterances).utterances:
+    chosen = dataset if isinstance(dataset, Dataset) else load_dataset(dataset).with_sound(utterances)
+    for u in chosen.utterances:
         feats = log_mel(extractor, [load_audio(u.audio)])
         tokens = prompt + reference_tokens(tok, u.text)[:N_TEXT_CTX - 8] + [tok.eos_token_id]
         yield u.id, feats.astype(np.float32), tokens, len(prompt)
@@ -156,7 +159,7 @@ def baseline_runtime(model_dir: Path, threads: int | None = None):
 def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
                     threads: int | None = None, language: str | None = "en", task: str = "transcribe") -> Reference:
     """The baseline's encoder outputs and teacher-forced tokens on the probe utterances (computed once per model)."""
-    key = (str(Path(model_dir).resolve()), dataset, utterances, language, task)
+    key = (str(Path(model_dir).resolve()), dataset, utterances, language, task, "with-sound")
     stored = _stored(model_dir, "probes", key, ".npz")
     if key not in _REFERENCES and (loaded := _load_stored(Reference.load, stored)) is not None:
         _REFERENCES[key] = loaded
@@ -235,7 +238,7 @@ def torch_decode_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, t
 
     from ..files import atomic_write_json
 
-    key = f"{Path(model_dir).resolve()}:{dataset}:{DECODE_UTTERANCES}"
+    key = f"{Path(model_dir).resolve()}:{dataset}:{DECODE_UTTERANCES}:with-sound"
     stored = _stored(model_dir, "decode", (key,), ".json")
     loaded = _load_stored(lambda p: {uid: tuple(pair) for uid, pair in json.loads(p.read_text()).items()}, stored)
     if key not in _DECODE_REFERENCES and loaded is not None:
