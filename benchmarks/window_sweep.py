@@ -27,7 +27,8 @@ from whisperopt.recipes import get_recipe
 from whisperopt.recipes.artifacts import build_artifact
 from whisperopt.recipes.base import DecodeOptions
 
-SETTINGS = [("30", None), ("1", 0.5), ("1", 1.0), ("1", 2.0), ("5", 1.0), ("10", 1.0), ("15", 1.0)]
+SETTINGS = [("30", None), ("1", 0.5), ("1", 1.0), ("1", 2.0), ("10", 1.0), ("10", 3.0), ("12", 3.0), ("15", 2.0),
+            ("15", 3.0)]
 
 
 def main() -> None:
