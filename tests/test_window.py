@@ -100,10 +100,11 @@ def _spy(runtime, seen: list[int]):
 
 @pytest.fixture(scope="module")
 def speech(librispeech):
-    utts = load_dataset("librispeech:test-clean").limit(4).utterances
+    utts = load_dataset("librispeech:test-clean").limit(3).utterances
     return utts, [u.load() for u in utts]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["torch-fp32", "ct2-int8", "onnx-fp32", "openvino-fp32", "whispercpp-q8_0",
                                   "openai-whisper-fp32"])
 def test_adaptive_window_encodes_less_and_transcribes_as_well(name, tiny_en, speech):
@@ -127,7 +128,7 @@ def test_adaptive_window_encodes_less_and_transcribes_as_well(name, tiny_en, spe
     assert seen[:len(audios)] == want and max(want) < N_FRAMES  # the encoder got the adaptive window
     errors = {k: sum(utterance_errors(u.text, x)[0].errors for u, x in zip(utts, texts))
               for k, texts in (("auto", auto), ("full", full))}
-    assert errors["auto"] <= errors["full"] + 3, (errors, auto, full)  # 61 words: within 3 word errors
+    assert errors["auto"] <= errors["full"] + 3, (errors, auto, full)  # 3 utterances, 54 words
 
 
 def test_transcription_refuses_the_window_in_one_line(tiny_en):
