@@ -25,7 +25,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from ..constants import WINDOW_FULL
+from ..constants import WINDOW_AUTO_FLOOR_S, WINDOW_FULL, WINDOW_MARGIN_S
 from ..data.features import check_window
 from ..errors import WhisperoptError
 
@@ -184,11 +184,11 @@ class Option:
     help: str = ""
 
 
-#: every recipe's ``window`` option: the shortest encoder window, in seconds ('auto': the dev-clean floor;
+#: every recipe's ``window`` option: the shortest encoder window, in seconds ('auto': the tuned floor;
 #: '30': the full 30-s window, the default). Engines that cannot encode less set ``Recipe.window_unsupported``.
 WINDOW_OPTION = Option(WINDOW_FULL, check=check_window, normalise=str, runtime_only=True,
-                       help="encode max(clip + margin, floor) seconds instead of 30: auto (the dev-clean floor), "
-                            "N (a floor of N s) or 30 (the full window)")
+                       help=f"encode max(clip + {WINDOW_MARGIN_S:g} s, floor) instead of 30 s: auto (a "
+                            f"{WINDOW_AUTO_FLOOR_S}-s floor), N (a floor of N s) or 30 (the full window, default)")
 
 
 def positive(value) -> str | None:
