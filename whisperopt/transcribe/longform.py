@@ -21,6 +21,7 @@ lazy generator of segments and a ``TranscriptionInfo`` whose language is known o
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 from ..constants import HOP_LENGTH, MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS, N_SAMPLES, SAMPLE_RATE
 from ..errors import WhisperoptError
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
+from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
 from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
 from .writers import Segment, TranscriptResult
 
@@ -58,6 +60,8 @@ class TranscribeOptions:
     batch_size: int = 8  # windows per engine call (batched and plain modes)
     silence_threshold: float = 1e-3  # peak |sample| below this (-60 dBFS): the window is silence, not decoded
     word_timestamps: bool = False
+    pack: bool = False  # transcribe_clips: several clips per window, split back by timestamp (packing.py)
+    pack_gap: float = DEFAULT_GAP_S  # seconds of silence after each packed clip
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -71,6 +75,10 @@ class TranscribeOptions:
                 raise WhisperoptError(f"{flag} must be between 1 and {most}, got {value}")
         if not self.temperature or any(t < 0 for t in self.temperature):
             raise WhisperoptError(f"temperatures must be a non-empty list of numbers >= 0, got {self.temperature}")
+        if self.pack and (self.mode == "plain" or self.without_timestamps):
+            raise WhisperoptError("--pack splits windows by their timestamp tokens: it cannot run with "
+                                  f"{'--mode plain' if self.mode == 'plain' else '--without-timestamps'}")
+        check_gap(self.pack_gap)
 
 
 @dataclass
@@ -143,6 +151,9 @@ class Transcriber:
     model_dir: Path
     recipe: str = ""
     vocab: Vocabulary = field(init=False)
+    #: what ``transcribe_clips`` with ``pack`` did so far: clips, windows decoded, clips packed with others, clips
+    #: decoded again alone (``alone``, and by reason: ``alone: <packing.REDECODE reason>``)
+    packing: Counter = field(init=False, default_factory=Counter)
 
     def __post_init__(self):
         from ..recipes.transformers_runtime import load_processor
@@ -198,7 +209,12 @@ class Transcriber:
         Each clip is decoded like a window of ``--mode batched`` (no seeking inside a clip, the text after the last
         timestamp ends at the clip's end); the temperature fallback re-decodes only the clips that need it; clips of a
         multilingual checkpoint without a given language are detected one by one and decoded per language. Longer
-        audio goes through ``transcribe``/``stream``."""
+        audio goes through ``transcribe``/``stream``.
+
+        With ``pack`` the clips of one language are packed several to a window (``packing.plan_windows``) and
+        ``batch_size`` counts windows; each window's segments go back to their clips with times from the clip's own
+        start (``PackedWindow.split``), and the clips whose text a packed window did not give for sure are decoded
+        again alone. ``self.packing`` counts what packing did."""
         opts = replace(options or TranscribeOptions(), **overrides)
         language = self.check(opts)
         clips = [np.asarray(c, dtype=np.float32).reshape(-1) for c in clips]
@@ -219,6 +235,9 @@ class Transcriber:
         prompt = self.tokenizer.encode(" " + opts.initial_prompt.strip(), add_special_tokens=False) \
             if opts.initial_prompt else []
         for lang, members in groups.items():
+            if opts.pack:
+                self._decode_packed(clips, members, results, opts, lang, prompt)
+                continue
             for k in range(0, len(members), opts.batch_size):
                 chunk = members[k:k + opts.batch_size]
                 if opts.mode == "plain":
@@ -235,6 +254,34 @@ class Transcriber:
                         frames = len(clips[i]) // HOP_LENGTH
                         results[i].segments = self._segments(r, t, 0.0, frames, final=True)[0]
         return results
+
+    def _decode_packed(self, clips: list[np.ndarray], members: list[int], results: list[TranscriptResult],
+                       opts: TranscribeOptions, language: str, prompt: list[int]) -> None:
+        """``transcribe_clips`` with ``pack`` for the clips ``members`` of one language (see there)."""
+        plan = plan_windows([len(clips[i]) for i in members], gap_samples(opts.pack_gap))
+        group = [clips[i] for i in members]
+        alone: list[int] = []  # members the packed windows did not transcribe for sure (PackedWindow.split)
+        self.packing.update(clips=len(members), windows=len(plan),
+                            packed=sum(len(w.members) for w in plan if w.packed))
+        for k in range(0, len(plan), opts.batch_size):
+            chunk = plan[k:k + opts.batch_size]
+            decoded = self._decode_with_fallback([w.audio(group) for w in chunk], opts, language, prompt)
+            for w, (r, t) in zip(chunk, decoded):
+                if self._skip_as_silence(r, opts):
+                    continue
+                for j, start, piece in zip(w.members, w.starts, w.split(r.tokens, self.vocab)):
+                    if isinstance(piece, str):
+                        alone.append(j)
+                        self.packing[f"alone: {piece}"] += 1
+                    else:
+                        results[members[j]].segments = self._timed(r, t, piece, -start / SAMPLE_RATE)
+        self.packing["alone"] += len(alone)
+        for k in range(0, len(alone), opts.batch_size):
+            chunk = [members[j] for j in alone[k:k + opts.batch_size]]
+            for i, (r, t) in zip(chunk, self._decode_with_fallback([clips[i] for i in chunk], opts, language,
+                                                                   prompt)):
+                if not self._skip_as_silence(r, opts):
+                    results[i].segments = self._segments(r, t, 0.0, len(clips[i]) // HOP_LENGTH, final=True)[0]
 
     def stream(self, audio, options: TranscribeOptions | None = None,
                progress: Callable[[float], None] | None = None,
@@ -277,11 +324,14 @@ class Transcriber:
 
     def check(self, opts: TranscribeOptions) -> str | None:
         """Validate ``opts`` for this recipe and checkpoint; return the language code (None: detect)."""
+        name = self.recipe or type(self.runtime).__name__
+        if opts.pack and self.runtime.long_form_unsupported:  # said before --mode plain's own refusal of --pack
+            raise WhisperoptError(f"recipe {name} cannot --pack (packed windows are split by timestamp tokens): "
+                                  f"{self.runtime.long_form_unsupported}")
         opts.check()
         language = resolve_language(opts.language, self.vocab)
         if opts.task == "translate" and not self.vocab.multilingual:
             raise WhisperoptError("--task translate needs a multilingual checkpoint (this one is English-only)")
-        name = self.recipe or type(self.runtime).__name__
         if opts.mode != "plain" and self.runtime.long_form_unsupported:
             raise WhisperoptError(f"recipe {name} cannot run --mode {opts.mode}: "
                                   f"{self.runtime.long_form_unsupported}; use {PLAIN_MODE}")
@@ -351,12 +401,15 @@ class Transcriber:
 
     def _segments(self, r: WindowResult, t: float, offset: float, frames: int, final: bool):
         raw, advance = split_window(r.tokens, self.vocab, offset, frames, final=final)
+        return self._timed(r, t, raw, offset), raw, advance
+
+    def _timed(self, r: WindowResult, t: float, raw: list, offset: float) -> list[Segment]:
+        """Output segments of ``raw`` (a window's, times already ``offset`` from the window's start)."""
         ratio = compression_ratio(self._text(r.tokens))
-        segs = [Segment(round(s.start, 3), round(s.end, 3), self._text(s.tokens), s.tokens,
+        return [Segment(round(s.start, 3), round(s.end, 3), self._text(s.tokens), s.tokens,
                         round(r.avg_logprob, 4), round(r.no_speech_prob, 4), t, round(ratio, 3),
                         self._words(r, s, offset) if r.token_times else None)
                 for s in raw if self._text(s.tokens).strip()]
-        return segs, raw, advance
 
     def _words(self, r: WindowResult, seg, offset: float) -> list[dict]:
         span = range(seg.index, seg.index + len(seg.tokens))
