@@ -85,6 +85,8 @@ def cmd_bench(args) -> int:
         out_dir=out,
         verify=args.verify,
         throughput_batches=_batch_list(args.throughput_batches),
+        pack=args.pack,
+        pack_gap=args.pack_gap,
         ray=args.ray,
         shard_size=args.shard_size,
     )
@@ -350,8 +352,10 @@ def cmd_transcribe(args) -> int:
         no_speech_threshold=args.no_speech_threshold, condition_on_previous_text=args.condition_on_previous_text,
         initial_prompt=args.initial_prompt, without_timestamps=args.without_timestamps,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, silence_threshold=args.silence_threshold,
-        word_timestamps=args.word_timestamps)
+        word_timestamps=args.word_timestamps, pack=args.pack, pack_gap=args.pack_gap)
     options.check()
+    if args.pack and args.ray is not None:
+        raise WhisperoptError("--pack joins short inputs into windows on this machine; it cannot run with --ray")
     if args.files_from:
         from .data.datasets import read_file_list
 
@@ -398,6 +402,10 @@ def cmd_transcribe(args) -> int:
                                            log=lambda m: print(m, file=sys.stderr))
             try:
                 transcriber.check(options)
+                if args.pack:  # short inputs packed several to a window; the rest below, one by one
+                    todo, packed_done, packed_failed = _transcribe_packed(transcriber, todo, options, out_dir, formats)
+                    done += packed_done
+                    failed += packed_failed
                 for name, stem in todo:
                     if _transcribe_one(transcriber, name, stem, options, out_dir, formats, args.verbose):
                         done += 1
@@ -430,6 +438,68 @@ def _report_one(name: str, result, stem: str, out_dir: Path, formats: list[str],
         result.language_probability is not None else (result.language or "-")
     print(f"{name}: {result.duration:.1f} s audio in {seconds:.1f} s{where}, language {lang}, "
           f"{len(result.segments)} segments -> {', '.join(str(p) for p in paths)}")
+
+
+PACK_GROUP_S = 32 * 30.0  # audio loaded and packed at once by transcribe --pack (first fit over each group)
+
+
+def _transcribe_packed(transcriber, todo: list[tuple[str, str]], options, out_dir: Path,
+                       formats: list[str]) -> tuple[list[tuple[str, str]], int, list[str]]:
+    """``transcribe --pack``: inputs that fit a packed window with their gap (by the container's stated duration, then
+    by their samples) are decoded in groups of up to ``PACK_GROUP_S`` of audio through ``transcribe_clips`` with
+    packing, and written as usual (segments from each input's own start). Returns the inputs left for the ordinary
+    path (longer, stdin, duration unknown), how many were done, and the ones that failed."""
+    import time
+
+    from .constants import N_SAMPLES, SAMPLE_RATE
+    from .data.audio import load_audio
+    from .transcribe.longform import probe_duration
+
+    fits = N_SAMPLES / SAMPLE_RATE - options.pack_gap
+    rest, group, failed, done = [], [], [], 0
+
+    def flush():
+        nonlocal done
+        if not group:
+            return
+        t0 = time.perf_counter()
+        before = transcriber.packing["windows"] + transcriber.packing["alone"]
+        try:
+            results = transcriber.transcribe_clips([a for _, _, a in group], options)
+        except Exception as exc:  # the engine's failure fails the group's inputs, one line each; the rest go on
+            why = str(exc) if isinstance(exc, WhisperoptError) else \
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            for name, _, _ in group:
+                print(f"whisperopt: error: {name}: {why}", file=sys.stderr)
+                failed.append(name)
+        else:
+            seconds = time.perf_counter() - t0
+            calls = transcriber.packing["windows"] + transcriber.packing["alone"] - before
+            for (name, stem, _), result in zip(group, results):
+                _report_one(name, result, stem, out_dir, formats, seconds,
+                            f" (packed: {len(group)} inputs in {calls} windows)")
+                done += 1
+        group.clear()
+
+    for name, stem in todo:
+        seconds = None if name == "-" else probe_duration(name)
+        if seconds is None or seconds > fits + 1:
+            rest.append((name, stem))
+            continue
+        try:
+            audio = load_audio(name)
+        except WhisperoptError as exc:
+            print(f"whisperopt: error: {name}: {exc}", file=sys.stderr)
+            failed.append(name)
+            continue
+        if len(audio) / SAMPLE_RATE > fits:  # the header understated it: the ordinary path streams it
+            rest.append((name, stem))
+            continue
+        group.append((name, stem, audio))
+        if sum(len(a) for _, _, a in group) / SAMPLE_RATE >= PACK_GROUP_S:
+            flush()
+    flush()
+    return rest, done, failed
 
 
 def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, formats: list[str],
@@ -489,7 +559,7 @@ def cmd_serve(args) -> int:
                              max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_file_mb=args.max_file_mb,
                              max_audio_s=args.max_audio_s,
                              api_key=args.api_key or os.environ.get("WHISPEROPT_API_KEY") or None,
-                             beam_size=args.beam_size)
+                             beam_size=args.beam_size, pack=args.pack, pack_gap=args.pack_gap)
     settings.check()  # a bad flag fails before the port is bound or the model loads
     serve(settings, args.model, recipe, host=args.host, port=args.port,
           device=default_device() if args.device == "auto" else args.device, threads=args.threads,
@@ -514,6 +584,7 @@ def _recommend_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .bench.config import DEFAULT_DATASET
+    from .transcribe.packing import DEFAULT_GAP_S
 
     p = argparse.ArgumentParser(prog="whisperopt", description="Make Whisper fast and small on your hardware, and "
                                 "measure what each optimisation costs.")
@@ -537,6 +608,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--throughput-batches", default=None, metavar="B1,B2",
                    help="throughput mode: after the measured pass each recipe decodes the same utterances again at "
                    "these batch sizes; summary.md gets RTFx per batch, the best batch and its gain over batch 1")
+    b.add_argument("--pack", action="store_true",
+                   help="also decode the same utterances packed several to a 30-s window (silence between them, "
+                   "timestamps, split back by timestamp) at --batch-size windows per call; summary.md's Throughput "
+                   "table gets its RTFx, windows and paired ΔWER against the unpacked measured pass (engines "
+                   "without timestamp tokens: skipped, with the reason)")
+    b.add_argument("--pack-gap", type=float, default=DEFAULT_GAP_S, metavar="SECONDS",
+                   help=f"silence after each packed clip (default {DEFAULT_GAP_S:g}, chosen on dev-clean)")
     b.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                    help="spread the work over a Ray cluster (ADDRESS, or auto: the cluster this machine belongs to, "
                    "else a new local one): tasks of recipe x shard, each holding --threads CPUs of one node; needs "
@@ -638,6 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--without-timestamps", action="store_true", help="one segment per window, no timestamp tokens")
     t.add_argument("--word-timestamps", "--word_timestamps", action="store_true",
                    help="word start/end times in the JSON output (torch-* recipes: cross-attention alignment)")
+    t.add_argument("--pack", action="store_true",
+                   help="inputs shorter than 30 s less the gap are joined several to a 30-s window (silence between "
+                   "them), decoded with timestamps (like --mode batched windows, --batch-size windows per call) and "
+                   "split back by timestamp; each input's files as usual; longer inputs take the --mode path")
+    t.add_argument("--pack-gap", type=float, default=DEFAULT_GAP_S, metavar="SECONDS",
+                   help=f"with --pack: silence after each packed input (default {DEFAULT_GAP_S:g}, chosen on dev-clean)")
     t.add_argument("--max-new-tokens", type=int, default=224,
                    help=f"decoded tokens per window at most, 1-{MAX_NEW_TOKENS} (the decoder's positions less its "
                    "start tokens; a previous-text prompt leaves fewer, and decoding stops there)")
@@ -677,6 +761,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="audio duration limit in seconds, 400 above (default 10800)")
     sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ (default: "
                     "$WHISPEROPT_API_KEY if set, else no key)")
+    sv.add_argument("--pack", action="store_true",
+                    help="pack each batch's clips several to a 30-s window (silence between them), decoded with "
+                    "timestamps and split back by timestamp: fewer encoder passes per batch")
+    sv.add_argument("--pack-gap", type=float, default=DEFAULT_GAP_S, metavar="SECONDS",
+                    help=f"with --pack: silence after each packed clip (default {DEFAULT_GAP_S:g})")
     sv.add_argument("--beam-size", type=int, default=1, help=f"beams at temperature 0, 1-{MAX_CANDIDATES} (default 1)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                     help="uvicorn's log level (info: one access line per request)")

@@ -10,6 +10,7 @@ from ..constants import MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json
 from ..recipes.base import DecodeOptions
+from ..transcribe.packing import DEFAULT_GAP_S, check_gap
 
 DEFAULT_DATASET = "librispeech:test-clean"
 
@@ -46,6 +47,10 @@ class BenchConfig:
     verify: bool = False  # check cached artifacts' digests, not only their sizes
     # throughput mode: after the measured pass, each recipe decodes the same utterances again at these batch sizes
     throughput_batches: list[int] = field(default_factory=list)
+    # --pack: after the measured pass, each recipe decodes the same utterances packed several to a 30-s window
+    # (transcribe/packing.py) with this much silence after each clip, at the measured pass's batch size
+    pack: bool = False
+    pack_gap: float = DEFAULT_GAP_S
     # --ray: the Ray cluster to spread the work over ("auto": this machine's, else a new local one); None: local
     ray: str | None = None
     shard_size: int | None = None  # utterances per Ray task (None: distributed.DEFAULT_SHARD)
@@ -86,6 +91,14 @@ class BenchConfig:
             raise WhisperoptError("--shard-size sets the utterances per Ray task; it needs --ray")
         if len(set(self.throughput_batches)) != len(self.throughput_batches):
             raise WhisperoptError("--throughput-batches lists a batch size twice")
+        check_gap(self.pack_gap)
+
+    def extra_passes_done(self, status: dict) -> bool:
+        """Whether a recipe's status already holds every extra pass this run asks for (throughput batch sizes, the
+        packed pass at this gap), so a re-run with all rows measured has nothing left to do for it."""
+        batches = {t["batch"] for t in status.get("throughput") or []}
+        packed = status.get("packed") or {}
+        return set(self.throughput_batches) <= batches and (not self.pack or packed.get("gap_s") == self.pack_gap)
 
     def comparable_key(self) -> dict:
         """Settings that must match for a re-run to resume the rows already saved."""
@@ -103,6 +116,8 @@ class BenchConfig:
         d["decode"] = DecodeOptions(**d["decode"])
         d["out_dir"] = Path(d["out_dir"])
         d.setdefault("throughput_batches", [])  # run.json of an earlier version
+        d.setdefault("pack", False)
+        d.setdefault("pack_gap", DEFAULT_GAP_S)
         d.setdefault("ray", None)
         d.setdefault("shard_size", None)
         return cls(**d)

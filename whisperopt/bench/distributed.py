@@ -226,15 +226,14 @@ def run_on_ray(cfg, recipes, options: dict, dataset, out_dir: Path, base_job: Jo
         repair_rows(paths["rows"])  # a torn last row (the driver killed mid-write) is dropped and measured again
         done = {r["id"] for r in read_rows(paths["rows"])} & set(wanted)
         previous = read_status(paths["status"])
-        measured = {t["batch"] for t in previous.get("throughput") or []}
-        if len(done) == len(wanted) and previous.get("status") == "ok" and set(cfg.throughput_batches) <= measured:
+        if len(done) == len(wanted) and previous.get("status") == "ok" and cfg.extra_passes_done(previous):
             log(f"done  {recipe.name}: all {len(wanted)} utterances already measured (delete its rows to re-measure)")
             continue
         rec = _Recipe(recipe, options[recipe.name], built, paths, len(wanted), len(done))
         rec.bar = progress.add_task(recipe.name, total=len(wanted), completed=len(done)) if progress else None
         rec.artifacts = {nid: b["artifact_dir"] for nid, b in builds[recipe.name].items()}
         job = {**base, "recipe": recipe.name, "options": options[recipe.name], "fidelity_utterances": 0,
-               "throughput_batches": []}
+               "throughput_batches": [], "pack_gap": None}
         todo = [i for i in wanted if i not in done]
         for ids in _shards(todo, size):
             state[shard_remote.remote({**job, "ids": ids}, cfg.model, rec.artifacts, None, None)] = (rec, "shard")
@@ -284,7 +283,7 @@ def run_on_ray(cfg, recipes, options: dict, dataset, out_dir: Path, base_job: Jo
 def _finish_shards(rec: _Recipe, cfg, state: dict, shard_remote, base: dict, reference) -> list:
     """A recipe's shards are over: start its final task (probes, throughput) if it needs one, else write its status.
     Returns the new generators to wait on."""
-    if rec.errors or not (cfg.fidelity_utterances or cfg.throughput_batches):
+    if rec.errors or not (cfg.fidelity_utterances or cfg.throughput_batches or cfg.pack):
         _write_status(rec)
         return []
     rows = read_rows(rec.paths["rows"])

@@ -218,7 +218,7 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
                    verify=cfg.verify,
                    decode=cfg.decode.to_dict(), threads=cfg.threads, device=cfg.device, warmup=cfg.warmup,
                    fidelity_utterances=cfg.fidelity_utterances, reference_path=str(out_dir / REFERENCE_FILE),
-                   throughput_batches=list(cfg.throughput_batches))
+                   throughput_batches=list(cfg.throughput_batches), pack_gap=cfg.pack_gap if cfg.pack else None)
     log(f"model {model.spec} ({model.source or model.path}); dataset {dataset.name}: "
         f"{stats['utterances']} utterances, {stats['total_s'] / 60:.1f} min; {cfg.threads} threads on {cfg.device}")
 
@@ -264,8 +264,7 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
         paths = recipe_paths(out_dir, recipe.name)
         done = {r["id"] for r in read_rows(paths["rows"])} & {u.id for u in dataset.utterances}
         previous = read_status(paths["status"])  # a damaged one reads as failed: measured again
-        measured = {t["batch"] for t in previous.get("throughput") or []}
-        if len(done) == n_total and previous.get("status") == "ok" and set(cfg.throughput_batches) <= measured:
+        if len(done) == n_total and previous.get("status") == "ok" and cfg.extra_passes_done(previous):
             log(f"done  {recipe.name}: all {n_total} utterances already measured (delete its rows to re-measure)")
             continue
         job = replace(base_job, recipe=recipe.name, options=options[recipe.name], artifact_dir=built["artifact_dir"],

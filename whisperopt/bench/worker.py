@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..cluster import host_name
+from ..constants import MAX_NEW_TOKENS
 from ..data.references import forced_length
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json, write_failure
@@ -44,6 +45,7 @@ class Job:
     segments_path: str | None = None
     result_path: str | None = None
     throughput_batches: list[int] = field(default_factory=list)
+    pack_gap: float | None = None  # the packed pass's gap in seconds (None: no packed pass)
     ids: list[str] | None = None  # a shard: only these utterances (None: all of the dataset's, as limited)
     node: str | None = None  # the name rows give their node (None: this host's name)
 
@@ -185,6 +187,9 @@ def do_run(job: Job) -> dict:
     info["fidelity_method"] = runtime.fidelity_method
     if job.throughput_batches:
         info["throughput"] = _throughput(runtime, ds.utterances, decode, job.throughput_batches, rows_path, tok)
+    if job.pack_gap is not None:
+        info["packed"] = _packed(runtime, recipe.name, Path(job.model_dir), ds.utterances, decode, job.pack_gap,
+                                 rows_path, synthetic)
     info.update(_fidelity(runtime, job) if job.fidelity_utterances else {})
     runtime.close()
     return info
@@ -220,6 +225,68 @@ def _throughput(runtime, utterances, decode, batches: list[int], rows_path: Path
         out.append({"batch": b, "utterances": len(audios), "wall_s": wall, "audio_s": audio_s,
                     "rtfx": audio_s / wall if wall > 0 else None, "run_ram_mb": ram,
                     "same_text": same / len(audios)})
+    return out
+
+
+def packed_options(decode, gap: float | None):
+    """``Transcriber.transcribe_clips`` options that decode like the measured pass (greedy or the same beams, one
+    temperature, no thresholds, no silence skipping, at most the same new tokens), with timestamps, packed with
+    ``gap`` s of silence (None: not packed)."""
+    from ..transcribe import TranscribeOptions
+
+    return TranscribeOptions(language=decode.language, task=decode.task, mode="batched", beam_size=decode.beam_size,
+                             temperature=(0.0,), compression_ratio_threshold=None, logprob_threshold=None,
+                             no_speech_threshold=None, condition_on_previous_text=False,
+                             max_new_tokens=decode.max_new_tokens or MAX_NEW_TOKENS, batch_size=decode.batch_size,
+                             silence_threshold=0.0, pack=gap is not None, **({"pack_gap": gap} if gap else {}))
+
+
+def _packed(runtime, name: str, model_dir: Path, utterances, decode, gap: float, rows_path: Path,
+            synthetic: bool) -> dict:
+    """The packed pass (``--pack``): the same utterances packed several to a 30-s window with ``gap`` s of silence
+    after each (``Transcriber.transcribe_clips`` with ``pack``: greedy, one temperature, no silence skipping, the
+    measured pass's batch size counted in windows), decoded with timestamps and split back by timestamp. Its wall
+    time and RTFx, the windows it took, and on trained weights its WER with the paired ΔWER against the measured
+    (unpacked) pass on the same utterances; an engine without timestamp tokens is skipped, saying why."""
+    from ..data import SAMPLE_RATE
+    from ..metrics.bootstrap import paired_delta_ci
+    from ..metrics.resources import RssSampler
+    from ..metrics.wer import ErrorCounts, corpus_rate, normalise, utterance_errors
+    from ..transcribe import Transcriber
+
+    if runtime.long_form_unsupported:
+        return {"gap_s": gap, "skipped": f"no packed pass: {runtime.long_form_unsupported}"}
+    transcriber = Transcriber(runtime, model_dir, name)
+    opts = packed_options(decode, gap)
+    transcriber.check(opts)
+    audios = [u.load() for u in utterances]
+    audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
+    transcriber.transcribe_clips(audios[:3], opts)  # warm-up: one packed window
+    transcriber.packing.clear()
+    sampler = RssSampler()
+    sampler.start()
+    t = time.perf_counter()
+    results = transcriber.transcribe_clips(audios, opts)
+    wall = time.perf_counter() - t
+    ram = sampler.stop()
+    texts = [r.text for r in results]
+    measured = {r["id"]: r for r in read_rows(rows_path)}
+    out = {"gap_s": gap, "batch": decode.batch_size, "utterances": len(audios), "wall_s": wall, "audio_s": audio_s,
+           "rtfx": audio_s / wall if wall > 0 else None, "run_ram_mb": ram, **dict(transcriber.packing),
+           "same_words": sum(normalise(measured.get(u.id, {}).get("hypothesis") or "") == normalise(text)
+                             for u, text in zip(utterances, texts)) / len(audios)}
+    if synthetic:  # random weights emit random timestamps and no end-of-text: nothing like a real run's work
+        out["note"] = ("synthetic weights: the windows decode random tokens up to the token limit, so the packed "
+                       "pass's time is not comparable with the forced-length passes")
+    paired = [(ErrorCounts(**measured[u.id]["words"]), utterance_errors(u.text, text)[0])
+              for u, text in zip(utterances, texts) if (measured.get(u.id) or {}).get("words")]
+    if synthetic or not paired or sum(b.reference_length for b, _ in paired) == 0:
+        return out  # synthetic weights decode noise: no WER, as everywhere
+    unpacked, packed = [b for b, _ in paired], [p for _, p in paired]
+    d = paired_delta_ci(unpacked, packed)
+    out.update(wer=100 * corpus_rate(packed), wer_unpacked=100 * corpus_rate(unpacked), wer_delta=100 * d["delta"],
+               wer_delta_ci=[100 * d["lo"], 100 * d["hi"]], wer_delta_significant=d["significant"],
+               paired_utterances=len(paired))
     return out
 
 

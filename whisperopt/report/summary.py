@@ -180,14 +180,15 @@ def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segmen
     out.update(resources(segments or []))
     out.update(component_fields(status))
     out.update(throughput_fields(status, rows, out["rtfx"], out["run_ram_mb"]))
+    out.update(packed_fields(status, out["rtfx"]))
     return out
 
 
 def throughput_fields(status: dict, rows: list[dict], rtfx: float | None, run_ram_mb: float | None) -> dict:
     """Throughput mode (``--throughput-batches``): RTFx per batch size, the measured pass's included, the best batch
     and its gain over batch 1 (over the measured pass's batch size when batch 1 was not run)."""
-    extra = status.get("throughput")
-    if not extra or not rows:
+    extra = status.get("throughput") or []
+    if not (extra or status.get("packed")) or not rows:  # a packed pass alone: the measured pass's point
         return {}
     points = {max(r.get("batch", 1) for r in rows): {"rtfx": rtfx, "run_ram_mb": run_ram_mb, "same_text": 1.0}}
     for t in extra:
@@ -199,6 +200,19 @@ def throughput_fields(status: dict, rows: list[dict], rtfx: float | None, run_ra
     ref = points.get(1) or table[0]
     return {"throughput": table, "best_batch": best["batch"], "rtfx_best": best["rtfx"],
             "throughput_gain": best["rtfx"] / ref["rtfx"] if ref["rtfx"] else None}
+
+
+def packed_fields(status: dict, rtfx: float | None) -> dict:
+    """The packed pass (``--pack``): its record as the worker wrote it, plus flat figures for the CSV: RTFx, its gain
+    over the measured pass (same utterances and batch size, unpacked), windows, and the paired ΔWER against the
+    measured pass in points with its interval (None on synthetic weights or where the engine cannot pack)."""
+    packed = status.get("packed")
+    if not packed:
+        return {}
+    gain = packed["rtfx"] / rtfx if packed.get("rtfx") and rtfx else None
+    return {"packed": packed, "packed_rtfx": packed.get("rtfx"), "packed_gain": gain,
+            "packed_windows": packed.get("windows"), "packed_wer_delta": packed.get("wer_delta"),
+            "packed_wer_delta_ci": packed.get("wer_delta_ci")}
 
 
 COMPONENT_TIMES = ("encoder_ms_median", "decoder_ms_median", "decoder_first_ms_median", "decoder_step_ms_median")

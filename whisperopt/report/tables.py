@@ -279,18 +279,23 @@ def recommendation_lines(rec: dict, bullet: str = "- ", bold: str = "**", label:
 
 def throughput_lines(summary: dict) -> list[str]:
     """Throughput mode (``--throughput-batches``): RTFx at each batch size, the best batch and its gain, the run RAM
-    there, and whether batching changed any transcript; empty when no recipe ran it."""
+    there, and whether batching changed any transcript; with ``--pack`` also the packed pass (``packed_cells``).
+    Empty when no recipe ran either."""
     rows = [r for r in summary["recipes"] if r.get("throughput")]
     if not rows:
         return []
     batches = sorted({p["batch"] for r in rows for p in r["throughput"]})
+    packed = any(r.get("packed") for r in rows)
     lines = ["## Throughput", "",
              "Each recipe decoded the same utterances again at each batch size (audio decoded beforehand; the first "
              "batch size is the measured pass). RTFx = audio seconds per wall second; gain = best RTFx / RTFx at "
              "batch 1; same text = share of transcripts identical to the measured pass.", "",
+             *([PACKED_TEXT.format(gap=next(r["packed"]["gap_s"] for r in rows if r.get("packed"))), ""]
+               if packed else []),
              "| recipe | " + " | ".join(f"RTFx b{b}" for b in batches) + " | best batch | gain | run RAM MB at best "
-             "| same text at best |",
-             "|---|" + "---:|" * (len(batches) + 4)]
+             "| same text at best |" + (" RTFx packed | packed gain | windows | ΔWER packed [95 % CI] |"
+                                         if packed else ""),
+             "|---|" + "---:|" * (len(batches) + 4 + 4 * packed)]
     for r in rows:
         by = {p["batch"]: p for p in r["throughput"]}
         best = by[r["best_batch"]]
@@ -298,8 +303,31 @@ def throughput_lines(summary: dict) -> list[str]:
         ram = f"{best['run_ram_mb']:.0f}" if best.get("run_ram_mb") else "n/a"
         gain = f"{r['throughput_gain']:.2f}×" if r.get("throughput_gain") else "n/a"
         lines.append(f"| {r['recipe']} | " + " | ".join(cells_) + f" | {r['best_batch']} | {gain} | {ram} | "
-                     f"{100 * best['same_text']:.0f} % |")
-    return lines
+                     f"{100 * best['same_text']:.0f} % |" + ("".join(f" {c} |" for c in packed_cells(r))
+                                                            if packed else ""))
+    notes = [f"{r['recipe']}: {r['packed'].get('skipped') or r['packed'].get('note')}" for r in rows
+             if r.get("packed") and (r["packed"].get("skipped") or r["packed"].get("note"))]
+    return lines + (["", *notes] if notes else [])
+
+
+PACKED_TEXT = ("Packed (`--pack`): the same utterances joined several to a 30-s window with {gap:g} s of silence "
+               "after each, decoded with timestamps at the measured pass's batch size (in windows) and split back by "
+               "timestamp; packed gain = RTFx packed / RTFx of the measured pass; windows = windows decoded for "
+               "the utterances (+ clips decoded again alone where a window could not be split); ΔWER packed = "
+               "packed WER − the measured (unpacked) pass's WER on the same utterances, percentage points, paired "
+               "bootstrap CI, `*` when it excludes 0.")
+
+
+def packed_cells(r: dict) -> list[str]:
+    """RTFx packed, packed gain, windows, ΔWER packed [CI] of one summary row (n/a where not measured)."""
+    p = r.get("packed") or {}
+    if not p or p.get("skipped"):
+        return ["n/a"] * 4
+    windows = f"{p['windows']}" + (f" + {p['alone']}" if p.get("alone") else "") + f" for {p['utterances']}"
+    delta = _delta("wer")({"wer_delta": p.get("wer_delta"), "wer_delta_significant": p.get("wer_delta_significant")})
+    ci = _interval("wer_delta_ci", "{:+.2f}")(p)
+    return [f"{p['rtfx']:.1f}" if p.get("rtfx") else "n/a", f"{r['packed_gain']:.2f}×" if r.get("packed_gain")
+            else "n/a", windows, f"{delta} {ci}" if delta is not None else "n/a"]
 
 
 def markdown(summary: dict) -> str:
@@ -355,13 +383,15 @@ CSV_FIELDS: list[tuple[str, int | str | None]] = [
     ("roofline_fixed_share_fp32", 3), ("roofline_fixed_share_int8", 3), ("roofline_decoder_gb_s", 2),
     ("roofline_headroom", 2), ("isa", None), ("roofline_precision", None), ("roofline_peak", None),
     ("roofline_fixed_share", 3), ("best_batch", None), ("rtfx_best", 2), ("throughput_gain", 3),
+    ("packed_rtfx", 2), ("packed_gain", 3), ("packed_windows", None), ("packed_wer_delta", 2),
+    ("packed_wer_delta_ci_lo", 2), ("packed_wer_delta_ci_hi", 2),
 ]
 
 
 def _flat(row: dict) -> dict:
     """The row with each [lo, hi] interval split into ``<key>_lo`` / ``<key>_hi``."""
     out = dict(row)
-    for key in ("wer_ci", "cer_ci", "wer_delta_ci", "cer_delta_ci"):
+    for key in ("wer_ci", "cer_ci", "wer_delta_ci", "cer_delta_ci", "packed_wer_delta_ci"):
         out[f"{key}_lo"], out[f"{key}_hi"] = row.get(key) or (None, None)
     for key, value in (row.get("roofline") or {}).items():
         out[f"roofline_{key}"] = value

@@ -33,6 +33,7 @@ from ..constants import MAX_BATCH, MAX_CANDIDATES, SAMPLE_RATE
 from ..errors import WhisperoptError
 from ..files import os_reason
 from ..transcribe import TranscribeOptions, Transcriber, TranscriptResult
+from ..transcribe.packing import DEFAULT_GAP_S, check_gap
 from ..transcribe.segments import resolve_language
 from .batcher import AudioTooLong, Batcher, Job, QueueFull, ShuttingDown
 from .formats import GRANULARITIES, RESPONSE_FORMATS, error_body, json_body, text_body
@@ -59,6 +60,8 @@ class ServeSettings:
     max_audio_s: float = 3 * 3600.0  # audio duration limit
     api_key: str | None = None  # requests must send ``Authorization: Bearer <key>``
     beam_size: int = 1  # beams at temperature 0
+    pack: bool = False  # a batch's clips packed several to a 30-s window (transcribe/packing.py)
+    pack_gap: float = DEFAULT_GAP_S  # seconds of silence after each packed clip
 
     def check(self) -> None:
         limits = [("--max-batch", self.max_batch, 1, MAX_BATCH), ("--max-wait-ms", self.max_wait_ms, 0, 60_000),
@@ -70,6 +73,7 @@ class ServeSettings:
                 raise WhisperoptError(f"{flag} must be between {least:g} and {most:g}, got {value:g}")
         if self.api_key is not None and not self.api_key.strip():
             raise WhisperoptError("--api-key is empty")
+        check_gap(self.pack_gap)
 
     @property
     def max_file_bytes(self) -> int:
@@ -113,7 +117,8 @@ class _Service:
         runtime = transcriber.runtime
         self.plain = bool(runtime.long_form_unsupported)  # a text-only engine: 30-s chunks, no timestamps
         self.base = TranscribeOptions(mode="plain" if self.plain else "sequential", beam_size=settings.beam_size,
-                                      batch_size=settings.max_batch)
+                                      batch_size=settings.max_batch, pack=settings.pack, pack_gap=settings.pack_gap)
+        transcriber.check(self.base)  # --pack with a text-only engine: one line before the port serves anything
 
     def refusal(self, scope) -> APIError | None:
         """401 (API key), 413 (declared length) or 503 (queue full), decided from the headers before an upload is
