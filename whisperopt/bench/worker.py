@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..cluster import host_name
-from ..constants import MAX_NEW_TOKENS
+from ..constants import FRAMES_PER_SECOND, MAX_NEW_TOKENS
 from ..data.references import forced_length
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json, write_failure
@@ -112,6 +112,7 @@ def _fidelity(runtime, job: Job) -> dict:
 
 def do_run(job: Job) -> dict:
     from ..data import SAMPLE_RATE, load_dataset
+    from ..data.features import audio_frames
     from ..metrics.resources import CpuMeter, RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
     from ..metrics.wer import utterance_errors
     from ..recipes.base import DecodeOptions
@@ -132,7 +133,7 @@ def do_run(job: Job) -> dict:
 
     reset_peak_gpu()
     t0 = time.perf_counter()
-    runtime = recipe.load(artifact, job.device, job.threads)
+    runtime = recipe.open(artifact, job.device, job.threads)
     load_s = time.perf_counter() - t0
     load_peak = peak_rss_mb()
 
@@ -156,10 +157,11 @@ def do_run(job: Job) -> dict:
             cpu.stop()
             if len(results) != len(batch):
                 raise WhisperoptError(f"{recipe.name} returned {len(results)} results for {len(batch)} inputs")
+            window_s = audio_frames(audios, runtime.window) / FRAMES_PER_SECOND  # seconds the encoder was given
             for u, audio, res in zip(batch, audios, results):
                 row = {"id": u.id, "duration_s": len(audio) / SAMPLE_RATE, "latency_s": latency,
                        "batch": len(batch), "tokens": len(res.tokens), "hypothesis": res.text, "reference": u.text,
-                       **where}
+                       "window_s": window_s, **where}
                 if synthetic:
                     row["forced_tokens"] = forced[batch.index(u)]
                     row["words"] = row["chars"] = None
@@ -185,6 +187,7 @@ def do_run(job: Job) -> dict:
     info = dict(segment)
     info.update(runtime.run_info())  # the settings the engine ran with; why its rows are not comparable, if so
     info["fidelity_method"] = runtime.fidelity_method
+    info["window"] = runtime.window
     if job.throughput_batches:
         info["throughput"] = _throughput(runtime, ds.utterances, decode, job.throughput_batches, rows_path, tok)
     if job.pack_gap is not None:

@@ -15,7 +15,7 @@ from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
 from ..metrics.isa import kernel_path
 from ..metrics.roofline import WhisperCost, roofline, whisper_cost
 from ..metrics.wer import ErrorCounts, corpus_rate
-from ..recipes import Recipe, all_recipes, baseline_recipe, find_recipe
+from ..recipes import Recipe, baseline_recipe, find_recipe
 from .recommend import recommend
 
 
@@ -43,7 +43,7 @@ def isa_path_fields(status: dict, name: str, cpu: dict | None, device: str) -> d
     CPU's recorded flags give it (the engine picks its kernels from CPUID and does not say which)."""
     if status.get("isa_path"):
         return status["isa_path"]
-    recipe = find_recipe(name)
+    recipe = find_recipe(name)  # a named variant (R@window=auto) is judged as its recipe
     if device != "cpu" or recipe is None or not cpu or "isa" not in cpu:
         return None
     return kernel_path(recipe.compute_precision, "not reported by the engine: the fastest path for its "
@@ -245,9 +245,8 @@ def component_baseline(recipe: Recipe | None, names: set[str]) -> str | None:
 def add_component_speedups(rows: list[dict]) -> None:
     """Median per-call encoder/decoder speed-up and whole-run speed-up against the same loop's fp32."""
     ok = {r["recipe"]: r for r in rows if r["status"] == "ok"}
-    registry = all_recipes()
     for r in ok.values():
-        base = ok.get(component_baseline(registry.get(r["recipe"]), set(ok)) or "")
+        base = ok.get(component_baseline(find_recipe(r["recipe"]), set(ok)) or "")
         if base is None:
             continue
         speedups = {}

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import HOP_LENGTH, MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS, N_SAMPLES, SAMPLE_RATE
+from ..constants import HOP_LENGTH, MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS, N_SAMPLES, SAMPLE_RATE, WINDOW_FULL
 from ..errors import WhisperoptError
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
@@ -186,7 +186,11 @@ class Transcriber:
             r, artifact = exported_artifact(resolved.path, r, recipe_options, verify=verify)
         else:
             artifact, _ = build_artifact(r, resolved.path, r.resolve_options(recipe_options), verify=verify, log=log)
-        runtime = r.load(artifact, device, threads or os.cpu_count() or 1)
+        if str(artifact.options.get("window", WINDOW_FULL)) != WINDOW_FULL:
+            raise WhisperoptError(f"{r.name} option window={artifact.options['window']}: transcription keeps full "
+                                  "30-s windows (seeking and timestamps are defined on them); the adaptive window is "
+                                  "for short clips in `whisperopt bench`")
+        runtime = r.open(artifact, device, threads or os.cpu_count() or 1)
         return cls(runtime, resolved.path, r.name)
 
     def close(self) -> None:
