@@ -170,6 +170,32 @@ def test_transcribe_clips_packed_and_redecoded(tiny_model):
         Transcriber(TextOnly(vocab), tiny_model.path, recipe="sherpa-int8").transcribe_clips(clips, pack=True)
 
 
+def test_serve_pack_batches_into_packed_windows(tiny_model):
+    from dataclasses import replace
+
+    from whisperopt.serve.app import ServeSettings, create_app
+    from whisperopt.serve.batcher import Job
+
+    vocab = Vocabulary.from_model_dir(tiny_model.path)
+    rt = Scripted(vocab)
+    service = create_app(Transcriber(rt, tiny_model.path), ServeSettings(model_id="m", pack=True)).state.service
+    options = replace(service.base, language="en", temperature=(0.0,))
+    assert options.pack and options.pack_gap == 1.0
+    futures = [service.batcher.submit(Job(np.full(s(x), 0.1, np.float32), options)) for x in (3, 4, 5)]
+    service.batcher.start()  # the three clips wait together: one batch, one packed window and the third alone
+    try:
+        texts = [[vocab.text_tokens(g.tokens) for g in f.result(timeout=60).segments] for f in futures]
+    finally:
+        service.batcher.close()
+    assert rt.calls == [[s(15)], [s(5)]] and texts == [[[1000]], [[1040]], [[1000]]]
+
+    class TextOnly(Scripted):
+        long_form_unsupported = Runtime.long_form_unsupported
+
+    with pytest.raises(WhisperoptError, match="cannot --pack"):
+        create_app(Transcriber(TextOnly(vocab), tiny_model.path), ServeSettings(model_id="m", pack=True))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--pack", "--mode", "plain"], "--pack splits windows by their timestamp tokens: it cannot run with --mode plain"),
     (["--pack", "--without-timestamps"], "cannot run with --without-timestamps"),
