@@ -1,6 +1,6 @@
-"""Choose --pack's silence gap (and tail margin): packed against unpacked on the same utterances, one recipe loaded once.
+"""Choose --pack's silence gap and tail margin: packed against unpacked on the same utterances, one model load.
 
-    python benchmarks/pack_gap.py --recipe ct2-int8 --dataset librispeech:dev-clean --limit 40 --gaps 0.5,1,2 --tails 0,2
+    python benchmarks/pack_gap.py --recipe ct2-int8 --dataset librispeech:dev-clean --gaps 0.5,1,2 --tails 0,2
 
 Unpacked is the bench's measured pass (``Runtime.transcribe``, no timestamps, one utterance per call); packed is the
 bench's packed pass (``bench.worker.packed_options``: ``Transcriber.transcribe_clips`` with ``pack``), once per gap

@@ -7,7 +7,8 @@ The work is Ray tasks, each holding ``--threads`` CPUs of one node (so no two ti
 * **shard** — a recipe × a slice of the utterances still unmeasured: the same ``run`` worker process as locally; a
   Ray *streaming generator* that yields each row the moment the worker has written it, then the worker's resource
   segment and result;
-* **final** — per recipe, after its shards: the fidelity probes and the throughput passes, which need every row.
+* **final** — per recipe, after its shards: the fidelity probes and the throughput and packed passes, which need
+  every row.
 
 The driver appends each row to the same fsync'ed rows file as the local runner does, so a driver that dies loses no
 row it had received and a re-run measures only the rest. A task whose worker process dies (SIGKILL, the node lost)
@@ -77,7 +78,7 @@ def build_task(job: dict, model_spec: str) -> dict:
 def shard_task(job: dict, model_spec: str, artifacts: dict, reference: bytes | None, rows: list[dict] | None):
     """Measure ``job.ids`` on this node (a streaming generator): yields {"row"} per utterance as the worker writes
     it, then {"segment"} (if it measured any), then {"result"}. ``rows``: the recipe's rows so far, for the final
-    task, whose worker then measures nothing and runs the probes and throughput passes only."""
+    task, whose worker then measures nothing and runs the probes, throughput and packed passes only."""
     from .runner import run_worker
 
     ray = ray_module()
@@ -281,8 +282,8 @@ def run_on_ray(cfg, recipes, options: dict, dataset, out_dir: Path, base_job: Jo
 
 
 def _finish_shards(rec: _Recipe, cfg, state: dict, shard_remote, base: dict, reference) -> list:
-    """A recipe's shards are over: start its final task (probes, throughput) if it needs one, else write its status.
-    Returns the new generators to wait on."""
+    """A recipe's shards are over: start its final task (probes, throughput, packed) if it needs one, else write its
+    status. Returns the new generators to wait on."""
     if rec.errors or not (cfg.fidelity_utterances or cfg.throughput_batches or cfg.pack):
         _write_status(rec)
         return []
