@@ -32,7 +32,7 @@ def exported_artifact(model_dir: Path, recipe: Recipe | str | None = None, optio
                               f"--recipe {name}), or export {given} from the benchmark results")
     r = recipe if isinstance(recipe, Recipe) else get_recipe(name)
     recorded = record.get("options") or {}
-    if options is not None and r.resolve_options(options) != recorded:
+    if options is not None and r.build_options(r.resolve_options(options)) != r.build_options(recorded):
         raise WhisperoptError(f"{model_dir} was exported with {name} options {recorded or 'none'}; other --option "
                               "values need another build: export it again from a benchmark that used them")
     adir = model_dir / record["artifact"]

@@ -186,11 +186,16 @@ class Transcriber:
             r, artifact = exported_artifact(resolved.path, r, recipe_options, verify=verify)
         else:
             artifact, _ = build_artifact(r, resolved.path, r.resolve_options(recipe_options), verify=verify, log=log)
-        if str(artifact.options.get("window", WINDOW_FULL)) != WINDOW_FULL:
-            raise WhisperoptError(f"{r.name} option window={artifact.options['window']}: transcription keeps full "
-                                  "30-s windows (seeking and timestamps are defined on them); the adaptive window is "
-                                  "for short clips in `whisperopt bench`")
+        window = str(artifact.options.get("window", WINDOW_FULL))
+        if window != WINDOW_FULL and not resolved.exported:
+            raise WhisperoptError(f"{r.name} option window={window}: transcription keeps full 30-s windows (seeking "
+                                  "and timestamps are defined on them); the adaptive window is for short clips in "
+                                  "`whisperopt bench`")
         runtime = r.open(artifact, device, threads or os.cpu_count() or 1)
+        if window != WINDOW_FULL:  # an export of a windowed bench row: the same weights, decoded on full windows
+            runtime.window = WINDOW_FULL
+            (log or (lambda m: None))(f"{r.name} was benchmarked with window={window}; transcription decodes full "
+                                      "30-s windows (seeking and timestamps are defined on them)")
         return cls(runtime, resolved.path, r.name)
 
     def close(self) -> None:
