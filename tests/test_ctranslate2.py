@@ -233,7 +233,7 @@ def test_cache_hit_on_rebuild(tiny_model, fp32):
 
 def test_options_and_devices():
     recipe = get_recipe("ct2-int8-batched")
-    assert recipe.resolve_options({"batch_size": "4"}) == {"batch_size": 4}
+    assert recipe.resolve_options({"batch_size": "4"}) == {"batch_size": 4, "window": "30"}
     for r, bad in ((recipe, {"batch_size": "-1"}), (recipe, {"batch_size": "x"}), (recipe, {"beam": "2"}),
                    (get_recipe("ct2-int8"), {"batch_size": "2"})):
         with pytest.raises(WhisperoptError) as err:
