@@ -211,7 +211,7 @@ class TorchInt8Dynamic(TorchRecipe):
         import torch
 
         model = self._quantize(self._load_fp(artifact.model_dir, torch.float32), device)
-        state = torch.load(str(artifact.dir / self.weights_file), map_location="cpu", weights_only=False)
+        state = torch.load(str(artifact.dir / self.weights_file), map_location="cpu", weights_only=True)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [m for m in missing if not m.endswith("proj_out.weight")]:
             raise WhisperoptError(f"{artifact.dir}: quantised weights do not match the model ({missing[:3]} {unexpected[:3]})")

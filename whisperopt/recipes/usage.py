@@ -34,7 +34,7 @@ def _torch(recipe: Recipe, manifest: dict, lang: str) -> str:
     if quantization == "int8-dynamic":
         body = ("model = WhisperForConditionalGeneration.from_pretrained(root).eval()  # the layout the int8 state "
                 "fills\nmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)\n"
-                f'model.load_state_dict(torch.load(f"{{artifact}}/{weights}", weights_only=False), strict=False)\n')
+                f'model.load_state_dict(torch.load(f"{{artifact}}/{weights}", weights_only=True), strict=False)\n')
     elif quantization == "int8-weight-only":
         body = ("model = WhisperForConditionalGeneration.from_pretrained(root).eval()\n"
                 "quantize_(model, Int8WeightOnlyConfig())\n"
