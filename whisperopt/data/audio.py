@@ -13,7 +13,7 @@ from ..constants import SAMPLE_RATE
 from ..errors import WhisperoptError
 from ..files import os_reason
 
-__all__ = ["SAMPLE_RATE", "audio_file_problem", "load_audio"]
+__all__ = ["SAMPLE_RATE", "audio_file_problem", "load_audio", "resampled"]
 
 
 def audio_file_problem(path: str | Path) -> str | None:
@@ -56,6 +56,24 @@ def _decode_soundfile(path: Path) -> np.ndarray | None:
     return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
 
 
+def resampled(frames):
+    """16 kHz mono float32 frames from PyAV's decoded ``frames``. A fresh resampler whenever the input's sample rate,
+    layout or sample format changes: an MP3 (a radio stream, joined files) may switch rate mid-file, and a resampler
+    refuses a frame unlike its first ("Frame does not match AudioResampler setup")."""
+    import av
+
+    resampler, setup = None, None
+    for frame in frames:
+        now = (frame.sample_rate, frame.layout.name, frame.format.name)
+        if now != setup:
+            if resampler is not None:
+                yield from resampler.resample(None)  # the samples it still holds at the old rate
+            resampler, setup = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE), now
+        yield from resampler.resample(frame)
+    if resampler is not None:
+        yield from resampler.resample(None)
+
+
 def _decode_pyav(path: str) -> np.ndarray:
     import av
 
@@ -69,15 +87,11 @@ def _decode_pyav(path: str) -> np.ndarray:
         if not container.streams.audio:
             raise WhisperoptError(f"no audio stream in {path}")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         chunks: list[np.ndarray] = []
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
+            for out in resampled(container.decode(stream)):
                 chunks.append(out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, ValueError) as exc:  # ValueError: a frame PyAV cannot convert
             raise WhisperoptError(f"corrupt or truncated audio {path}: {_ffmpeg_reason(exc)}") from None
     finally:
         container.close()

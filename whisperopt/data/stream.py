@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WhisperoptError
-from .audio import SAMPLE_RATE, audio_file_problem
+from .audio import SAMPLE_RATE, _ffmpeg_reason, audio_file_problem, resampled
 
 
 def _open(source: str | Path):
@@ -46,15 +46,12 @@ def stream_audio(source: str | Path, block_seconds: float = 30.0) -> Iterator[np
         if not container.streams.audio:
             raise WhisperoptError(f"no audio stream in {name}")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
 
         def frames():
             try:
-                for frame in container.decode(stream):
-                    yield from resampler.resample(frame)
-                yield from resampler.resample(None)
-            except av.error.FFmpegError as exc:
-                raise WhisperoptError(f"corrupt or truncated audio {name}: {exc}") from None
+                yield from resampled(container.decode(stream))
+            except (av.error.FFmpegError, ValueError) as exc:  # ValueError: a frame PyAV cannot convert
+                raise WhisperoptError(f"corrupt or truncated audio {name}: {_ffmpeg_reason(exc)}") from None
 
         for out in frames():
             samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
