@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +27,37 @@ def copy_side_files(model_dir: Path, out_dir: Path) -> None:
         src = Path(model_dir) / name
         if src.exists():
             shutil.copy(src, Path(out_dir) / name)
+
+
+def load_state_dict_file(path: Path, allowed: tuple = ()) -> dict:
+    """A state dict ``torch.save`` wrote, read data-only (``weights_only=True``): tensors, containers and the
+    ``allowed`` tensor classes, nothing else. A pickle that names any other global (``os.system``, ``getattr``, ...:
+    what a crafted file needs to run code) is refused in one line before anything of it runs."""
+    import torch
+
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL (\S+)", str(exc))
+        what = f"it names {found.group(1)}" if found else "it holds more than tensors"
+        raise WhisperoptError(f"{path} is not a data-only state dict ({what}); refused without running it: rebuild "
+                              "the artifact, or export it again from a trusted source") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WhisperoptError(f"{path} cannot be read as a state dict ({first}); rebuild the artifact") from None
+    if not isinstance(state, dict):
+        raise WhisperoptError(f"{path} is not a state dict; rebuild the artifact")
+    return state
+
+
+def _check_state(model, state: dict, artifact: Artifact, assign: bool = False):
+    """Load ``state`` into ``model``; keys that do not match (other than the tied ``proj_out``) are one line."""
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=assign)
+    if unexpected or [m for m in missing if not m.endswith("proj_out.weight")]:
+        raise WhisperoptError(f"{artifact.dir}: quantised weights do not match the model ({missing[:3]} {unexpected[:3]})")
+    return model
 
 
 def _sliced_embedding(table, rows: int):
@@ -211,11 +244,7 @@ class TorchInt8Dynamic(TorchRecipe):
         import torch
 
         model = self._quantize(self._load_fp(artifact.model_dir, torch.float32), device)
-        state = torch.load(str(artifact.dir / self.weights_file), map_location="cpu", weights_only=True)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or [m for m in missing if not m.endswith("proj_out.weight")]:
-            raise WhisperoptError(f"{artifact.dir}: quantised weights do not match the model ({missing[:3]} {unexpected[:3]})")
-        return model
+        return _check_state(model, load_state_dict_file(artifact.dir / self.weights_file), artifact)
 
 
 class TorchInt8WeightOnly(TorchRecipe):
@@ -246,9 +275,12 @@ class TorchInt8WeightOnly(TorchRecipe):
         if device == "cuda":
             return self._quantize(self._load_fp(artifact.model_dir, torch.float16).to(device), device)
         model = self._quantize(self._load_fp(artifact.model_dir, torch.float32), device)
-        state = torch.load(str(artifact.dir / self.weights_file), map_location="cpu", weights_only=False)
-        model.load_state_dict(state, strict=False, assign=True)
-        return model
+        # data-only: torchao's Int8Tensor (int8 data, scale, zero point, block size) is the one class besides plain
+        # tensors the state holds; torchao registers it as a safe global itself, listed here so no other is needed
+        from torchao.quantization import Int8Tensor
+
+        state = load_state_dict_file(artifact.dir / self.weights_file, allowed=(Int8Tensor,))
+        return _check_state(model, state, artifact, assign=True)
 
 
 RECIPES = [TorchFp32(), TorchFp16(), TorchBf16(), TorchInt8Dynamic(), TorchInt8WeightOnly()]

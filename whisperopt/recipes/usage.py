@@ -38,7 +38,8 @@ def _torch(recipe: Recipe, manifest: dict, lang: str) -> str:
     elif quantization == "int8-weight-only":
         body = ("model = WhisperForConditionalGeneration.from_pretrained(root).eval()\n"
                 "quantize_(model, Int8WeightOnlyConfig())\n"
-                f'model.load_state_dict(torch.load(f"{{artifact}}/{weights}", weights_only=False), strict=False, '
+                "# weights_only=True: data only (torchao registers its Int8Tensor as a safe global on import)\n"
+                f'model.load_state_dict(torch.load(f"{{artifact}}/{weights}", weights_only=True), strict=False, '
                 "assign=True)\n")
     else:
         body = f"model = WhisperForConditionalGeneration.from_pretrained(artifact, dtype=torch.{dtype}).eval()\n"

@@ -107,7 +107,7 @@ class Reference(dict):
 
     @classmethod
     def load(cls, path: Path) -> Reference:
-        data = np.load(path)
+        data = np.load(path, allow_pickle=False)  # arrays only: an object array would unpickle
         ids = [k[4:] for k in data.files if k.startswith("enc/")]
         return cls({uid: (data[f"enc/{uid}"], data[f"top1/{uid}"]) for uid in ids})
 
