@@ -547,6 +547,7 @@ def cmd_serve(args) -> int:
 
     try:
         from .serve import ServeSettings, serve
+        from .serve.settings import api_key
     except ImportError as exc:  # fastapi / uvicorn / python-multipart are the `serve` extra
         raise WhisperoptError(f"whisperopt serve needs the serve extra ({exc.name} is missing): "
                               "pip install 'whisperopt[serve]'") from None
@@ -557,14 +558,14 @@ def cmd_serve(args) -> int:
     recipe = get_recipe(_model_recipe(args.model, args.recipe))
     settings = ServeSettings(model_id=args.model_id or args.model, recipe=recipe.name, max_batch=args.max_batch,
                              max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_file_mb=args.max_file_mb,
-                             max_audio_s=args.max_audio_s,
-                             api_key=args.api_key or os.environ.get("WHISPEROPT_API_KEY") or None,
-                             beam_size=args.beam_size, pack=args.pack, pack_gap=args.pack_gap)
+                             max_audio_s=args.max_audio_s, api_key=api_key(args.api_key, args.api_key_file),
+                             no_auth=args.no_auth, docs=args.docs, upload_timeout=args.upload_timeout,
+                             grace=args.grace, beam_size=args.beam_size, pack=args.pack, pack_gap=args.pack_gap)
     settings.check()  # a bad flag fails before the port is bound or the model loads
     serve(settings, args.model, recipe, host=args.host, port=args.port,
           device=default_device() if args.device == "auto" else args.device, threads=args.threads,
           recipe_options=_recipe_options(_parse_options(args.option), [recipe]).get(recipe.name),
-          log_level=args.log_level)
+          log_level=args.log_level, verify=args.verify)
     return 0
 
 
@@ -584,6 +585,7 @@ def _recommend_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .bench.config import DEFAULT_DATASET
+    from .serve.settings import GRACE_S, UPLOAD_TIMEOUT_S
     from .transcribe.packing import DEFAULT_GAP_S
 
     p = argparse.ArgumentParser(prog="whisperopt", description="Make Whisper fast and small on your hardware, and "
@@ -745,22 +747,37 @@ def build_parser() -> argparse.ArgumentParser:
                     "exported --model's own recipe)")
     sv.add_argument("--model-id", default=None, help="the model id /v1/models lists and clients send (default: "
                     "--model as given)")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+                    "any other address needs an API key or --no-auth)")
     sv.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port, printed at start)")
     sv.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sv.add_argument("--threads", type=int, default=None, help="engine threads, at least 1 (default: all cores)")
     sv.add_argument("--option", action="append", default=[], help="recipe option key=value (repeatable)")
+    sv.add_argument("--verify", action="store_true", help="check every file of the model (an export's whole folder, or "
+                    "the cached artifact) against its sha256 digests before serving, not only sizes")
     sv.add_argument("--max-batch", type=int, default=8,
                     help=f"short clips (<= 30 s) decoded in one engine call, 1-{MAX_BATCH} (1: no batching)")
     sv.add_argument("--max-wait-ms", type=float, default=20.0,
                     help="how long the oldest waiting clip waits for others to batch with (default 20)")
     sv.add_argument("--max-queue", type=int, default=32,
-                    help="unfinished requests at once (waiting or decoding); more are answered 503 (default 32)")
+                    help="requests in progress at once (uploading, waiting or decoding); more are answered 503 "
+                    "(default 32)")
     sv.add_argument("--max-file-mb", type=float, default=25.0, help="upload size limit, 413 above (default 25)")
     sv.add_argument("--max-audio-s", type=float, default=3 * 3600.0,
                     help="audio duration limit in seconds, 400 above (default 10800)")
     sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ (default: "
-                    "$WHISPEROPT_API_KEY if set, else no key)")
+                    "$WHISPEROPT_API_KEY if set); an empty key is an error")
+    sv.add_argument("--api-key-file", default=None, metavar="FILE",
+                    help="the key from the first line of FILE (keeps it off the process list)")
+    sv.add_argument("--no-auth", action="store_true",
+                    help="serve without a key on a non-loopback --host (refused otherwise)")
+    sv.add_argument("--docs", action="store_true",
+                    help="serve /docs, /redoc and /openapi.json (behind the key); off by default")
+    sv.add_argument("--upload-timeout", type=float, default=UPLOAD_TIMEOUT_S, metavar="SECONDS",
+                    help=f"a request's body must arrive whole within this, else 408 (default {UPLOAD_TIMEOUT_S:g})")
+    sv.add_argument("--grace", type=float, default=GRACE_S, metavar="SECONDS",
+                    help=f"on SIGTERM / Ctrl-C, requests in flight get this long to finish before they are answered "
+                    f"503; then exit 0 (default {GRACE_S:g})")
     sv.add_argument("--pack", action="store_true",
                     help="pack each batch's clips several to a 30-s window (silence between them), decoded with "
                     "timestamps and split back by timestamp: fewer encoder passes per batch")

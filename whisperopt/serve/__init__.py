@@ -1,7 +1,16 @@
-"""``whisperopt serve``: an OpenAI-compatible transcription server (FastAPI + uvicorn) with dynamic batching."""
+"""``whisperopt serve``: an OpenAI-compatible transcription server (FastAPI + uvicorn) with dynamic batching.
 
-from .app import ServeSettings, create_app
-from .batcher import Batcher, Job, QueueFull
-from .server import serve
+Names are imported on first use, so that ``serve.settings`` (the CLI's defaults) loads without the serve extra."""
 
-__all__ = ["Batcher", "Job", "QueueFull", "ServeSettings", "create_app", "serve"]
+from importlib import import_module
+
+_HOMES = {"ServeSettings": "settings", "create_app": "app", "Batcher": "batcher", "Job": "batcher",
+          "QueueFull": "batcher", "serve": "server"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_HOMES[name]}", __name__), name)

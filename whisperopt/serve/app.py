@@ -5,21 +5,21 @@ Routes: ``POST /v1/audio/transcriptions`` and ``POST /v1/audio/translations`` (m
 ``timestamp_granularities[]``), ``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /health``.
 
 A request is refused as early as possible: without the API key (401) or with the queue full (503) before its body is
-read, over the size limit (413) while it is read, for a bad field (400) before its audio is decoded; the audio is
-decoded on a worker thread (400 if it is not audio or longer than the duration limit) and queued for the engine
-thread (``batcher.py``). Every error has OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``.
-A client that disconnects while its request waits takes the request out of the queue.
+read, over the size limit (413) or too slow (408) while it is read (``gate.py``), for a bad field (400) before its
+audio is decoded; the audio is decoded on a worker thread (400 if it is not audio or longer than the duration limit)
+and queued for the engine thread (``batcher.py``). Every error has OpenAI's body,
+``{"error": {"message", "type", "param", "code"}}``. A client that disconnects while its request waits takes the
+request out of the queue. ``/docs``, ``/redoc`` and ``/openapi.json`` exist only with ``docs`` on (behind the key).
 """
 
 import asyncio
-import hmac
 import logging
 import os
 import shutil
 import tempfile
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -29,81 +29,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..constants import MAX_BATCH, MAX_CANDIDATES, SAMPLE_RATE
+from ..constants import SAMPLE_RATE
 from ..errors import WhisperoptError
 from ..files import os_reason
 from ..transcribe import TranscribeOptions, Transcriber, TranscriptResult
-from ..transcribe.packing import DEFAULT_GAP_S, check_gap
 from ..transcribe.segments import resolve_language
 from .batcher import AudioTooLong, Batcher, Job, QueueFull, ShuttingDown
-from .formats import GRANULARITIES, RESPONSE_FORMATS, error_body, json_body, text_body
+from .formats import GRANULARITIES, RESPONSE_FORMATS, APIError, json_body, text_body
+from .gate import SLOT, BodyRefused, Gate, busy, stopping, too_large
+from .settings import MIB, ServeSettings
 
 log = logging.getLogger("whisperopt.serve")
 
-MIB = 1024 * 1024
 FORM_SLACK = 64 * 1024  # body bytes allowed beyond the file: the other fields and the multipart framing
 MODEL_ALIASES = ("whisper-1",)  # the id OpenAI clients send by default; answered by the served model
 FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # temperature 0: OpenAI's "increase the temperature until thresholds hit"
 Text = Annotated[str | None, Form()]  # an optional text field (FastAPI resolves route annotations at module level)
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """What ``whisperopt serve`` was started with (the flags of the same names)."""
-
-    model_id: str  # the id /v1/models lists and requests name (``--model`` as given)
-    recipe: str = ""
-    max_batch: int = 8  # clips per engine call; 1 turns dynamic batching off
-    max_wait_ms: float = 20.0  # how long the oldest clip waits for others to batch with
-    max_queue: int = 32  # unfinished requests at once; more get 503
-    max_file_mb: float = 25.0  # upload size limit (OpenAI's)
-    max_audio_s: float = 3 * 3600.0  # audio duration limit
-    api_key: str | None = None  # requests must send ``Authorization: Bearer <key>``
-    beam_size: int = 1  # beams at temperature 0
-    pack: bool = False  # a batch's clips packed several to a 30-s window (transcribe/packing.py)
-    pack_gap: float = DEFAULT_GAP_S  # seconds of silence after each packed clip
-
-    def check(self) -> None:
-        limits = [("--max-batch", self.max_batch, 1, MAX_BATCH), ("--max-wait-ms", self.max_wait_ms, 0, 60_000),
-                  ("--max-queue", self.max_queue, 1, 100_000), ("--max-file-mb", self.max_file_mb, 0.001, 10_000),
-                  ("--max-audio-s", self.max_audio_s, 0.1, 7 * 24 * 3600),
-                  ("--beam-size", self.beam_size, 1, MAX_CANDIDATES)]
-        for flag, value, least, most in limits:
-            if not least <= value <= most:
-                raise WhisperoptError(f"{flag} must be between {least:g} and {most:g}, got {value:g}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise WhisperoptError("--api-key is empty")
-        check_gap(self.pack_gap)
-
-    @property
-    def max_file_bytes(self) -> int:
-        return int(self.max_file_mb * MIB)
-
-
-class APIError(Exception):
-    """An answer other than 200, rendered as OpenAI's error body."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.message, self.status, self.param, self.code), self.status, self.headers)
-
-
-def headers_of(scope) -> dict[bytes, bytes]:
-    return dict(scope.get("headers") or [])
-
-
-def _too_large(settings: ServeSettings) -> APIError:
-    return APIError(413, f"the request is larger than this server's limit of {settings.max_file_mb:g} MB per file "
-                    "(--max-file-mb)", "file", "file_too_large")
-
-
-def _busy() -> APIError:
-    return APIError(503, "the server is at its request limit (--max-queue); retry later", code="queue_full",
-                    headers={"Retry-After": "1"})
 
 
 class _Service:
@@ -114,28 +55,18 @@ class _Service:
         self.batcher = Batcher(transcriber, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue)
         self.created = int(time.time())
         self.max_body = settings.max_file_bytes + FORM_SLACK
+        self.stopped = asyncio.Event()  # set when the grace after SIGTERM is over: uploads still arriving get 503
         runtime = transcriber.runtime
         self.plain = bool(runtime.long_form_unsupported)  # a text-only engine: 30-s chunks, no timestamps
         self.base = TranscribeOptions(mode="plain" if self.plain else "sequential", beam_size=settings.beam_size,
                                       batch_size=settings.max_batch, pack=settings.pack, pack_gap=settings.pack_gap)
         transcriber.check(self.base)  # --pack with a text-only engine: one line before the port serves anything
 
-    def refusal(self, scope) -> APIError | None:
-        """401 (API key), 413 (declared length) or 503 (queue full), decided from the headers before an upload is
-        read."""
-        key = self.settings.api_key
-        if key is not None:
-            given = headers_of(scope).get(b"authorization", b"").decode("latin-1")
-            scheme, _, token = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-                return APIError(401, "missing or incorrect API key: send 'Authorization: Bearer <key>' with the key "
-                                "the server was started with", code="invalid_api_key")
-        declared = headers_of(scope).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_body:
-            return _too_large(self.settings)
-        if scope.get("method") == "POST" and scope["path"].startswith("/v1/audio/") and self.batcher.refuse_if_full():
-            return _busy()
-        return None
+    def stop(self) -> None:
+        """The grace is over: the engine stops (waiting requests and a long one between windows get 503), uploads
+        still arriving get 503. Call on the event loop."""
+        self.stopped.set()
+        self.batcher.stop()
 
     def options(self, task: str, model: str | None, language: str | None, prompt: str | None, response_format: str,
                 temperature: float, granularities: list[str] | None) -> tuple[TranscribeOptions, tuple[str, ...]]:
@@ -221,36 +152,6 @@ class _Service:
                 Path(tmp).unlink(missing_ok=True)
 
 
-class _Gate:
-    """ASGI middleware: answers 401 / 503 / 413 from the headers, so no upload is read for a request that will fail,
-    and stops reading a body that grows past the limit without declaring its length (413).
-
-    (FastAPI's own ``max_body_size`` would answer an over-long declared body in plain text, not OpenAI's JSON.)"""
-
-    def __init__(self, app, service: _Service):
-        self.app, self.service = app, service
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        refusal = self.service.refusal(scope)
-        if refusal is not None:
-            await refusal.response()(scope, receive, send)
-            return
-        limit, seen = self.service.max_body, 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise StarletteHTTPException(413)  # re-raised by FastAPI's body parsing, answered by _http_error
-            return message
-
-        await self.app(scope, counted, send)
-
-
 async def _disconnected(request: Request) -> None:
     """Return once the client has gone away (the body is read by then, so only a disconnect message is left)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -271,9 +172,12 @@ def create_app(transcriber: Transcriber, settings: ServeSettings) -> FastAPI:
         finally:
             await run_in_threadpool(service.batcher.close)
 
-    app = FastAPI(title="whisperopt", summary="OpenAI-compatible speech-to-text", lifespan=lifespan)
+    docs = settings.docs  # off by default: the schema tells a stranger every route and field
+    app = FastAPI(title="whisperopt", summary="OpenAI-compatible speech-to-text", lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     app.state.service = service
-    app.add_middleware(_Gate, service=service)
+    app.add_middleware(Gate, service=service)
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -297,8 +201,10 @@ def create_app(transcriber: Transcriber, settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, BodyRefused):
+            return exc.error.response()
         if exc.status_code == 413:
-            return _too_large(settings).response()
+            return too_large(settings.max_file_mb).response()
         return APIError(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)).response()
 
     async def handle(request: Request, task: str, file: UploadFile, model: str | None, language: str | None,
@@ -310,13 +216,13 @@ def create_app(transcriber: Transcriber, settings: ServeSettings) -> FastAPI:
                            f"up to {settings.max_file_mb:g} MB (--max-file-mb)", "file", "file_too_large")
         job = await run_in_threadpool(service.prepare, file, opts)
         try:
-            future = service.batcher.submit(job)
+            future = service.batcher.submit(job, request.scope.get(SLOT))
         except QueueFull:
             job.discard()
-            raise _busy() from None
-        except ShuttingDown as exc:
+            raise busy() from None
+        except ShuttingDown:
             job.discard()
-            raise APIError(503, str(exc), code="shutting_down") from None
+            raise stopping() from None
         result = await _outcome(request, future)
         if result is None:  # the client went away: nobody to answer
             return Response(status_code=499)
@@ -329,17 +235,18 @@ def create_app(transcriber: Transcriber, settings: ServeSettings) -> FastAPI:
         gone = asyncio.ensure_future(_disconnected(request))
         try:
             await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
+        finally:  # also when this task is cancelled: the job must not outlive its request
             gone.cancel()
-        if not waiter.done():
-            waiter.cancel()  # still waiting: leaves the queue; being decoded: finishes, and the answer is dropped
+            if not waiter.done():
+                waiter.cancel()  # still waiting: leaves the queue; being decoded: finishes, the answer is dropped
+        if waiter.cancelled():
             return None
         try:
             return waiter.result()
         except AudioTooLong as exc:
             raise APIError(400, str(exc), "file", "audio_too_long") from None
         except ShuttingDown as exc:
-            raise APIError(503, str(exc), code="shutting_down") from None
+            raise APIError(503, str(exc), code="shutting_down", headers={"Connection": "close"}) from None
         except WhisperoptError as exc:
             raise APIError(400, str(exc), "file", "invalid_audio") from None
         except Exception as exc:

@@ -5,8 +5,13 @@ only queues jobs and waits for their futures. The worker takes the oldest job; i
 also takes the waiting clips with the same decoding options (task, language, temperatures, prompt, word timestamps),
 waiting up to ``max_wait_s`` from the oldest one's arrival for more, and stops at ``max_batch``; then one
 ``Transcriber.transcribe_clips`` call decodes them (one ``Runtime.decode_windows`` call for engines that batch).
-Long audio runs alone through the ordinary long-form path. At most ``max_queue`` jobs are admitted at once (waiting
-or being decoded); beyond that ``submit`` raises ``QueueFull`` (HTTP 503) instead of letting memory grow.
+Long audio runs alone through the ordinary long-form path.
+
+At most ``max_queue`` requests are admitted at once, counted from their request head (``admit``, while the upload is
+still arriving) until both the HTTP exchange has ended and their job has finished; beyond that ``admit`` (or
+``submit`` without a slot) refuses, HTTP 503, instead of letting memory and temporary files grow. A waiting job whose
+client hangs up leaves the queue at once, its temporary file deleted. ``stop`` ends the engine's work: waiting jobs
+fail with ``ShuttingDown``, a long job stops at its next 30-s window, a batch of clips in an engine call finishes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ class ShuttingDown(Exception):
 
 class AudioTooLong(WhisperoptError):
     """Long-form audio turned out longer than the server's limit while it was decoded (its header said less)."""
+
+
+@dataclass(eq=False)
+class Slot:
+    """One admitted request's place under ``max_queue``: held by its HTTP exchange and, once submitted, by its job;
+    freed when both have let go."""
+
+    holders: int = 1
+    has_job: bool = False
 
 
 @dataclass(eq=False)
@@ -67,9 +81,11 @@ class Batcher:
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
-        self._admitted = 0  # submitted and not finished (waiting, being batched or decoded)
+        self._admitted = 0  # slots held: uploads being received, jobs waiting, being batched or decoded
+        self._receiving = 0  # slots without a job yet (the upload being read or decoded)
         self._running = 0
         self._closed = False
+        self._stopped = False  # stop(): a running long job ends at its next window
         self._thread = threading.Thread(target=self._run, name="whisperopt-engine", daemon=True)
         self.batch_sizes: Counter[int] = Counter()  # clip batches decoded, by size
         self.counts: Counter[str] = Counter()  # done, failed, cancelled, rejected, long
@@ -82,58 +98,94 @@ class Batcher:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._closed
 
-    def refuse_if_full(self) -> bool:
-        """True (counted as a rejection) when a new request would find the queue full: checked from the headers,
-        before an upload is read; ``submit`` decides for good."""
+    def admit(self) -> Slot | None:
+        """A place for a new request, taken from its headers before its upload is read; None (counted as a
+        rejection) when ``max_queue`` requests are in progress or the server is stopping. ``release`` it when the
+        HTTP exchange ends."""
         with self._cond:
-            if self._admitted < self.max_queue:
-                return False
-            self.counts["rejected"] += 1
-            return True
+            if self._admitted >= self.max_queue or self._closed:
+                self.counts["rejected"] += 1
+                return None
+            self._admitted += 1
+            self._receiving += 1
+            return Slot()
 
-    def submit(self, job: Job) -> Future:
-        """Queue ``job``; raise ``QueueFull`` when ``max_queue`` jobs are unfinished, ``ShuttingDown`` after close."""
+    def release(self, slot: Slot) -> None:
+        """One holder of ``slot`` lets go; the last one frees its place."""
+        with self._cond:
+            slot.holders -= 1
+            if slot.holders == 0:
+                self._admitted -= 1
+                if not slot.has_job:
+                    self._receiving -= 1
+                self._cond.notify_all()
+
+    def submit(self, job: Job, slot: Slot | None = None) -> Future:
+        """Queue ``job`` under its request's ``slot`` (without one: a place is taken here, ``QueueFull`` if there is
+        none); ``ShuttingDown`` once stopped."""
         with self._cond:
             if self._closed:
                 raise ShuttingDown("the server is shutting down")
-            if self._admitted >= self.max_queue:
-                self.counts["rejected"] += 1
-                raise QueueFull(f"the server has {self._admitted} requests in progress (--max-queue "
-                                f"{self.max_queue}); retry later")
-            self._admitted += 1
+            if slot is None:
+                if self._admitted >= self.max_queue:
+                    self.counts["rejected"] += 1
+                    raise QueueFull(f"the server has {self._admitted} requests in progress (--max-queue "
+                                    f"{self.max_queue}); retry later")
+                self._admitted += 1
+                slot = Slot(holders=0, has_job=True)
+            elif not slot.has_job:
+                slot.has_job = True
+                self._receiving -= 1
+            slot.holders += 1
             self._waiting.append(job)
             self._cond.notify_all()
-        job.future.add_done_callback(self._finished)  # a cancelled waiting job frees its place at once
+        job.future.add_done_callback(lambda future: self._finished(job, slot))
         return job.future
 
-    def _finished(self, future: Future) -> None:
+    def _finished(self, job: Job, slot: Slot) -> None:
+        """A job's future is done: counted; a cancelled one (its client hung up while it waited) leaves the queue and
+        deletes its temporary file now, not when the engine thread reaches it."""
+        cancelled = job.future.cancelled()
         with self._cond:
-            self._admitted -= 1
-            self.counts["cancelled" if future.cancelled() else "failed" if future.exception() else "done"] += 1
+            self.counts["cancelled" if cancelled else "failed" if job.future.exception() else "done"] += 1
+            if cancelled:
+                try:
+                    self._waiting.remove(job)
+                except ValueError:  # already taken by the engine thread, which skips it
+                    pass
+        if cancelled:
+            job.discard()
+        self.release(slot)
 
     def stats(self) -> dict:
         with self._cond:
             sizes = dict(sorted(self.batch_sizes.items()))
-            return {"queue": {"depth": self._admitted, "waiting": len(self._waiting), "running": self._running,
-                              "max": self.max_queue},
+            return {"queue": {"depth": self._admitted, "receiving": self._receiving, "waiting": len(self._waiting),
+                              "running": self._running, "max": self.max_queue},
                     "batching": {"max_batch": self.max_batch, "max_wait_ms": round(self.max_wait_s * 1000, 3),
                                  "batches": sum(sizes.values()), "largest": max(sizes, default=0),
                                  "batched_requests": sum(n * k for n, k in sizes.items() if n > 1),
                                  "sizes": {str(n): k for n, k in sizes.items()}},
                     "requests": {key: self.counts[key] for key in ("done", "failed", "cancelled", "rejected", "long")}}
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop taking jobs, fail the waiting ones (``ShuttingDown``), let the running one finish."""
+    def stop(self) -> None:
+        """Stop taking jobs, fail the waiting ones (``ShuttingDown``), stop a long job at its next window; a batch of
+        clips already in an engine call finishes. Returns at once (``close`` also waits for the engine thread)."""
         with self._cond:
-            self._closed = True
+            self._closed = self._stopped = True
             waiting, self._waiting = list(self._waiting), deque()
             self._cond.notify_all()
         for job in waiting:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(ShuttingDown("the server stopped before this request was decoded"))
             job.discard()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """``stop``, then wait up to ``timeout`` for the engine thread to end; False if it is still running."""
+        self.stop()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # --- the engine thread ---
     def _take(self) -> list[Job] | None:
@@ -146,8 +198,7 @@ class Batcher:
                     return None
                 first = self._waiting.popleft()
                 if first.future.set_running_or_notify_cancel():
-                    break
-                first.discard()  # cancelled while it waited (its client went away)
+                    break  # (one cancelled while it waited has already been discarded by _finished)
             batch = [first]
             self._running = 1  # taken by this thread: being batched, then decoded
             if first.is_clip and self.max_batch > 1:
@@ -195,8 +246,10 @@ class Batcher:
         with self._cond:
             self.counts["long"] += 1
 
-        def guard(seconds: float) -> None:  # the container's header may understate the duration
-            if seconds > job.max_audio_s:
+        def guard(seconds: float) -> None:  # called after each window
+            if self._stopped:
+                raise ShuttingDown(f"the server stopped after decoding {seconds:.0f} s of this audio")
+            if seconds > job.max_audio_s:  # the container's header may understate the duration
                 raise AudioTooLong(f"the audio is longer than this server's limit of {job.max_audio_s:g} s "
                                    "(--max-audio-s)")
 

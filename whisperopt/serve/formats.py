@@ -1,10 +1,13 @@
-"""OpenAI's audio response formats (json, text, srt, vtt, verbose_json) and error body, from a ``TranscriptResult``.
+"""OpenAI's audio response formats (json, text, srt, vtt, verbose_json) from a ``TranscriptResult``, and its error body
+(``APIError``).
 
 SRT and VTT come from the transcript writers (``transcribe.writers.render``), so the server's subtitles are the
 CLI's: cues in whole milliseconds that never overlap or go backwards.
 """
 
 from __future__ import annotations
+
+from fastapi.responses import JSONResponse
 
 from ..transcribe import TranscriptResult
 from ..transcribe.writers import render
@@ -18,6 +21,18 @@ def error_body(message: str, status: int, param: str | None = None, code: str | 
     """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class APIError(Exception):
+    """An answer other than 200, rendered as OpenAI's error body."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(error_body(self.message, self.status, self.param, self.code), self.status, self.headers)
 
 
 def language_name(code: str | None) -> str | None:
