@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import glob
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -84,6 +85,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     reader never sees half a model (a crash leaves the old one or none). A write that fails for want of space or
     permission is a one-line error naming the directory."""
     target = Path(target)
+    if target.is_symlink():  # replacing it would write through, or over, whatever the link points at
+        raise WhisperoptError(f"{target} is a symbolic link; give the directory itself")
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +123,39 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def finite(data):
+    """``data`` with every NaN or infinite float (numpy's too) replaced by None, so that it is valid JSON."""
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    if isinstance(data, float) or (hasattr(data, "dtype") and getattr(data, "ndim", 1) == 0
+                                   and data.dtype.kind == "f"):
+        value = float(data)
+        return value if math.isfinite(value) else None
+    return data
+
+
+def json_text(data, **kwargs) -> str:
+    """The one JSON encoder of everything whisperopt writes: non-finite floats become null (bare ``NaN`` /
+    ``Infinity`` are not JSON to other tools), and any left are refused rather than written."""
+    return json.dumps(finite(data), allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: Path, data, **kwargs) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, **kwargs))
+    atomic_write_text(path, json_text(data, indent=2, **kwargs))
+
+
+def confined(root: Path, relative: str | Path) -> Path:
+    """``root / relative`` for a name that came from data (a results file, a manifest): refused in one line when
+    it is absolute, has a ``..`` part, or resolves (through links) outside ``root``."""
+    rel = Path(relative)
+    if not str(relative) or rel.is_absolute() or ".." in rel.parts or "\0" in str(relative):
+        raise WhisperoptError(f"{str(relative)!r} is not a plain relative path inside {root}")
+    path = Path(root) / rel
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise WhisperoptError(f"{str(relative)!r} leads outside {root}")
+    return path
 
 
 def read_json(path: Path, what: str = "file", fix: str = ""):
