@@ -123,14 +123,30 @@ class BenchConfig:
         return cls(**d)
 
 
+_SAVED_TYPES = {"model": str, "dataset": str, "limit": (int, type(None)), "threads": int, "device": str,
+                "warmup": int, "fidelity_utterances": int}
+
+
 def _read_run(path: Path) -> dict:
     """run.json's saved config; a damaged one is a one-line error (the rows beside it are not trusted without it)."""
+    from .results import result_name_problem
+
     data = read_json(path, "benchmark settings", "delete it to start the benchmark afresh, or use another --out")
     try:
-        BenchConfig.from_dict(data["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WhisperoptError(f"benchmark settings {path} are not whisperopt's ({type(exc).__name__}: {exc}); delete "
-                              "it to start the benchmark afresh, or use another --out") from None
+        cfg = BenchConfig.from_dict(data["config"])
+        problem = next((p for p in map(result_name_problem, cfg.recipes) if p), None) \
+            if isinstance(cfg.recipes, list) else "'recipes' is not a list"
+        problem = problem or next((f"{key!r} is {str(getattr(cfg, key))[:40]!r}" for key, kind in _SAVED_TYPES.items()
+                                   if isinstance(getattr(cfg, key), bool) or not isinstance(getattr(cfg, key), kind)),
+                                  None)
+        cfg.validate()  # the values too: a run.json whisperopt did not write must not reach the report
+    except WhisperoptError as exc:
+        problem = str(exc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        raise WhisperoptError(f"benchmark settings {path} are not whisperopt's ({problem}); delete it to start the "
+                              "benchmark afresh, or use another --out") from None
     return data
 
 

@@ -6,20 +6,35 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from pathlib import Path
 
 from ..errors import WhisperoptError
+from ..files import confined, json_text
 
 LOCK_FILE = ".whisperopt.lock"
+# a recipe or named variant (R@key=value, recipes.get_recipe) as it names files in a results directory: no path
+# separator, no leading dot, so a name read from run.json or a status file cannot reach outside the directory
+RESULT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(@[A-Za-z0-9_.+-]+=[A-Za-z0-9_.+-]+)*")
+
+
+def result_name_problem(name) -> str | None:
+    """Why ``name`` cannot name a recipe's results files, or None."""
+    if not isinstance(name, str) or not RESULT_NAME.fullmatch(name) or len(name) > 200:
+        return f"{str(name)[:80]!r} is not a recipe name (letters, digits, . _ + -, variants R@key=value)"
+    return None
 
 
 def recipe_paths(out_dir: Path, recipe: str) -> dict[str, Path]:
+    problem = result_name_problem(recipe)
+    if problem:
+        raise WhisperoptError(f"results in {out_dir}: {problem}")
     out_dir = Path(out_dir)
     return {
-        "rows": out_dir / f"{recipe}.rows.jsonl",
-        "segments": out_dir / f"{recipe}.segments.jsonl",
-        "status": out_dir / f"{recipe}.status.json",
-        "log": out_dir / "logs" / f"{recipe}.log",
+        "rows": confined(out_dir, f"{recipe}.rows.jsonl"),
+        "segments": confined(out_dir, f"{recipe}.segments.jsonl"),
+        "status": confined(out_dir, f"{recipe}.status.json"),
+        "log": confined(out_dir, f"logs/{recipe}.log"),
     }
 
 
@@ -53,6 +68,114 @@ class ResultsLock:
             self._fd = None
 
 
+# ---- what the report reads from each record, checked before it is used: a results file whisperopt did not write
+# (hand-edited, from another tool, crafted) is a one-line error naming the file, never a crash in the report
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _positive(v) -> bool:
+    return _count(v) and v > 0
+
+
+def _text(v) -> bool:
+    return isinstance(v, str)
+
+
+def _mapping(v) -> bool:
+    return isinstance(v, dict)
+
+
+def optional(check):
+    return lambda v: v is None or _valid(v, check)
+
+
+def list_of(check):
+    return lambda v: isinstance(v, list) and all(_valid(x, check) for x in v)
+
+
+def pair(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_num(x) for x in v)
+
+
+def _error_counts(v) -> bool:  # metrics.wer.ErrorCounts, field for field
+    return v is None or (isinstance(v, dict) and set(v) == {"substitutions", "deletions", "insertions", "hits"}
+                         and all(_count(x) for x in v.values()))
+
+
+class need:  # noqa: N801 - reads as a field's marker in the tables below
+    """A field that must be there (the others may be left out)."""
+
+    def __init__(self, check):
+        self.check = check
+
+
+def _valid(value, check) -> bool:
+    return _problem(value, check) is None if isinstance(check, dict) else bool(check(value))
+
+
+def _problem(record, spec: dict) -> str | None:
+    """Why ``record`` does not fit ``spec`` ({key: check or need(check)}), or None."""
+    if not isinstance(record, dict):
+        return f"not an object but {type(record).__name__}"
+    for key, check in spec.items():
+        if key not in record:
+            if isinstance(check, need):
+                return f"no {key!r}"
+            continue
+        if not _valid(record[key], check.check if isinstance(check, need) else check):
+            return f"{key!r} is {json.dumps(record[key], default=str)[:40]}"
+    return None
+
+
+ROW_FIELDS = {"id": need(_text), "latency_s": need(_num), "duration_s": need(_num), "tokens": need(_count),
+              "batch": _positive,
+              "words": _error_counts, "chars": _error_counts, "cpu_model": optional(_text)}
+SEGMENT_FIELDS = {"wall_s": need(_num), "cpu_s": need(_num), "load_s": optional(_num), "peak_ram_mb": optional(_num),
+                  "run_ram_mb": optional(_num), "peak_vram_mb": optional(_num)}
+_THROUGHPUT = {"batch": need(_positive), "rtfx": need(optional(_num)), "run_ram_mb": need(optional(_num)),
+               "same_text": need(_num)}
+_PACKED = {"rtfx": optional(_num), "gap_s": need(_num), "windows": optional(_count), "alone": optional(_count),
+           "utterances": optional(_count), "wer_delta": optional(_num), "wer_delta_ci": optional(pair),
+           "wer_delta_significant": optional(lambda v: isinstance(v, bool)), "skipped": optional(_text),
+           "note": optional(_text)}
+_COMPONENT = {"bin_bytes": optional(_num), "compression": optional(_num)}
+STATUS_FIELDS = {"recipe": need(_text), "status": need(lambda v: v in ("ok", "failed", "skipped")),
+                 "reason": optional(_text), "error": optional(_text), "size_bytes": optional(_num),
+                 "encoder_rel_error": optional(_num), "teacher_forced_agreement": optional(_num),
+                 "fidelity_note": optional(_text), "fidelity_method": optional(_text),
+                 "not_comparable": optional(_text), "own_settings": optional(_text), "engine": optional(_text),
+                 "decode_settings": optional(_mapping), "options": optional(_mapping),
+                 "isa_path": optional({"precision": optional(_text), "isa": optional(_text),
+                                       "engine": optional(_text)}),
+                 "manifest": optional({"components": optional(lambda v: isinstance(v, dict) and all(
+                     _valid(c, optional(_COMPONENT)) for c in v.values()))}),
+                 "throughput": optional(list_of(_THROUGHPUT)), "packed": optional(_PACKED),
+                 **dict.fromkeys(("encoder_ms_median", "decoder_ms_median", "decoder_first_ms_median",
+                                  "decoder_step_ms_median"), optional(_num))}
+
+
+def check_status(status: dict, path: Path, name: str) -> dict:
+    """A status file as the report reads it: the fields it uses of the types it needs, for recipe ``name``; else a
+    one-line error naming the file."""
+    problem = _problem(status, STATUS_FIELDS)
+    if problem is None and status["recipe"] != name:
+        problem = f"it is the status of {status['recipe'][:80]!r}"
+    packed = (status or {}).get("packed") if problem is None else None
+    if packed and not packed.get("skipped") and not all(_count(packed.get(k)) for k in ("windows", "utterances")):
+        problem = "its packed pass has no window or utterance count"
+    if problem:
+        raise WhisperoptError(f"status file {path} is not a whisperopt status ({problem}); delete it and re-run the "
+                              "bench to measure that recipe again (its rows are kept)")
+    return status
+
+
 def read_status(path: Path) -> dict:
     """A recipe's status file: {} when there is none; a damaged one (torn, empty, not JSON) reads as a failure
     saying so, and the next bench run measures that recipe again (its saved rows are kept)."""
@@ -69,14 +192,16 @@ def read_status(path: Path) -> dict:
                      "re-run the bench to measure it again"}
 
 
-def read_rows(path: Path, key: str | None = "id") -> list[dict]:
+def read_rows(path: Path, key: str | None = "id", fields: dict | None = None) -> list[dict]:
     """Rows saved so far, one per ``key`` (the first; a row without it is not a row; None: every line, as in a
-    segments file); a torn or invalid line (a process killed mid-write) is ignored."""
+    segments file); a torn or invalid line (a process killed mid-write) is ignored. With ``fields`` (``ROW_FIELDS``,
+    ``SEGMENT_FIELDS``) a whole JSON line that lacks one, or holds the wrong type, is a one-line error naming the
+    file and line: it was not torn by a crash, so something other than whisperopt wrote it."""
     rows, seen = [], set()
     if not Path(path).exists():
         return rows
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
+        for line_no, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
@@ -84,6 +209,10 @@ def read_rows(path: Path, key: str | None = "id") -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            problem = _problem(row, fields) if fields is not None else None
+            if problem:
+                raise WhisperoptError(f"{path}:{line_no}: not a whisperopt row ({problem}); delete that line and "
+                                      "re-run the bench to measure it again")
             if not isinstance(row, dict):
                 continue
             if key is not None:
@@ -112,6 +241,6 @@ def repair_rows(path: Path) -> int:
 
 
 def append_row(f, row: dict) -> None:
-    f.write(json.dumps(row) + "\n")
+    f.write(json_text(row) + "\n")
     f.flush()
     os.fsync(f.fileno())

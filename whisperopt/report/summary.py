@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bench.config import load_run
-from ..bench.results import read_rows, read_status
+from ..bench.results import ROW_FIELDS, SEGMENT_FIELDS, check_status, read_rows, read_status, recipe_paths
 from ..errors import WhisperoptError
 from ..files import read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
@@ -328,12 +328,15 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
     wanted = [u.id for u in load_dataset(cfg.dataset).limit(cfg.limit).utterances]
     rows_out, counts, measured = [], {}, {}
     for name in cfg.recipes:
-        status = read_status(out_dir / f"{name}.status.json")
+        paths = recipe_paths(out_dir, name)  # run.json's names are checked; every path stays in out_dir
+        status = read_status(paths["status"])
         if not status:
             rows_out.append({"recipe": name, "status": "not run"})
             continue
-        rows = read_rows(out_dir / f"{name}.rows.jsonl")
-        rows_out.append(recipe_summary(status, rows, wanted, read_rows(out_dir / f"{name}.segments.jsonl", key=None)))
+        check_status(status, paths["status"], name)
+        rows = read_rows(paths["rows"], fields=ROW_FIELDS)
+        rows_out.append(recipe_summary(status, rows, wanted, read_rows(paths["segments"], key=None,
+                                                                      fields=SEGMENT_FIELDS)))
         mine = measured[name] = wanted_rows(rows, wanted)
         if rows_out[-1]["status"] == "ok":
             isa_path = rows_out[-1]["isa_path"] = isa_path_fields(status, name, env.get("cpu"), cfg.device)
