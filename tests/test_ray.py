@@ -134,8 +134,8 @@ def test_transcribe_on_ray_writes_the_local_outputs(cluster, librispeech, tmp_pa
 
 
 def test_files_from_reads_a_list_or_a_manifest(tmp_path):
-    from whisperopt.data.datasets import read_file_list
     from whisperopt.errors import WhisperoptError
+    from whisperopt.transcribe.inputs import read_file_list
 
     (tmp_path / "a.txt").write_text("# comment\n\nx.flac\n/abs/y.wav\n")
     assert read_file_list(tmp_path / "a.txt") == [str(tmp_path / "x.flac"), "/abs/y.wav"]

@@ -321,15 +321,6 @@ def _temperatures(text: str, increment: float) -> tuple[float, ...]:
     return tuple(values)
 
 
-def _check_output_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WhisperoptError(f"output directory {out} is not writable: {exc.strerror or exc}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise WhisperoptError(f"output directory {out} is not writable")
-
-
 def cmd_transcribe(args) -> int:
     import warnings
 
@@ -337,14 +328,15 @@ def cmd_transcribe(args) -> int:
     from .data.audio import audio_file_problem
     from .recipes import get_recipe
     from .transcribe import TranscribeOptions, Transcriber
-    from .transcribe.writers import OutputError, outputs_complete, parse_formats
+    from .transcribe.inputs import check_output_dir, plan, read_file_list
+    from .transcribe.writers import OutputError, parse_formats
 
     warnings.filterwarnings("ignore")
     formats = parse_formats(args.output_format)
     if args.threads is not None and args.threads < 1:
         raise WhisperoptError(f"--threads must be at least 1, got {args.threads} (leave it out to use all cores)")
     out_dir = Path(args.output_dir)
-    _check_output_dir(out_dir)
+    check_output_dir(out_dir)
     options = TranscribeOptions(
         language=args.language, task=args.task, mode=args.mode, beam_size=args.beam_size, best_of=args.best_of,
         temperature=_temperatures(args.temperature, args.temperature_increment_on_fallback),
@@ -357,27 +349,11 @@ def cmd_transcribe(args) -> int:
     if args.pack and args.ray is not None:
         raise WhisperoptError("--pack joins short inputs into windows on this machine; it cannot run with --ray")
     if args.files_from:
-        from .data.datasets import read_file_list
-
         args.audio = list(args.audio) + read_file_list(Path(args.files_from))
     if not args.audio:
         raise WhisperoptError("no input: give audio files, - for standard input, or --files-from LIST")
-    if args.audio.count("-") > 1:
-        raise WhisperoptError("standard input (-) can be read only once")
-    stems = ["stdin" if name == "-" else Path(name).stem for name in args.audio]
-    failed, todo, done = [], [], 0
-    for name, stem in zip(args.audio, stems):
-        problem = None if name == "-" else audio_file_problem(name)  # fail before the model loads
-        if stems.count(stem) > 1:  # a.mp3 and a.opus in one run: a.mp3.srt and a.opus.srt, not one a.srt
-            stem = Path(name).name
-        if problem:
-            print(f"whisperopt: error: {name}: {problem}", file=sys.stderr)
-            failed.append(name)
-        elif name != "-" and not args.overwrite and outputs_complete(stem, out_dir, formats):
-            print(f"{name}: skipped (outputs exist; --overwrite to redo)")  # a finished input of an earlier run
-            done += 1
-        else:
-            todo.append((name, stem))
+    # one output name per input, none over an input; inputs done by an earlier run skipped, unusable ones refused
+    todo, done, failed = plan(args.audio, out_dir, formats, args.overwrite, problem=audio_file_problem)
     try:
         if todo:
             device = default_device() if args.device == "auto" else args.device

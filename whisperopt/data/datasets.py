@@ -175,37 +175,6 @@ def load_manifest(path: Path) -> Dataset:
     return Dataset(path.stem, utts)
 
 
-def read_file_list(path: Path) -> list[str]:
-    """Inputs listed in a file (``transcribe --files-from``): a ``.jsonl`` manifest (its ``audio`` fields, as in
-    ``load_manifest``; ``text`` not needed) or plain text, one path per line (``#`` comments and blank lines
-    skipped). Relative paths are relative to the list's directory."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise WhisperoptError(f"--files-from {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise WhisperoptError(f"--files-from {path}: not UTF-8 text") from None
-    names = []
-    for line_no, line in enumerate(raw.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise WhisperoptError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("audio"), str):
-                raise WhisperoptError(f"{path}:{line_no}: each line needs an 'audio' field")
-            line = rec["audio"]
-        audio = Path(line).expanduser()
-        names.append(str(audio if audio.is_absolute() else path.parent / audio))
-    if not names:
-        raise WhisperoptError(f"--files-from {path} lists no inputs")
-    return names
-
-
 def librispeech_search_paths() -> list[Path]:
     paths = []
     if os.environ.get("WHISPEROPT_LIBRISPEECH"):

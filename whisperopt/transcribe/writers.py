@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import WhisperoptError
-from ..files import atomic_write_text, os_reason
+from ..files import atomic_write_text, json_text, os_reason
 
 FORMATS = ["txt", "srt", "vtt", "json", "tsv"]
 _ARROW = re.compile(r"-{2,}>")  # '-->' and longer arrows, which would read as a cue timing line
@@ -92,7 +91,7 @@ def render(result: TranscriptResult, fmt: str) -> str:
             f"{a}\t{b}\t{' '.join(lines).replace(chr(9), ' ')}\n" for a, b, lines in _cues(result)
         )
     if fmt == "json":
-        return json.dumps({"text": result.text, "language": result.language,
+        return json_text({"text": result.text, "language": result.language,
                            "language_probability": result.language_probability, "duration": result.duration,
                            "segments": [asdict(s) for s in result.segments]}, ensure_ascii=False, indent=2) + "\n"
     raise WhisperoptError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)} or all")
@@ -113,7 +112,8 @@ class OutputError(WhisperoptError):
 
 
 def output_paths(stem: str, out_dir: Path, formats: list[str]) -> list[Path]:
-    """Where ``write_outputs`` puts each format: ``out_dir/stem.<fmt>``."""
+    """Where ``write_outputs`` puts each format: ``out_dir/stem.<fmt>`` (``stem`` may hold folders below
+    ``out_dir``: ``transcribe.inputs.output_names``)."""
     return [Path(out_dir) / f"{stem}.{fmt}" for fmt in formats]
 
 
@@ -125,12 +125,11 @@ def outputs_complete(stem: str, out_dir: Path, formats: list[str]) -> bool:
 def write_outputs(result: TranscriptResult, stem: str, out_dir: Path, formats: list[str]) -> list[Path]:
     """Write each format to ``out_dir/stem.<fmt>`` atomically (``files.atomic_write_text``: temp file + rename), so
     a file that exists is complete; a write that fails leaves no temporary file and raises ``OutputError``."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"output directory {out_dir} is not writable: {os_reason(exc)}") from None
     paths = output_paths(stem, out_dir, formats)
+    try:
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"output directory {paths[0].parent} is not writable: {os_reason(exc)}") from None
     for fmt, target in zip(formats, paths):
         text = render(result, fmt)
         try:
