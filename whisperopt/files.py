@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import json
 import math
 import os
@@ -168,6 +169,15 @@ def read_json(path: Path, what: str = "file", fix: str = ""):
         raise WhisperoptError(f"{what} {path} is damaged ({why}){'; ' + fix if fix else ''}") from None
     except OSError as exc:
         raise WhisperoptError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks (artifact file tables, export tables, copy checks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -9,11 +9,14 @@ Layout of ``OUT``:
   its weights only where the recipe's ``load`` reads them (``Recipe.loads_source_weights``);
 * ``benchmark/``: the run's summary.json and the per-utterance rows of this recipe and of the baseline;
 * ``whisperopt_export.json``: recipe, options, source model, the benchmark row, decode settings, environment,
-  versions and every file's size and sha256;
+  versions and every file's size and sha256 (``files``: the list of what the export wrote, besides itself and the
+  card), with that table's own sha256 (``files_sha256``, which the card states too: ``models.export_record``);
 * ``README.md``: the model card (``card.py``).
 
 Every copied file is hashed as it is read and again on disk; where the build recorded a digest, it must match too,
-so the directory holds exactly the bytes that were measured.
+so the directory holds exactly the bytes that were measured. Every relative path the results or a manifest name is
+confined to its folder (``files.confined``); ``--overwrite`` replaces only a folder that holds exactly what an
+earlier export listed (``target.py``).
 """
 
 from __future__ import annotations
@@ -28,17 +31,17 @@ from pathlib import Path
 from .. import __version__
 from ..bench.results import read_status, recipe_paths
 from ..errors import WhisperoptError
-from ..files import atomic_dir, atomic_write_json, atomic_write_text, read_json
-from ..models.resolve import EXPORT_RECORD
+from ..files import atomic_dir, atomic_write_json, atomic_write_text, confined, read_json
+from ..models.export_record import CARD, EXPORT_RECORD, table_digest
 from ..models.sizes import SIZES
 from ..models.vocabulary import Vocabulary
-from ..recipes import Recipe, get_recipe
+from ..recipes import Recipe, find_recipe, get_recipe
 from ..recipes.artifacts import MANIFEST, artifact_path, damage, model_fingerprint, sha256_file
+from .target import check_target
 
 EXPORT_FORMAT = "whisperopt-export/1"
 ARTIFACT_DIR = "artifact"
 EVIDENCE_DIR = "benchmark"
-CARD = "README.md"
 # what model_fingerprint counts as weights; everything below is the model directory's tokenizer/processor/config
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 SIDE_SUFFIXES = (".json", ".txt", ".tiktoken", ".model")
@@ -79,6 +82,20 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _inside(root: Path, rel, what: str, links: bool = False) -> Path:
+    """``root / rel`` for a name read from a results or manifest file: a plain relative path (not absolute, no
+    ``..``), and, unless ``links`` (a source folder such as a hub snapshot, whose files are links into its blob
+    store), not leading outside ``root`` through a link either. Anything else is one line, before any write."""
+    p = Path(str(rel))
+    try:
+        if links and (not str(rel) or p.is_absolute() or ".." in p.parts or "\0" in str(rel)):
+            raise WhisperoptError(f"{str(rel)!r} is not a plain relative path inside {root}")
+        return Path(root) / p if links else confined(root, rel)
+    except WhisperoptError as exc:
+        raise WhisperoptError(f"refused: the {what} file list names a path outside its folder ({exc}); nothing was "
+                              "written") from None
 
 
 def _written(path: Path) -> dict:
@@ -205,17 +222,7 @@ def export_results(results_dir: Path, out: Path, recipe: str | None = None, reco
     summary = read_summary(results_dir)
     row = select_row(summary, results_dir, recipe, recommended)
     r = get_recipe(row["recipe"])
-    if out.exists() and not out.is_dir():
-        raise WhisperoptError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise WhisperoptError(f"--out {out} is not empty; choose another directory or pass --overwrite to replace "
-                                  "an earlier export")
-        if not (out / EXPORT_RECORD).is_file():  # --overwrite replaces an export, never a directory of other files
-            raise WhisperoptError(f"--out {out} is not empty and not a whisperopt export; --overwrite replaces only an "
-                                  "earlier export: choose another directory")
-    if out.resolve() == results_dir.resolve() or results_dir.resolve() in out.resolve().parents:
-        raise WhisperoptError(f"--out {out} is inside the results directory {results_dir}; export elsewhere")
+    check_target(out, results_dir, overwrite)
     status = read_status(recipe_paths(results_dir, r.name)["status"])
     if status.get("status") != "ok" or not status.get("manifest"):
         raise WhisperoptError(f"{r.name}.status.json in {results_dir} does not record the artifact it ran; re-run the "
@@ -226,7 +233,8 @@ def export_results(results_dir: Path, out: Path, recipe: str | None = None, reco
     rebuild = _build_command(summary, r.name, rebuild=True)
     plan: list[tuple[Path, str, str | None, str]] = []  # (source file, exported path, recorded sha256, if damaged)
     for rel, entry in manifest["integrity"].items():
-        plan.append((adir / rel, f"{ARTIFACT_DIR}/{rel}", entry["sha256"], f"rebuild it with {rebuild}"))
+        plan.append((_inside(adir, rel, "artifact", links=True), f"{ARTIFACT_DIR}/{rel}", entry["sha256"],
+                     f"rebuild it with {rebuild}"))
     if weights_dir != adir:  # files this recipe runs from elsewhere: a base artifact, or the checkpoint itself
         base_manifest = read_json(weights_dir / MANIFEST, "artifact manifest", f"rebuild with {rebuild}") \
             if (weights_dir / MANIFEST).is_file() else None
@@ -237,18 +245,24 @@ def export_results(results_dir: Path, out: Path, recipe: str | None = None, reco
                                       f"`whisperopt build --model {summary['config'].get('model')} --recipes "
                                       f"{base_manifest.get('recipe')} --rebuild` and re-run the bench")
             files = {rel: e["sha256"] for rel, e in (base_manifest.get("integrity") or {}).items()}
+        elif weights_dir.resolve() != source.resolve():  # every file of a folder is copied only from the checkpoint
+            raise WhisperoptError(f"the artifact {r.name} runs ({weights_dir}) has no manifest and is not the checkpoint "
+                                  f"it was built from; rebuild it with {rebuild} and re-run the bench")
         else:
             files = {p.relative_to(weights_dir).as_posix(): None for p in sorted(weights_dir.rglob("*"))
                      if p.is_file() and p.name != CARD}
         known = {dst for _, dst, _, _ in plan}
-        plan += [(weights_dir / rel, f"{ARTIFACT_DIR}/{rel}", sha, f"rebuild it with {rebuild}")
-                 for rel, sha in files.items() if f"{ARTIFACT_DIR}/{rel}" not in known]
+        plan += [(_inside(weights_dir, rel, "artifact", links=True), f"{ARTIFACT_DIR}/{rel}", sha,
+                  f"rebuild it with {rebuild}") for rel, sha in files.items() if f"{ARTIFACT_DIR}/{rel}" not in known]
     for p in sorted(source.iterdir()):
         if p.is_file() and (p.suffix in SIDE_SUFFIXES or (r.loads_source_weights and p.suffix in WEIGHT_SUFFIXES)):
             plan.append((p, p.name, None, "the checkpoint changed while it was read"))
     vocab = Vocabulary.from_model_dir(source)
     evidence = [results_dir / "summary.json", recipe_paths(results_dir, r.name)["rows"]]
     baseline = summary.get("baseline")
+    if baseline is not None and (not isinstance(baseline, str) or find_recipe(baseline) is None):
+        raise WhisperoptError(f"{results_dir}/summary.json names a baseline ({baseline!r}) that is no recipe; run "
+                              f"`whisperopt report {results_dir}` to rewrite it")
     base_row = next((x for x in summary["recipes"] if x.get("recipe") == baseline and x.get("status") == "ok"), None)
     if base_row is not None and baseline != r.name:
         evidence.append(recipe_paths(results_dir, baseline)["rows"])
@@ -258,7 +272,7 @@ def export_results(results_dir: Path, out: Path, recipe: str | None = None, reco
     with atomic_dir(out) as tmp:
         table: dict[str, dict] = {}
         for src, rel, sha, fix in plan:
-            table[rel] = _copy(src, tmp / rel, sha, fix)
+            table[rel] = _copy(src, _inside(tmp, rel, "export"), sha, fix)
         art_files = {rel[len(ARTIFACT_DIR) + 1:]: e for rel, e in table.items() if rel.startswith(ARTIFACT_DIR + "/")}
         exported_manifest = {k: v for k, v in manifest.items() if k != "weights_dir"}
         exported_manifest.update(integrity=art_files, exported={
@@ -268,7 +282,8 @@ def export_results(results_dir: Path, out: Path, recipe: str | None = None, reco
         table[f"{ARTIFACT_DIR}/{MANIFEST}"] = _written(tmp / ARTIFACT_DIR / MANIFEST)
         for f in evidence:
             if f.is_file():
-                table[f"{EVIDENCE_DIR}/{f.name}"] = _copy(f, tmp / EVIDENCE_DIR / f.name, None, "")
+                src = _inside(results_dir, f.relative_to(results_dir), "results", links=True)
+                table[f"{EVIDENCE_DIR}/{f.name}"] = _copy(src, tmp / EVIDENCE_DIR / f.name, None, "")
         env = summary.get("environment") or {}
         spec = str((env.get("model") or {}).get("spec") or summary["config"].get("model"))
         hub_id = _hub_id(spec)
@@ -308,7 +323,8 @@ def export_results(results_dir: Path, out: Path, recipe: str | None = None, reco
                       "validation": manifest.get("validation"),
                       "fields": {k: v for k, v in manifest.items() if k not in BOOKKEEPING}},
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "files": dict(sorted(table.items())),
+            "files": dict(sorted(table.items())),  # what this export wrote (besides the record and the card)
+            "files_sha256": table_digest(dict(sorted(table.items()))),
         }
         atomic_write_json(tmp / EXPORT_RECORD, record)
         atomic_write_text(tmp / CARD, str(model_card(record, out.name, repo_id)))

@@ -14,6 +14,7 @@ import json
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..models.export_record import CARD_DIGEST_LINE
 from ..recipes import get_recipe
 from ..recipes.usage import PREAMBLE, native_usage
 from ..report.tables import BY_KEY, NA
@@ -271,7 +272,9 @@ def body(record: dict, dirname: str, repo_id: str | None) -> str:
     lines += ["## Files", "", "| file | MB | sha256 |", "|---|---:|---|"]
     lines += [f"| {k} | {v['bytes'] / 1e6:.2f} | `{v['sha256'][:16]}…` |" for k, v in shown.items()]
     lines += ["", "Full digests of every file are in `whisperopt_export.json`; `artifact/manifest.json` is the "
-              "manifest the artifact was built with.", ""]
+              "manifest the artifact was built with. whisperopt checks this table's own digest and every file's size "
+              "whenever it loads the folder, and every file's sha256 with `--verify`:", "",
+              CARD_DIGEST_LINE.format(record.get("files_sha256")), ""]
     if src.get("license"):
         lines += ["## License", "", f"The weights are {origin}'s, under its {src['license'].upper()} licence.", ""]
     else:

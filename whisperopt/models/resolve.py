@@ -21,11 +21,11 @@ from pathlib import Path
 
 from ..cache import models_dir
 from ..errors import WhisperoptError
+from .export_record import EXPORT_RECORD
 from .sizes import SIZES, get_dims
 from .synthetic import ensure_synthetic, is_synthetic
 
 HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.model", "*.tiktoken"]
-EXPORT_RECORD = "whisperopt_export.json"  # marks a directory written by `whisperopt export`
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import __version__
 from ..cache import artifacts_dir
 from ..errors import WhisperoptError
-from ..files import atomic_dir, atomic_write_json
+from ..files import atomic_dir, atomic_write_json, sha256_file
 from .base import Artifact, Recipe
 
 MANIFEST = "manifest.json"
@@ -46,15 +46,6 @@ def artifact_path(recipe: Recipe, model_dir: Path, options: dict) -> Path:
     build = recipe.build_options(options)
     name = recipe.artifact_name + (f"-{options_key(build)}" if build else "")
     return model_artifacts_dir(model_dir) / name
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks (artifact file tables; the export's copy check)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_table(artifact_dir: Path) -> dict[str, dict]:

@@ -2,8 +2,10 @@
 
 An exported directory holds the checkpoint's tokenizer and config files (the ``model_dir`` every runtime reads them
 from), ``whisperopt_export.json`` and the artifact in its own folder with the manifest it was built with (every
-file's size and sha256). Loading it checks the file table like the cache does (sizes always, digests on request);
-the recipe and options are the recorded ones, so a different ``--recipe`` or ``--option`` is an error, not a build.
+file's size and sha256). Loading it checks the whole folder against the export's file table first
+(``models.export_record.check_export``: the table's digest, every size, no unlisted file; sha256 digests with
+``verify``), then the artifact against its manifest like the cache does; the recipe and options are the recorded
+ones, so a different ``--recipe`` or ``--option`` is an error, not a build.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WhisperoptError
-from ..files import read_json
+from ..files import confined, read_json
+from ..models.export_record import check_export
 from ..models.resolve import read_export
 from .artifacts import MANIFEST, damage
 from .base import Artifact, Recipe
@@ -25,6 +28,7 @@ def exported_artifact(model_dir: Path, recipe: Recipe | str | None = None, optio
 
     model_dir = Path(model_dir)
     record = read_export(model_dir)
+    check_export(model_dir, record, digests=verify)  # before any file of it is read by an engine
     name = record["recipe"]
     given = recipe.name if isinstance(recipe, Recipe) else recipe
     if given and given != name:
@@ -35,7 +39,7 @@ def exported_artifact(model_dir: Path, recipe: Recipe | str | None = None, optio
     if options is not None and r.build_options(r.resolve_options(options)) != r.build_options(recorded):
         raise WhisperoptError(f"{model_dir} was exported with {name} options {recorded or 'none'}; other --option "
                               "values need another build: export it again from a benchmark that used them")
-    adir = model_dir / record["artifact"]
+    adir = confined(model_dir, record["artifact"])
     if not (adir / MANIFEST).is_file():
         raise WhisperoptError(f"{adir / MANIFEST} is missing (the exported artifact is incomplete); export the model "
                               "again")
@@ -45,7 +49,11 @@ def exported_artifact(model_dir: Path, recipe: Recipe | str | None = None, optio
     if manifest.get("recipe") != name:
         raise WhisperoptError(f"{adir / MANIFEST} is a {manifest.get('recipe')!r} artifact, but "
                               f"{model_dir.name}/whisperopt_export.json says {name}; export the model again")
-    why = damage(adir, manifest["integrity"], digests=verify)
+    listed = record["files"]
+    if any(listed.get(f"{record['artifact']}/{rel}") != entry for rel, entry in manifest["integrity"].items()):
+        raise WhisperoptError(f"{adir / MANIFEST} and {model_dir.name}/whisperopt_export.json list other files for the "
+                              "artifact; export the model again")
+    why = damage(adir, manifest["integrity"])  # its digests are the table's, which check_export hashed with verify
     if why:
         raise WhisperoptError(f"exported artifact {adir} is damaged ({why}); export the model again")
     return r, Artifact(name, adir, model_dir, manifest, dict(recorded))
