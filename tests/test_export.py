@@ -267,7 +267,7 @@ def test_bad_inputs_are_one_line_errors(real_bench, exports, tmp_path, capsys):
     with open(damaged / "artifact" / "model.bin", "r+b") as f:
         f.truncate(1000)
     assert main(["transcribe", flac, "--model", str(damaged), "-o", out]) == 2
-    assert "damaged (model.bin has 1000 bytes" in _error(capsys)
+    assert "exported file artifact/model.bin has 1000 bytes" in _error(capsys)
 
 
 def _any_flac() -> str:
