@@ -137,8 +137,8 @@ def _problem(record, spec: dict) -> str | None:
 ROW_FIELDS = {"id": need(_text), "latency_s": need(_num), "duration_s": need(_num), "tokens": need(_count),
               "batch": _positive,
               "words": _error_counts, "chars": _error_counts, "cpu_model": optional(_text)}
-SEGMENT_FIELDS = {"wall_s": need(_num), "cpu_s": need(_num), "load_s": optional(_num), "peak_ram_mb": optional(_num),
-                  "run_ram_mb": optional(_num), "peak_vram_mb": optional(_num)}
+SEGMENT_FIELDS = {"wall_s": need(_num), "cpu_s": need(_num), "load_s": need(optional(_num)),
+                  "peak_ram_mb": optional(_num), "run_ram_mb": optional(_num), "peak_vram_mb": optional(_num)}
 _THROUGHPUT = {"batch": need(_positive), "rtfx": need(optional(_num)), "run_ram_mb": need(optional(_num)),
                "same_text": need(_num)}
 _PACKED = {"rtfx": optional(_num), "gap_s": need(_num), "windows": optional(_count), "alone": optional(_count),

@@ -325,7 +325,10 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
                               "rewrite it (measured rows are kept)")
     synthetic = bool(env.get("model", {}).get("synthetic"))
     cost = model_cost(env.get("model", {}).get("path"))
-    wanted = [u.id for u in load_dataset(cfg.dataset).limit(cfg.limit).utterances]
+    try:
+        wanted = [u.id for u in load_dataset(cfg.dataset).limit(cfg.limit).utterances]
+    except WhisperoptError as exc:  # moved or deleted since the bench, or run.json edited
+        raise WhisperoptError(f"{out_dir / 'run.json'}: its dataset cannot be read here ({exc})") from None
     rows_out, counts, measured = [], {}, {}
     for name in cfg.recipes:
         paths = recipe_paths(out_dir, name)  # run.json's names are checked; every path stays in out_dir
