@@ -318,3 +318,18 @@ def test_truncated_synthetic_weights_are_made_again(own_cache, monkeypatch):
     os.truncate(weights, size // 2)
     model = resolve_model("synthetic:tiny")
     assert next(model.path.glob("*.safetensors")).stat().st_size == size
+
+
+@pytest.mark.slow
+def test_fault_matrix_fast_form_passes(tmp_path, tiny_model, librispeech, whisperopt_cache):
+    """The fault matrix's fast form (``tools/fault_matrix.py --fast``: group S, security, issue 24) against this
+    checkout: traversal in data-derived names, output collisions, unbounded inputs, non-finite JSON, malformed
+    results files, a planted pickle, serve's key; every case must pass (its private cache is seeded from ours)."""
+    tool = Path(__file__).resolve().parents[1] / "tools" / "fault_matrix.py"
+    env = {**os.environ, "WHISPEROPT_SEED_CACHE": str(whisperopt_cache)}
+    proc = subprocess.run([sys.executable, str(tool), "--fast", "--workdir", str(tmp_path / "matrix"), "--json",
+                           str(tmp_path / "matrix.json")], env=env, capture_output=True, text=True, timeout=1800)
+    report = json.loads((tmp_path / "matrix.json").read_text())
+    failed = [f"{c['name']}: {'; '.join(c['problems'])}" for c in report["cases"] if c["verdict"] != "PASS"]
+    assert proc.returncode == 0 and not failed, "\n".join(failed) or proc.stdout[-3000:]
+    assert report["totals"]["cases"] >= 20 and report["totals"]["tracebacks"] == 0

@@ -7,7 +7,7 @@ disks, signals and kill -9, concurrent runs, a damaged cache, damaged results) a
 valid JSON with no utterance twice and, where the case says so, none missing; no leftover ``*.tmp`` file) plus its
 own check. One table row per case, then the totals; exit 0 iff no case failed (n/a cases are counted apart).
 
-    python tools/fault_matrix.py [--only SUBSTR[,SUBSTR]] [--list] [--json OUT.json] [--workdir DIR]
+    python tools/fault_matrix.py [--fast] [--only SUBSTR[,SUBSTR]] [--list] [--json OUT.json] [--workdir DIR]
 
 Mount cases need root (tmpfs for "disk full", read-only bind mounts). The private cache under the workdir is seeded by
 hard-linking $WHISPEROPT_SEED_CACHE/models/synthetic-tiny (default /tmp/wo-testcache); artifacts are built once.
@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import fault_security  # tools/: the matrix's group S
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from whisperopt.cli import main; sys.exit(main())"]
@@ -92,6 +94,7 @@ class Case:
     stdin: Callable | None = None  # ctx -> path piped to stdin
     wrap: list | None = None  # command prefix (setpriv)
     closed_stdout: bool = False  # stdout is a pipe nobody reads (`| head` that already exited)
+    timeout: float = CMD_TIMEOUT  # seconds a command of this case may run
 
 
 class Ctx:
@@ -766,6 +769,12 @@ case("G", "report on a read-only results dir", R(), (0, 2), needs="results", qui
 case("G", "report with stdout closed (| head)", R("--format", "csv"), (0, 1, 2, 120, 141), closed_stdout=True, **RES)
 
 
+# S. security (issue 24): traversal in data-derived names, output collisions, unbounded inputs, non-finite JSON,
+# malformed results files, code planted in artifacts, serve's key; tools/fault_security.py, the fast form (--fast)
+fault_security.register(sys.modules[__name__])
+FAST = ("S",)
+
+
 # ---------------------------------------------------------------- the harness
 
 def unmount_under(path: Path) -> None:
@@ -851,7 +860,7 @@ class Harness:
                         if not item[1](c, proc):
                             c.unfired.append(f"{label}: the fault found nothing to act on")
                         c.last_fired = time.time()
-                if t > CMD_TIMEOUT:
+                if t > c.case.timeout:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     r.timed_out = True
@@ -923,7 +932,7 @@ class Harness:
         probs = res["problems"]
         for r in c.runs:
             if r.timed_out:
-                probs.append(f"{r.label} timed out after {CMD_TIMEOUT} s")
+                probs.append(f"{r.label} timed out after {c.case.timeout:g} s")
             elif r.rc not in r.expect:
                 probs.append(f"{r.label}: rc {r.rc}, expected {'/'.join(map(str, r.expect))}")
             if "Traceback" in r.out + r.err or "Exception ignored" in r.err:
@@ -974,15 +983,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="run only cases whose name contains one of these comma-separated substrings")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("--fast", action="store_true", help="the fast form, run in CI (tests/test_faults.py): group S "
+                    "(security) alone, a few minutes; no mounts, signals or long benches")
     ap.add_argument("--json", help="also write the results as JSON here")
     ap.add_argument("--workdir", default="/tmp/wo-fault-matrix", help="scratch dir (cache, inputs, results)")
     args = ap.parse_args()
     subs = [s.strip().lower() for s in (args.only or "").split(",") if s.strip()]
-    cases = [k for k in CASES if not subs or any(s in k.name.lower() for s in subs)]
+    cases = [k for k in CASES if (not subs or any(s in k.name.lower() for s in subs))
+             and (not args.fast or k.group in FAST)]
     if args.list:
         for k in cases:
             print(k.name)
-        print(f"{len(cases)} cases: " + ", ".join(f"{g} {sum(k.group == g for k in cases)}" for g in "ABCDEFG"))
+        print(f"{len(cases)} cases: " + ", ".join(f"{g} {sum(k.group == g for k in cases)}" for g in "ABCDEFGS"))
         return 0
     if not FLACS:
         print(f"no LibriSpeech audio under {LIBRI}", file=sys.stderr)
