@@ -79,10 +79,33 @@ def test_static_is_calibrated_on_dev_clean(artifacts):
     q = artifacts["onnx-int8-static"].manifest["quantization"]
     cal = q["calibration"]
     assert cal["dataset"] == "librispeech:dev-clean" and cal["utterances"] == 3 and cal["method"] == "auto"
-    assert cal["per_graph"] == {"encoder": "percentile", "decoder": "minmax", "decoder_with_past": "minmax"}
+    # the decoders are calibrated; the encoder (option encoder=dynamic, the default) quantises its activations per call
+    assert cal["per_graph"] == {"decoder": "minmax", "decoder_with_past": "minmax"}
     assert cal["decoder_samples"] == 3 and cal["decoder_with_past_samples"] == 6
-    assert q["format"] == "QDQ" and q["ops_after"][ortr.ENCODER]["QuantizeLinear"] > 0
+    assert q["encoder"].startswith("int8 weights, activation ranges computed per call") and q["float_layers"] == "none"
+    assert q["format"] == "QDQ" and q["ops_after"][ortr.DECODER_MERGED]["QuantizeLinear"] > 0
+    assert q["ops_after"][ortr.ENCODER]["MatMulInteger"] >= 4 * 6 and not q["ops_after"][ortr.ENCODER].get("QuantizeLinear")
     assert q["ops_after"][ortr.DECODER_MERGED]["If"] == 1  # re-merged after quantising both decoders
+
+
+def test_float_layers_name_the_export_nodes(artifacts):
+    """``float_layers`` groups select the intended MatMuls of the Optimum export (and only those)."""
+    import onnx
+
+    export = Path(artifacts["onnx-int8-static"].manifest["source_export"])
+    enc = onnx.load(str(export / ortr.ENCODER), load_external_data=False)
+    dec = onnx.load(str(export / ortr.DECODER), load_external_data=False)
+    assert len(onnx_tools.float_layer_nodes(enc, "encoder", "encoder_fc2")) == 4  # one per encoder layer
+    assert len(onnx_tools.float_layer_nodes(enc, "encoder", "encoder_fc1+encoder_fc2+encoder_qkv")) == 4 * 5
+    assert onnx_tools.float_layer_nodes(enc, "encoder", "cross_kv+decoder_fc2") == []  # decoder groups
+    kv = onnx_tools.float_layer_nodes(dec, "decoder", "cross_kv")
+    assert len(kv) == 2 * 4 and all("/encoder_attn/" in n for n in kv)
+    assert onnx_tools.float_layer_nodes(dec, "decoder", "none") == []
+    static = get_recipe("onnx-int8-static")
+    with pytest.raises(WhisperoptError, match="option float_layers: expected none or"):
+        static.resolve_options({"float_layers": "fc3"})
+    with pytest.raises(WhisperoptError, match="option encoder: expected one of"):
+        static.resolve_options({"encoder": "int4"})
 
 
 def test_int4_uses_matmulnbits(artifacts):

@@ -11,6 +11,7 @@ from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 ENGINE_MODULES = [
     "whisperopt.recipes.pytorch",
     "whisperopt.recipes.onnxruntime",
+    "whisperopt.recipes.onnxruntime_static",
     "whisperopt.recipes.ctranslate2",
     "whisperopt.recipes.openai_whisper",
     "whisperopt.recipes.sherpa_onnx",

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import platform
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -179,6 +180,33 @@ def prepare_lm_head(model, quantize_it: bool) -> list[str]:
         untie_lm_head(model)
         return []
     return lm_head_nodes(model)
+
+
+# layer groups a static int8 recipe can keep in float: MatMul node-name patterns of the Optimum Whisper export, per
+# graph ("encoder" or "decoder": the decoders' node names are prefixed /model/decoder/)
+FLOAT_LAYER_GROUPS = {
+    "cross_kv": ("decoder", re.compile(r"/encoder_attn/[kv]_proj/MatMul$")),  # runs once per utterance
+    "encoder_fc2": ("encoder", re.compile(r"/fc2/MatMul$")),
+    "encoder_fc1": ("encoder", re.compile(r"/fc1/MatMul$")),
+    "encoder_qkv": ("encoder", re.compile(r"/self_attn/[qkv]_proj/MatMul$")),
+    "encoder_out": ("encoder", re.compile(r"/self_attn/out_proj/MatMul$")),
+    "decoder_fc2": ("decoder", re.compile(r"/fc2/MatMul$")),
+}
+
+
+def float_layers_check(value) -> str | None:
+    """``none`` or ``+``-joined names of ``FLOAT_LAYER_GROUPS``."""
+    names = [] if str(value) == "none" else str(value).split("+")
+    bad = [n for n in names if n not in FLOAT_LAYER_GROUPS]
+    return f"expected none or {'+'.join(FLOAT_LAYER_GROUPS)} joined with +" if bad or not names and value != "none" else None
+
+
+def float_layer_nodes(model, graph: str, value: str) -> list[str]:
+    """MatMul nodes of ``model`` (the ``graph`` part: encoder or decoder) that option value ``value`` keeps in float."""
+    names = [] if value == "none" else value.split("+")
+    patterns = [FLOAT_LAYER_GROUPS[n][1] for n in names if FLOAT_LAYER_GROUPS[n][0] == graph]
+    return [n.name for g in iter_graphs(model.graph) for n in g.node
+            if n.op_type == "MatMul" and any(p.search(n.name) for p in patterns)]
 
 
 @contextlib.contextmanager
