@@ -8,11 +8,8 @@ Build
     the recipes below; each recipe's artifact holds ``encoder_model.onnx`` + ``decoder_model_merged.onnx`` only.
   * ``onnx-int8-dynamic``: ``quantize_dynamic``; the preset (weight type, reduce_range) follows the CPU's ISA, read
     from /proc/cpuinfo (or the ``isa`` option), see ``DYNAMIC_PRESETS``.
-  * ``onnx-int8-static``: QDQ ``quantize_static`` (percentile ranges for the encoder, min/max for the decoders); the
-    encoder is calibrated on log-mel features of
-    LibriSpeech dev-clean, the decoder and decoder-with-past on real decoder inputs (reference transcript tokens,
-    encoder states and KV caches produced by the fp32 export on the same dev-clean audio); both decoders are
-    quantised separately and merged again with Optimum's ``merge_decoders`` (identical weights are stored once).
+  * ``onnx-int8-static`` (``onnxruntime_static.py``): calibrated QDQ decoders (dev-clean), int8 encoder with activation
+    ranges computed per call by default (option ``encoder``).
   * ``onnx-int4``: ``MatMulNBitsQuantizer`` (block-wise 4-bit weights, MatMulNBits); the embedding table can go to
     GatherBlockQuantized.
   * The output projection (``proj_out``, tied to the embedding table) is the largest MatMul of the decoder. Option

@@ -143,8 +143,8 @@ class OnnxInt8Static(OrtRecipe):
     name = "onnx-int8-static"
     weight_bits = 8
     compute_precision = "int8"
-    description = ("ORT static int8, QDQ format, activation ranges calibrated on LibriSpeech dev-clean (encoder, "
-                   "decoder and decoder-with-past on real inputs)")
+    description = ("ORT static int8: QDQ decoders with activation ranges calibrated on LibriSpeech dev-clean (real "
+                   "decoder inputs); int8 encoder with ranges per call (option encoder)")
     devices = ("cpu",)
     options = {"graph_optimization": GRAPH_OPTIMIZATION, "isa": ISA, "per_channel": Option(True),
                "op_types": Option("MatMul", check=op_types_check(QUANT_OPS)), "lm_head": LM_HEAD,
