@@ -64,7 +64,7 @@ REAL_BENCH_FP32 = ["onnx-fp32", "ct2-fp32", "openvino-fp32-genai", "sherpa-fp32"
 # one int8 recipe per engine and kind (dynamic, weight-only, static PTQ); torch-int8-weight-only (torchao: 41 s for
 # 20 utterances, the slowest recipe here), torch-bf16 (emulated on CPUs without
 # AVX512-BF16: 65 s for 20 utterances), the int4 recipes (onnx-int4 +1.70, openvino-int4-weights +0.73 points here)
-# and onnx-int8-static (a 140-s calibrated build, +3.89; its real-weight build gate is tested in test_real_weights.py)
+# and onnx-int8-static (a 65-s calibrated build; its real-weight build gate is tested in test_real_weights.py)
 # run on synthetic weights in test_contract.py, which keeps this bench within CI's time
 REAL_BENCH_QUANTISED = ["torch-int8-dynamic", "onnx-int8-dynamic", "ct2-int8", "sherpa-int8",
                         "openvino-int8-weights-genai", "openvino-int8-ptq-genai"]
