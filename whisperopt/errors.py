@@ -3,7 +3,3 @@
 
 class WhisperoptError(Exception):
     """A user-facing error: bad input, missing engine, unreachable download. Printed without a traceback."""
-
-
-class RecipeUnavailable(WhisperoptError):
-    """A recipe cannot run on this machine (engine not installed, device missing); it is reported as skipped."""

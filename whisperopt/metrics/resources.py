@@ -27,12 +27,6 @@ def peak_rss_mb() -> float:
     return ru / 1024 / 1024 if sys.platform == "darwin" else ru / 1024
 
 
-def current_rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 1024 / 1024
-
-
 def reset_peak_gpu() -> None:
     try:
         import torch

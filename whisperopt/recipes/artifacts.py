@@ -107,11 +107,6 @@ def inspect_artifact(recipe: Recipe, model_dir: Path, options: dict,
     return Artifact(recipe.name, path, Path(model_dir), manifest, options), None
 
 
-def load_artifact(recipe: Recipe, model_dir: Path, options: dict, digests: bool = False) -> Artifact | None:
-    """The cached artifact if a complete, intact one exists for exactly this model and these options."""
-    return inspect_artifact(recipe, model_dir, options, digests)[0]
-
-
 # manifest fields that describe one build, not the weights a shared artifact passes on
 _OWN_FIELDS = {"recipe", "engine", "options", "source_model", "model_fingerprint", "build_seconds", "built_at",
                "versions", "weights_dir", "base_artifact", "integrity"}

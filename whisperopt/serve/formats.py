@@ -14,7 +14,6 @@ from ..transcribe.writers import render
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
-TEXT_MEDIA_TYPE = "text/plain; charset=utf-8"  # what OpenAI answers text, srt and vtt with; clients read the text
 
 
 def error_body(message: str, status: int, param: str | None = None, code: str | None = None) -> dict:
