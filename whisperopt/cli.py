@@ -61,7 +61,7 @@ def cmd_bench(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .bench import BenchConfig, run_bench
-    from .bench.config import default_device, default_threads
+    from .metrics.hardware import default_device, default_threads
     from .recipes import DecodeOptions, parse_recipe_list
     from .report import summarise
 
@@ -249,7 +249,7 @@ def _recipe_record(recipe, device: str) -> dict:
 def cmd_recipes(args) -> int:
     from rich.table import Table
 
-    from .bench.config import default_device
+    from .metrics.hardware import default_device
     from .recipes import all_recipes
 
     device = default_device() if args.device == "auto" else args.device
@@ -324,8 +324,8 @@ def _temperatures(text: str, increment: float) -> tuple[float, ...]:
 def cmd_transcribe(args) -> int:
     import warnings
 
-    from .bench.config import default_device
     from .data.audio import audio_file_problem
+    from .metrics.hardware import default_device
     from .recipes import get_recipe
     from .transcribe import TranscribeOptions, Transcriber
     from .transcribe.inputs import check_output_dir, plan, read_file_list
@@ -518,7 +518,7 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
 
 
 def cmd_serve(args) -> int:
-    from .bench.config import default_device
+    from .metrics.hardware import default_device
     from .recipes import get_recipe
 
     try:

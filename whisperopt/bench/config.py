@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..constants import MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json
+from ..metrics.hardware import default_threads
 from ..recipes.base import DecodeOptions
 from ..transcribe.packing import DEFAULT_GAP_S, check_gap
 
 DEFAULT_DATASET = "librispeech:test-clean"
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
-def default_device() -> str:
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
 
 
 @dataclass

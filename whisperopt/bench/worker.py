@@ -113,11 +113,11 @@ def _fidelity(runtime, job: Job) -> dict:
 def do_run(job: Job) -> dict:
     from ..data import SAMPLE_RATE, load_dataset
     from ..data.features import audio_frames
+    from ..metrics.hardware import cpu_info
     from ..metrics.resources import CpuMeter, RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
     from ..metrics.wer import utterance_errors
     from ..recipes.base import DecodeOptions
     from ..recipes.transformers_runtime import load_processor
-    from .environment import cpu_info
 
     recipe, artifact = _artifact(job)
     decode = DecodeOptions(**job.decode)

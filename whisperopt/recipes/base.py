@@ -16,7 +16,6 @@ The contract, declared on each recipe (see CONTRIBUTING.md):
 from __future__ import annotations
 
 import importlib.util
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 from ..constants import WINDOW_AUTO_FLOOR_S, WINDOW_FULL, WINDOW_MARGIN_S
 from ..data.features import check_window
 from ..errors import WhisperoptError
+from ..metrics.hardware import cuda_available, default_threads
 
 # Files that describe a model rather than hold its weights (excluded from "size on disk").
 NON_WEIGHT_SUFFIXES = {".json", ".txt", ".tiktoken", ".md", ".model", ".py"}
@@ -275,7 +275,7 @@ class Recipe(ABC):
             return f"engine not installed (missing Python module {', '.join(missing)})"
         if device not in self.devices:
             return f"needs {' or '.join(d.upper() for d in self.devices)}, running on {device.upper()}"
-        if device == "cuda" and not _cuda_available():
+        if device == "cuda" and not cuda_available():
             return "no CUDA device here (--device cuda)"
         return None
 
@@ -346,9 +346,9 @@ class Recipe(ABC):
         if self.fidelity_floor is None:
             return {"skipped": "intermediate artifact (checked through the recipes built from it)"}
         device = self.validation_device()
-        if device == "cuda" and not _cuda_available():
+        if device == "cuda" and not cuda_available():
             return {"skipped": "no CUDA device at build time"}
-        runtime = self.probe_runtime(artifact, device, os.cpu_count() or 1)
+        runtime = self.probe_runtime(artifact, device, default_threads())
         result = require_fidelity(self.name, runtime, artifact.model_dir, self.fidelity_floor)
         return {**result, "method": runtime.fidelity_method, "device": device}
 
@@ -360,15 +360,6 @@ class Recipe(ABC):
             for p in root.rglob("*")
             if p.is_file() and p.suffix not in NON_WEIGHT_SUFFIXES and not p.name.startswith(".")
         )
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 def _coerce(value, default, what: str):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics.hardware import default_threads
 from .base import Option, positive
 from .onnx_tools import (
     EXTERNAL_DATA_THRESHOLD,
@@ -86,13 +87,12 @@ def calibration_samples(export: Path, model_dir: Path, size: int, past_steps: in
     fp32 encoder's states. Decoder-with-past: one next token at ``past_steps`` random positions of each transcript,
     with the KV cache the fp32 decoder produced for the tokens before it.
     """
-    import os
 
     import onnxruntime as ort
 
     from .validation import probe_inputs
 
-    so = session_options(os.cpu_count() or 1, "all")
+    so = session_options(default_threads(), "all")
     enc = ort.InferenceSession(str(export / ENCODER), so, providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(export / DECODER), so, providers=["CPUExecutionProvider"])
     _, heads, head_dim = decoder_dims(model_dir)

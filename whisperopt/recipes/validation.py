@@ -19,6 +19,7 @@ import numpy as np
 
 from ..constants import N_TEXT_CTX
 from ..errors import WhisperoptError
+from ..metrics.hardware import default_threads
 from ..models.synthetic import is_synthetic
 
 VALIDATION_DATASET = "librispeech:dev-clean"  # never test data
@@ -153,7 +154,7 @@ def baseline_runtime(model_dir: Path, threads: int | None = None):
 
     recipe = baseline_recipe()
     art = Artifact(recipe.name, Path(model_dir), Path(model_dir), {"weights_dir": str(model_dir)}, {})
-    return recipe.load(art, "cpu", threads or os.cpu_count() or 1)
+    return recipe.load(art, "cpu", threads or default_threads())
 
 
 def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,

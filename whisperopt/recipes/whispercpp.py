@@ -40,6 +40,7 @@ from ..constants import N_FRAMES, N_SAMPLES, N_TEXT_CTX
 from ..data.features import audio_frames
 from ..errors import WhisperoptError
 from ..files import dist_version
+from ..metrics.hardware import default_threads
 from ..metrics.isa import cpu_flags, kernel_path
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 
@@ -308,7 +309,7 @@ class WhisperCppRecipe(Recipe):
         model_dir = artifact.model_dir
         synthetic = is_synthetic(model_dir)
         floor = self.fidelity_floor if synthetic else max(self.fidelity_floor, validation.REAL_FLOOR)
-        runtime = self.probe_runtime(artifact, "cpu", os.cpu_count() or 1)
+        runtime = self.probe_runtime(artifact, "cpu", default_threads())
         try:
             out = validation.compare(runtime, model_dir, validation.torch_reference(model_dir))
             out.update(dataset=validation.VALIDATION_DATASET, utterances=validation.VALIDATION_UTTERANCES, floor=floor,
