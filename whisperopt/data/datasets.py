@@ -13,6 +13,7 @@ import numpy as np
 
 from ..cache import cache_root, data_dir
 from ..errors import WhisperoptError
+from ..metrics.longform import LongformReference
 from .audio import SAMPLE_RATE, audio_file_problem, load_audio
 
 LIBRISPEECH_SPLITS = ["test-clean", "test-other", "dev-clean", "dev-other", "train-clean-100", "train-clean-360",
@@ -27,6 +28,7 @@ class Utterance:
     text: str  # reference transcript, as given
     language: str | None = None
     origin: str | None = None  # where it is listed, "manifest.jsonl:3": named in its audio errors
+    longform: LongformReference | None = None  # a long-form file's spans and stretches (data/longform.py)
 
     def load(self):
         """The audio as 16 kHz mono float32 (``load_audio``); an error names the line that lists it."""
@@ -220,7 +222,12 @@ def download_librispeech(split: str) -> Path:
 
 
 def load_dataset(spec: str) -> Dataset:
-    """``librispeech:<split>``, a LibriSpeech directory, or a ``.jsonl`` manifest."""
+    """``librispeech:<split>``, ``librispeech-long:<split>[:hard]`` (data/longform.py), a LibriSpeech directory, or
+    a ``.jsonl`` manifest."""
+    if spec.startswith("librispeech-long:"):
+        from .longform import load_longform  # it imports this module
+
+        return load_longform(spec)
     if spec.startswith("librispeech:"):
         split = spec.split(":", 1)[1]
         if split not in LIBRISPEECH_SPLITS:
@@ -232,13 +239,15 @@ def load_dataset(spec: str) -> Dataset:
         return load_manifest(path)
     if path.is_dir():
         return load_librispeech_dir(path)
-    raise WhisperoptError(f"dataset not found: {spec} (give librispeech:<split>, a LibriSpeech directory or a .jsonl manifest)")
+    raise WhisperoptError(f"dataset not found: {spec} (give librispeech:<split>, librispeech-long:<split>[:hard], a "
+                          "LibriSpeech directory or a .jsonl manifest)")
 
 
 def is_test_data(path: str) -> bool:
-    """True for a LibriSpeech test split (``librispeech:test-clean``, ``.../test-other/...``) or a directory named
-    ``test``: calibration must never see the audio the benchmark measures."""
+    """True for a LibriSpeech test split (``librispeech:test-clean``, ``librispeech-long:test-clean:hard``,
+    ``.../test-other/...``) or a directory named ``test``: calibration must never see the audio the benchmark
+    measures."""
     text = str(path)
-    if text.startswith("librispeech:"):
+    if text.startswith(("librispeech:", "librispeech-long:")):
         return text.split(":", 1)[1].lower().startswith("test")
     return any(p in ("test", "test-clean", "test-other") for p in (part.lower() for part in Path(text).parts))
