@@ -9,10 +9,10 @@ from whisperopt.data import load_audio, load_dataset
 from whisperopt.data.references import forced_length
 from whisperopt.errors import WhisperoptError
 from whisperopt.metrics.isa import PRECISIONS
+from whisperopt.models.processor import load_processor
 from whisperopt.recipes import all_recipes, baseline_recipe, get_recipe
 from whisperopt.recipes.artifacts import build_artifact
 from whisperopt.recipes.base import DecodeOptions, Option, Recipe, Runtime, Transcription
-from whisperopt.recipes.transformers_runtime import load_processor
 
 RECIPES = all_recipes()
 # small calibration sets, as the engine tests use (so their artifacts are shared within a test session)

@@ -19,11 +19,11 @@ from whisperopt.data import load_audio, load_dataset  # noqa: E402
 from whisperopt.data.references import forced_length  # noqa: E402
 from whisperopt.errors import WhisperoptError  # noqa: E402
 from whisperopt.metrics.fidelity import relative_l2, top1_agreement  # noqa: E402
+from whisperopt.models.processor import load_processor  # noqa: E402
 from whisperopt.recipes import get_recipe  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions  # noqa: E402
 from whisperopt.recipes.ctranslate2_runtime import ct2_max_length  # noqa: E402
-from whisperopt.recipes.transformers_runtime import load_processor  # noqa: E402
 from whisperopt.recipes.validation import probe_inputs  # noqa: E402
 
 N_UTT = 3

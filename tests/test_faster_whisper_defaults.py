@@ -11,10 +11,10 @@ pytest.importorskip("faster_whisper")
 from whisperopt.data import load_audio, load_dataset  # noqa: E402
 from whisperopt.data.references import forced_length  # noqa: E402
 from whisperopt.metrics.wer import corpus_rate, utterance_errors  # noqa: E402
+from whisperopt.models.processor import load_processor  # noqa: E402
 from whisperopt.recipes import get_recipe  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import DecodeOptions  # noqa: E402
-from whisperopt.recipes.transformers_runtime import load_processor  # noqa: E402
 
 NAME = "ct2-int8-fw-defaults"
 N_UTT = 3

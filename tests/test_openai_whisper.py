@@ -22,10 +22,10 @@ from whisperopt.models.openai_checkpoint import (  # noqa: E402
     rename_key,
     write_openai_checkpoint,
 )
+from whisperopt.models.processor import load_processor  # noqa: E402
 from whisperopt.recipes import get_recipe  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions, WindowOptions  # noqa: E402
-from whisperopt.recipes.transformers_runtime import load_processor  # noqa: E402
 from whisperopt.recipes.validation import probe_inputs  # noqa: E402
 
 NAME = "openai-whisper-fp32"

@@ -15,10 +15,10 @@ from whisperopt.cli import main  # noqa: E402
 from whisperopt.data import load_audio, load_dataset  # noqa: E402
 from whisperopt.data.references import forced_length  # noqa: E402
 from whisperopt.errors import WhisperoptError  # noqa: E402
+from whisperopt.models.processor import load_processor  # noqa: E402
 from whisperopt.recipes import get_recipe, onnx_tools  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions  # noqa: E402
-from whisperopt.recipes.transformers_runtime import load_processor  # noqa: E402
 from whisperopt.recipes.validation import fidelity_check, torch_reference  # noqa: E402
 
 N_UTT = 2

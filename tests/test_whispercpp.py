@@ -22,12 +22,12 @@ from whisperopt.errors import WhisperoptError  # noqa: E402
 from whisperopt.metrics.wer import corpus_rate, utterance_errors  # noqa: E402
 from whisperopt.models import resolve_model  # noqa: E402
 from whisperopt.models.ggml import FTYPES, KEEP_F32, convert_to_ggml, ggml_name, read_ggml  # noqa: E402
+from whisperopt.models.processor import load_processor  # noqa: E402
 from whisperopt.models.tokenizer import whisper_assets  # noqa: E402
 from whisperopt.models.wheels import BY_MODEL, _package_file  # noqa: E402
 from whisperopt.recipes import get_recipe  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions  # noqa: E402
-from whisperopt.recipes.transformers_runtime import load_processor  # noqa: E402
 from whisperopt.recipes.whispercpp import GGML_FILE, WhisperCppRecipe  # noqa: E402
 
 N_UTT = 3

@@ -116,8 +116,8 @@ def do_run(job: Job) -> dict:
     from ..metrics.hardware import cpu_info
     from ..metrics.resources import CpuMeter, RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
     from ..metrics.wer import utterance_errors
+    from ..models.processor import load_processor
     from ..recipes.base import DecodeOptions
-    from ..recipes.transformers_runtime import load_processor
 
     recipe, artifact = _artifact(job)
     decode = DecodeOptions(**job.decode)

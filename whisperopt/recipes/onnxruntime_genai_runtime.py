@@ -3,7 +3,7 @@
 
 * transcribe: each 16 kHz array (≤ 30 s) is handed to genai's ``MultiModalProcessor`` as an in-memory IEEE-float WAV
   (``og.Audios.open_bytes``: no temporary file, no int16 rounding); the decoder prompt is the one every runtime uses
-  (``transformers_runtime.decoder_prompt``: <|startoftranscript|>[<|lang|><|task|>]<|notimestamps|>) and is checked
+  (``models.processor.decoder_prompt``: <|startoftranscript|>[<|lang|><|task|>]<|notimestamps|>) and is checked
   against the ``input_ids`` the processor returns. Greedy (``do_sample=False``, ``num_beams`` = beam size); a batch
   of utterances runs as one generator batch. ``max_length`` counts the prompt, so it is prompt + max new tokens.
 * forced lengths (synthetic checkpoints): ``min_length = max_length = prompt + n`` (genai masks end-of-text below
@@ -24,8 +24,8 @@ import numpy as np
 
 from ..constants import N_SAMPLES, N_TEXT_CTX, SAMPLE_RATE, prompt_length
 from ..errors import WhisperoptError
+from ..models.processor import decoder_prompt, load_processor
 from .base import DecodeOptions, Runtime, Transcription
-from .transformers_runtime import decoder_prompt, load_processor
 
 FIDELITY_METHOD = ("teacher-forced logits from onnxruntime-genai's own Generator (shared log-mel features as "
                    "audio_features, one append_tokens per token); encoder output from encoder.onnx through plain "

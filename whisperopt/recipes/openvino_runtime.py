@@ -13,8 +13,9 @@ from ..constants import N_FRAMES, N_SAMPLES, N_TEXT_CTX, prompt_length
 from ..data.features import FRONT_END
 from ..errors import WhisperoptError
 from ..metrics.isa import kernel_path
+from ..models.processor import load_processor
 from .base import DecodeOptions, Runtime, Transcription
-from .transformers_runtime import GenerateRuntime, load_processor
+from .transformers_runtime import GenerateRuntime
 
 ENCODER = "openvino_encoder_model"
 DECODER = "openvino_decoder_model"

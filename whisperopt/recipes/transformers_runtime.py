@@ -12,22 +12,8 @@ import numpy as np
 
 from ..constants import N_FRAMES, N_TEXT_CTX, prompt_length
 from ..data.features import audio_frames, log_mel
+from ..models.processor import load_processor
 from .base import DecodeOptions, Runtime, Transcription, WindowOptions, WindowResult
-
-
-def load_processor(model_dir: Path):
-    from transformers import WhisperProcessor
-
-    return WhisperProcessor.from_pretrained(str(model_dir))
-
-
-def decoder_prompt(tokenizer, language: str | None, task: str, multilingual: bool) -> list[int]:
-    """The forced decoder prefix: <|startoftranscript|>[<|lang|><|task|>]<|notimestamps|>."""
-    if multilingual:
-        tokenizer.set_prefix_tokens(language=language or "en", task=task, predict_timestamps=False)
-    else:
-        tokenizer.set_prefix_tokens(predict_timestamps=False)
-    return list(tokenizer.prefix_tokens)
 
 
 class GenerateRuntime(Runtime):

@@ -80,7 +80,7 @@ def probe_inputs(model_dir: Path, dataset=VALIDATION_DATASET, utterances: int = 
     from ..data import Dataset, load_audio, load_dataset
     from ..data.features import load_feature_extractor, log_mel
     from ..data.references import reference_tokens
-    from .transformers_runtime import decoder_prompt, load_processor
+    from ..models.processor import decoder_prompt, load_processor
 
     model_dir = Path(model_dir)
     tok = load_processor(model_dir).tokenizer
