@@ -24,7 +24,7 @@ from whisperopt.recipes import get_recipe  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions  # noqa: E402
 from whisperopt.recipes.ctranslate2_runtime import ct2_max_length  # noqa: E402
-from whisperopt.recipes.validation import probe_inputs  # noqa: E402
+from whisperopt.recipes.validation import probe_inputs, validate_artifact  # noqa: E402
 
 N_UTT = 3
 # floors from measurement on these 3 utterances (synthetic tiny, random weights; see the report):
@@ -211,7 +211,7 @@ def test_corrupted_artifact_fails(fp32, reference, probes, tmp_path):
     assert enc > FP32_MAX_ENC_ERROR * 100
     assert not passes(enc, agree)
     with pytest.raises(WhisperoptError, match="fidelity check failed"):  # the build-time check rejects it too
-        recipe.validate(bad)
+        validate_artifact(recipe, bad)
 
 
 def test_cache_hit_on_rebuild(tiny_model, fp32):

@@ -16,6 +16,7 @@ from whisperopt.recipes import get_recipe, onnx_tools
 from whisperopt.recipes import onnxruntime as ortr
 from whisperopt.recipes.artifacts import build_artifact
 from whisperopt.recipes.base import Artifact
+from whisperopt.recipes.validation import validate_artifact
 
 STATIC_OPTS = {"calibration_size": "3"}  # small calibration set keeps the test fast; the default is 10
 
@@ -153,9 +154,9 @@ def test_corrupted_export_fails_the_fidelity_check(artifacts, tiny_model, tmp_pa
     shutil.copytree(artifacts["onnx-fp32"].dir, bad)
     _swap_fc1(bad / ortr.DECODER_MERGED, 0, 1)
     with pytest.raises(WhisperoptError, match="fidelity check failed"):
-        recipe.validate(Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
+        validate_artifact(recipe, Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
     # and the intact export passes the same check
-    assert recipe.validate(artifacts["onnx-fp32"])["passed"]
+    assert validate_artifact(recipe, artifacts["onnx-fp32"])["passed"]
 
 
 def test_dropped_kv_cache_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
@@ -182,7 +183,7 @@ def test_dropped_kv_cache_fails_the_fidelity_check(artifacts, tiny_model, tmp_pa
         branch.node.insert(0, helper.make_node("Mul", [name, "drop_scale"], [name + "_dropped"]))
     onnx.save(model, str(bad / ortr.DECODER_MERGED))
     with pytest.raises(WhisperoptError, match="fidelity check failed"):
-        recipe.validate(Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
+        validate_artifact(recipe, Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
 
 
 def test_bench_rows_for_every_onnx_recipe(tmp_path, artifacts, tiny_model):

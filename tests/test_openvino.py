@@ -16,6 +16,7 @@ from whisperopt.recipes import get_recipe
 from whisperopt.recipes import openvino_runtime as ovr
 from whisperopt.recipes.artifacts import build_artifact
 from whisperopt.recipes.base import Artifact
+from whisperopt.recipes.validation import validate_artifact
 
 from .conftest import DEV_CLEAN, TEST_CLEAN
 
@@ -144,9 +145,9 @@ def test_corrupted_ir_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
     _swap_decoder_fc1(good, bad)
     assert (bad / f"{ovr.DECODER}.bin").read_bytes() != (good / f"{ovr.DECODER}.bin").read_bytes()
     with pytest.raises(WhisperoptError, match="fidelity check failed"):
-        recipe.validate(Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
+        validate_artifact(recipe, Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
     # the intact IR passes the same check
-    assert recipe.validate(artifacts["openvino-fp32"])["passed"]
+    assert validate_artifact(recipe, artifacts["openvino-fp32"])["passed"]
 
 
 def test_bench_rows_for_every_openvino_recipe(tmp_path, artifacts, tiny_model):

@@ -19,7 +19,7 @@ from whisperopt.models.processor import load_processor  # noqa: E402
 from whisperopt.recipes import get_recipe, onnx_tools  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions  # noqa: E402
-from whisperopt.recipes.validation import fidelity_check, torch_reference  # noqa: E402
+from whisperopt.recipes.validation import fidelity_check, torch_reference, validate_artifact  # noqa: E402
 
 N_UTT = 2
 
@@ -117,7 +117,7 @@ def test_corrupted_artifact_fails(built, tiny_model, reference, tmp_path):
     print(f"corrupted: TF top-1 {res['teacher_forced_agreement']:.4f}")
     assert not res["passed"] and res["teacher_forced_agreement"] < 0.5
     with pytest.raises(WhisperoptError, match="fidelity check failed"):
-        recipe.validate(bad)
+        validate_artifact(recipe, bad)
     # a graph that is not a sherpa encoder is refused with a one-line error
     (bad_dir / "encoder.onnx").write_bytes((art.dir / "decoder.onnx").read_bytes())
     with pytest.raises(WhisperoptError) as err:

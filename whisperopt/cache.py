@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -38,6 +39,24 @@ def models_dir() -> Path:
 
 def artifacts_dir() -> Path:
     return _usable(cache_dir() / "artifacts")
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """Identity of a model directory: its config plus the names, sizes and mtimes of its weight files."""
+    h = hashlib.sha1()
+    model_dir = Path(model_dir)
+    h.update((model_dir / "config.json").read_bytes())
+    for p in sorted(model_dir.iterdir()):
+        if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file():
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def model_artifacts_dir(model_dir: Path) -> Path:
+    """The cache directory of everything built from (or computed on) one model: its recipes' artifacts
+    (``recipes.artifacts``) and the baseline's stored fidelity references (``recipes.validation``)."""
+    return artifacts_dir() / f"{Path(model_dir).name}-{model_fingerprint(model_dir)}"
 
 
 def data_dir() -> Path:

@@ -9,35 +9,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__
-from ..cache import artifacts_dir
+from ..cache import model_artifacts_dir, model_fingerprint
 from ..errors import WhisperoptError
 from ..files import atomic_dir, atomic_write_json, sha256_file
 from .base import Artifact, Recipe
+from .validation import validate_artifact
 
 MANIFEST = "manifest.json"
-
-
-def model_fingerprint(model_dir: Path) -> str:
-    """Identity of a model directory: its config plus the names, sizes and mtimes of its weight files."""
-    h = hashlib.sha1()
-    model_dir = Path(model_dir)
-    h.update((model_dir / "config.json").read_bytes())
-    for p in sorted(model_dir.iterdir()):
-        if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file():
-            st = p.stat()
-            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
 
 
 def options_key(options: dict) -> str:
     if not options:
         return ""
     return hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def model_artifacts_dir(model_dir: Path) -> Path:
-    """The cache directory of everything built from (or computed on) one model."""
-    return artifacts_dir() / f"{Path(model_dir).name}-{model_fingerprint(model_dir)}"
 
 
 def artifact_path(recipe: Recipe, model_dir: Path, options: dict) -> Path:
@@ -118,7 +102,8 @@ def build_artifact(recipe: Recipe, model_dir: Path, options: dict, rebuild: bool
 
     A recipe with a ``base_recipe`` gets that recipe's cached artifact (built first if missing); one that
     ``shares_base_weights`` is not built at all: its manifest points at the base artifact and inherits its fields
-    (validation included). Every other build is checked by ``recipe.validate`` before it is renamed into place.
+    (validation included). Every other build is checked by ``validation.validate_artifact`` before it is renamed
+    into place.
     A cached artifact whose files no longer match its manifest (sizes always, digests with ``verify``) is rebuilt,
     saying why through ``log``; where it cannot be (a read-only cache), the error says so and names ``--rebuild``.
     """
@@ -167,7 +152,7 @@ def _build(recipe: Recipe, model_dir: Path, options: dict, verify: bool, log) ->
             **extra,
         }
         if not recipe.shares_base_weights:
-            manifest["validation"] = recipe.validate(Artifact(recipe.name, tmp, model_dir, manifest, options))
+            manifest["validation"] = validate_artifact(recipe, Artifact(recipe.name, tmp, model_dir, manifest, options))
         manifest["build_seconds"] = round(time.perf_counter() - t0, 2)
         if manifest.get("weights_dir") == str(tmp):
             manifest["weights_dir"] = str(path)

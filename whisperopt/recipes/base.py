@@ -7,7 +7,8 @@ The contract, declared on each recipe (see CONTRIBUTING.md):
   * ``name``, ``engine``, ``description``, ``modules`` (Python modules the engine needs), ``devices``;
   * ``options``: a table of ``Option`` (default and allowed values), checked in one place (``resolve_options``);
   * ``fidelity_floor``: the teacher-forced top-1 agreement with the baseline a fresh build must reach
-    (``validate``, called by the artifact cache for every build); ``baseline`` marks the reference recipe;
+    (``validation.validate_artifact``, called by the artifact cache for every build, through the hooks
+    ``probe_runtime``, ``validation_device`` and ``encoder_check_unsupported``); ``baseline`` marks the reference;
   * ``base_recipe``: the artifact a build starts from (built and cached first, handed to ``build``), and
     ``shares_base_weights`` when the recipe runs that artifact as it is (only the runtime differs);
   * ``build`` (write the artifact) and ``load`` (return a ``Runtime``).
@@ -27,7 +28,7 @@ import numpy as np
 from ..constants import WINDOW_AUTO_FLOOR_S, WINDOW_FULL, WINDOW_MARGIN_S
 from ..data.features import check_window
 from ..errors import WhisperoptError
-from ..metrics.hardware import cuda_available, default_threads
+from ..metrics.hardware import cuda_available
 
 # Files that describe a model rather than hold its weights (excluded from "size on disk").
 NON_WEIGHT_SUFFIXES = {".json", ".txt", ".tiktoken", ".md", ".model", ".py"}
@@ -214,6 +215,9 @@ class Recipe(ABC):
     #: teacher-forced top-1 agreement with the baseline required of a fresh build (None: not checked, an intermediate
     #: artifact); on trained weights ``validation.REAL_FLOOR`` and the decode check apply as well
     fidelity_floor: float | None = 0.999
+    #: why the build check cannot compare this engine's encoder states with the baseline's (then teacher-forced
+    #: agreement and the decode check alone decide); None: it compares them
+    encoder_check_unsupported: str | None = None
     #: the recipe whose cached artifact this one's build starts from (built first, passed to ``build`` as ``base``)
     base_recipe: Recipe | None = None
     #: True: the artifact *is* the base's (no build; the manifest points at it and inherits its validation)
@@ -328,29 +332,13 @@ class Recipe(ABC):
         runtime.window = str(artifact.options.get("window", WINDOW_FULL))
         return runtime
 
-    # --- the build-time check (a template: an engine supplies at most its probe runtime) ---
+    # --- hooks of the build-time check (``validation.validate_artifact``, a template over every recipe) ---
     def validation_device(self) -> str:
         return "cpu" if "cpu" in self.devices else self.devices[0]
 
     def probe_runtime(self, artifact: Artifact, device: str, threads: int) -> Runtime:
         """The runtime whose probes and decoding the build check uses (default: the recipe's own ``load``)."""
         return self.load(artifact, device, threads)
-
-    def validate(self, artifact: Artifact) -> dict:
-        """Compare a fresh artifact with the baseline (``validation.fidelity_check``); below ``fidelity_floor`` the
-        build fails with a one-line error. Returns the figures recorded in the manifest."""
-        from .validation import require_fidelity
-
-        if self.baseline:
-            return {"skipped": "the baseline is the reference itself"}
-        if self.fidelity_floor is None:
-            return {"skipped": "intermediate artifact (checked through the recipes built from it)"}
-        device = self.validation_device()
-        if device == "cuda" and not cuda_available():
-            return {"skipped": "no CUDA device at build time"}
-        runtime = self.probe_runtime(artifact, device, default_threads())
-        result = require_fidelity(self.name, runtime, artifact.model_dir, self.fidelity_floor)
-        return {**result, "method": runtime.fidelity_method, "device": device}
 
     def size_bytes(self, artifact: Artifact) -> int:
         """Bytes of weight files on disk (tokenizer and config files excluded)."""

@@ -15,7 +15,7 @@ Build
   * The output projection (``proj_out``, tied to the embedding table) is the largest MatMul of the decoder. Option
     ``lm_head`` decides whether it is quantised: on, it is made a constant where an export feeds it through
     ``Transpose(embed_tokens)`` (ORT's quantisers only take constant weights); off, its node is excluded.
-  * After building, every artifact is checked against the baseline on dev-clean (``Recipe.validate``, run by the
+  * After building, every artifact is checked against the baseline on dev-clean (``validation.validate_artifact``, run by the
     artifact cache): encoder error and teacher-forced top-1 agreement; a build under the recipe's floor fails.
 
 Shared ONNX tooling (ISA presets, graph and quantiser helpers) is in ``onnx_tools.py``, the runtime in

@@ -13,7 +13,7 @@ Build
     ``InferRequestWrapper``, which records every input (and the stateful decoder's state resets).
   * the manifest records the weight bytes of each component (encoder / decoder ``.bin``) and its compression
     against the fp32 IR.
-  * every build is checked against the baseline on 2 dev-clean utterances (``Recipe.validate``, probes through
+  * every build is checked against the baseline on 2 dev-clean utterances (``validation.validate_artifact``, probes through
     ``OVRuntime``): encoder relative error and
     teacher-forced top-1 agreement, the decoder run through its KV-cache state the way ``generate`` runs it; a build
     under the recipe's ``fidelity_floor`` fails instead of leaving a broken artifact. Floors (measured on synthetic

@@ -1,5 +1,7 @@
 """Fidelity, one home: the probe inputs, the baseline reference (computed once per process, or saved by the bench),
-the one comparison, and the build-time check. A freshly built artifact is compared with the baseline (torch-fp32) on a few
+the one comparison, and the build-time check (``validate_artifact``, called by ``artifacts.build_artifact``; an
+engine supplies at most hooks on its ``Recipe``: ``probe_runtime``, ``validation_device``,
+``encoder_check_unsupported``). A freshly built artifact is compared with the baseline (torch-fp32) on a few
 dev-clean utterances (encoder relative error, teacher-forced top-1 agreement) and a build under the recipe's floor
 fails, so a broken export never runs. The bench's fidelity columns use the same probes and metrics.
 
@@ -17,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import model_artifacts_dir
 from ..constants import N_TEXT_CTX
 from ..errors import WhisperoptError
-from ..metrics.hardware import default_threads
+from ..metrics.hardware import cuda_available, default_threads
 from ..models.synthetic import is_synthetic
+from .base import Artifact, DecodeOptions, Recipe
 
 VALIDATION_DATASET = "librispeech:dev-clean"  # never test data
 VALIDATION_UTTERANCES = 2
@@ -42,7 +46,6 @@ def decode_texts(runtime, model_dir: Path, dataset: str = VALIDATION_DATASET,
                  utterances: int = DECODE_UTTERANCES) -> dict[str, tuple[str, str]]:
     """{utterance id: (reference text, greedy transcript)} for the first ``utterances`` of ``dataset``."""
     from ..data import load_audio, load_dataset
-    from .base import DecodeOptions
 
     out = {}
     for u in load_dataset(dataset).with_sound(utterances).utterances:
@@ -119,7 +122,6 @@ def _stored(model_dir: Path, kind: str, key: tuple, suffix: str) -> Path:
     import hashlib
 
     from ..files import dist_version
-    from .artifacts import model_artifacts_dir
 
     digest = hashlib.sha1(repr((key, dist_version("torch"), dist_version("transformers"))).encode()).hexdigest()[:12]
     return model_artifacts_dir(model_dir) / "references" / f"{kind}-{digest}{suffix}"
@@ -150,7 +152,6 @@ _REFERENCES: dict[tuple, Reference] = {}
 def baseline_runtime(model_dir: Path, threads: int | None = None):
     """The registry's baseline recipe, loaded on CPU straight from the model directory."""
     from . import baseline_recipe
-    from .base import Artifact
 
     recipe = baseline_recipe()
     art = Artifact(recipe.name, Path(model_dir), Path(model_dir), {"weights_dir": str(model_dir)}, {})
@@ -207,11 +208,13 @@ def compare(runtime, model_dir: Path, reference: Reference, dataset: str = VALID
 
 def fidelity_check(runtime, model_dir: Path, floor: float, *, dataset: str = VALIDATION_DATASET,
                    utterances: int = VALIDATION_UTTERANCES, threads: int | None = None,
-                   reference: Reference | None = None) -> dict:
+                   reference: Reference | None = None, encoder_unchecked: str | None = None) -> dict:
     """Compare ``runtime`` with the baseline on ``utterances`` of ``dataset`` (the bench's probes and metrics).
 
     Returns the figures with ``passed`` (teacher-forced agreement >= ``floor`` and a finite encoder error; on trained
     weights also the decode check). ``reference``: precomputed baseline outputs (default: computed once per process).
+    ``encoder_unchecked``: why the engine's encoder states cannot be compared (``Recipe.encoder_check_unsupported``);
+    then the agreement alone decides.
     """
     if reference is None:
         reference = torch_reference(model_dir, dataset, utterances, threads)
@@ -219,7 +222,9 @@ def fidelity_check(runtime, model_dir: Path, floor: float, *, dataset: str = VAL
     synthetic = is_synthetic(model_dir)
     floor = floor if synthetic else max(floor, REAL_FLOOR)
     out.update(dataset=dataset, utterances=utterances, floor=floor)
-    enc_ok = out["encoder_rel_error"] is not None and np.isfinite(out["encoder_rel_error"])
+    if encoder_unchecked:
+        out["encoder_check"] = f"skipped: {encoder_unchecked}"
+    enc_ok = bool(encoder_unchecked) or (out["encoder_rel_error"] is not None and np.isfinite(out["encoder_rel_error"]))
     out["passed"] = bool(enc_ok and out["teacher_forced_agreement"] is not None
                          and out["teacher_forced_agreement"] >= floor)
     if synthetic:
@@ -276,3 +281,20 @@ def require_fidelity(name: str, runtime, model_dir: Path, floor: float, **kwargs
     if not result["passed"]:
         raise WhisperoptError(fidelity_failure(name, result))
     return result
+
+
+def validate_artifact(recipe: Recipe, artifact: Artifact) -> dict:
+    """The build check of a fresh artifact (``artifacts.build_artifact`` calls it for every build): the recipe's
+    ``probe_runtime`` on its ``validation_device`` compared with the baseline (``fidelity_check``); below
+    ``fidelity_floor`` the build fails with a one-line error. Returns the figures recorded in the manifest."""
+    if recipe.baseline:
+        return {"skipped": "the baseline is the reference itself"}
+    if recipe.fidelity_floor is None:
+        return {"skipped": "intermediate artifact (checked through the recipes built from it)"}
+    device = recipe.validation_device()
+    if device == "cuda" and not cuda_available():
+        return {"skipped": "no CUDA device at build time"}
+    runtime = recipe.probe_runtime(artifact, device, default_threads())
+    result = require_fidelity(recipe.name, runtime, artifact.model_dir, recipe.fidelity_floor,
+                              encoder_unchecked=recipe.encoder_check_unsupported)
+    return {**result, "method": runtime.fidelity_method, "device": device}

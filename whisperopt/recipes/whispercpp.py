@@ -18,9 +18,9 @@ Fidelity: pywhispercpp exposes neither encoder states nor logits from ``whisper_
 second time in the very ``libwhisper`` pywhispercpp loaded, through ctypes (``whisper_set_mel`` with the shared
 front end's features, ``whisper_encode``, one ``whisper_decode`` per position, the last row of
 ``whisper_get_logits``). The encoder's states are internal to whisper.cpp, so the encoder error is not measured;
-``WhisperCppRecipe.validate`` applies the teacher-forced floor (and ``validation.REAL_FLOOR``) and, on trained
-weights, the free-running decode check of ``validation`` exactly as other recipes get them, and records that the
-encoder check was skipped.
+the build check (``validation.validate_artifact``, told so by ``encoder_check_unsupported``) applies the
+teacher-forced floor (and ``validation.REAL_FLOOR``) and, on trained weights, the free-running decode check exactly
+as other recipes get them, and records that the encoder check was skipped.
 
 Forced decode length (synthetic checkpoints): ``whisper_full`` stops at end-of-text and its logits-filter callback
 reaches Python without the logits, so a length cannot be forced; ``run_info()["not_comparable"]`` says so.
@@ -40,7 +40,6 @@ from ..constants import N_FRAMES, N_SAMPLES, N_TEXT_CTX
 from ..data.features import audio_frames
 from ..errors import WhisperoptError
 from ..files import dist_version
-from ..metrics.hardware import default_threads
 from ..metrics.isa import cpu_flags, kernel_path
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 
@@ -278,6 +277,9 @@ class WhisperCppRecipe(Recipe):
     ftype = "f16"
     fidelity_floor = 0.95
     window_unsupported = None  # whisper.cpp's audio_ctx (encoder positions = window frames / 2)
+    # the build check: teacher-forced top-1 against fidelity_floor (REAL_FLOOR on trained weights), then on trained
+    # weights the same free-running decode check as every other recipe (see recipes/validation.py)
+    encoder_check_unsupported = "whisper.cpp exposes no encoder states"
 
     def versions(self) -> dict:
         return {"pywhispercpp": dist_version("pywhispercpp"), "gguf": dist_version("gguf")}
@@ -298,34 +300,6 @@ class WhisperCppRecipe(Recipe):
 
     def load(self, artifact: Artifact, device: str, threads: int) -> Runtime:
         return WhisperCppRuntime(self, artifact, device, threads)
-
-    def validate(self, artifact: Artifact) -> dict:
-        """The build check without the encoder error (whisper.cpp does not expose its encoder states): teacher-forced
-        top-1 against ``fidelity_floor`` (``REAL_FLOOR`` on trained weights), then on trained weights the same
-        free-running decode check as every other recipe (see ``validation``)."""
-        from ..models.synthetic import is_synthetic
-        from . import validation
-
-        model_dir = artifact.model_dir
-        synthetic = is_synthetic(model_dir)
-        floor = self.fidelity_floor if synthetic else max(self.fidelity_floor, validation.REAL_FLOOR)
-        runtime = self.probe_runtime(artifact, "cpu", default_threads())
-        try:
-            out = validation.compare(runtime, model_dir, validation.torch_reference(model_dir))
-            out.update(dataset=validation.VALIDATION_DATASET, utterances=validation.VALIDATION_UTTERANCES, floor=floor,
-                       encoder_check="skipped: whisper.cpp exposes no encoder states")
-            agreement = out.get("teacher_forced_agreement")
-            out["passed"] = bool(agreement is not None and agreement >= floor)
-            if synthetic:
-                out["decode_check"] = "skipped: random weights decode noise"
-            elif out["passed"]:
-                out.update(validation.decode_check(runtime, model_dir, validation.torch_decode_reference(model_dir)))
-                out["passed"] = out["decode_passed"]
-        finally:
-            runtime.close()
-        if not out["passed"]:
-            raise WhisperoptError(validation.fidelity_failure(self.name, out))
-        return {**out, "method": runtime.fidelity_method, "device": "cpu"}
 
 
 # teacher-forced top-1 floors, measured on synthetic tiny (random weights: nearly tied logits) on the 2 dev-clean
