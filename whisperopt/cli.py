@@ -344,7 +344,7 @@ def cmd_transcribe(args) -> int:
         no_speech_threshold=args.no_speech_threshold, condition_on_previous_text=args.condition_on_previous_text,
         initial_prompt=args.initial_prompt, without_timestamps=args.without_timestamps,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, silence_threshold=args.silence_threshold,
-        word_timestamps=args.word_timestamps, pack=args.pack, pack_gap=args.pack_gap)
+        word_timestamps=args.word_timestamps, pack=args.pack, pack_gap=args.pack_gap, **_vad_values(args))
     options.check()
     if args.pack and args.ray is not None:
         raise WhisperoptError("--pack joins short inputs into windows on this machine; it cannot run with --ray")
@@ -412,7 +412,8 @@ def _report_one(name: str, result, stem: str, out_dir: Path, formats: list[str],
     paths = write_outputs(result, stem, out_dir, formats)
     lang = f"{result.language} ({result.language_probability:.2f})" if result.language and \
         result.language_probability is not None else (result.language or "-")
-    print(f"{name}: {result.duration:.1f} s audio in {seconds:.1f} s{where}, language {lang}, "
+    vad = f", VAD {result.vad['speech_s']:.1f} s speech in {result.vad['chunks']} chunks" if result.vad else ""
+    print(f"{name}: {result.duration:.1f} s audio in {seconds:.1f} s{where}, language {lang}{vad}, "
           f"{len(result.segments)} segments -> {', '.join(str(p) for p in paths)}")
 
 
@@ -503,7 +504,7 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
                 if verbose:
                     progress.console.print(f"[{format_timestamp(seg.start)} --> {format_timestamp(seg.end)}] "
                                            f"{seg.text.strip()}", markup=False, highlight=False)
-        result = TranscriptResult(decoded, info.language, info.language_probability, info.duration)
+        result = TranscriptResult(decoded, info.language, info.language_probability, info.duration, info.vad)
         _report_one(name, result, stem, out_dir, formats, time.perf_counter() - t0)
     except OutputError:
         raise
@@ -536,13 +537,42 @@ def cmd_serve(args) -> int:
                              max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_file_mb=args.max_file_mb,
                              max_audio_s=args.max_audio_s, api_key=api_key(args.api_key, args.api_key_file),
                              no_auth=args.no_auth, docs=args.docs, upload_timeout=args.upload_timeout,
-                             grace=args.grace, beam_size=args.beam_size, pack=args.pack, pack_gap=args.pack_gap)
+                             grace=args.grace, beam_size=args.beam_size, pack=args.pack, pack_gap=args.pack_gap,
+                             **_vad_values(args))
     settings.check()  # a bad flag fails before the port is bound or the model loads
     serve(settings, args.model, recipe, host=args.host, port=args.port,
           device=default_device() if args.device == "auto" else args.device, threads=args.threads,
           recipe_options=_recipe_options(_parse_options(args.option), [recipe]).get(recipe.name),
           log_level=args.log_level, verify=args.verify)
     return 0
+
+
+def _vad_args(p: argparse.ArgumentParser, what: str) -> None:
+    """--vad-filter and its knobs (faster-whisper's VadOptions, transcribe/vad.py), for transcribe and serve."""
+    from .transcribe.vad import MAX_CHUNK_S, VAD_DEFAULTS
+
+    d = VAD_DEFAULTS
+
+    p.add_argument("--vad-filter", action="store_true",
+                   help=f"decode only the speech Silero VAD finds (faster-whisper's, the ct2 extra) {what}: regions "
+                   "joined into chunks of at most --vad-max-chunk-s, one window each; times mapped back")
+    p.add_argument("--vad-threshold", type=float, default=d["vad_threshold"],
+                   help=f"speech probability above which a 32-ms frame is speech (default {d['vad_threshold']:g})")
+    p.add_argument("--vad-min-silence-ms", type=int, default=d["vad_min_silence_ms"],
+                   help=f"a pause this long ends a speech region (default {d['vad_min_silence_ms']})")
+    p.add_argument("--vad-speech-pad-ms", type=int, default=d["vad_speech_pad_ms"],
+                   help=f"audio kept on each side of a region (default {d['vad_speech_pad_ms']})")
+    p.add_argument("--vad-min-speech-ms", type=int, default=d["vad_min_speech_ms"],
+                   help=f"regions shorter than this are dropped (default {d['vad_min_speech_ms']})")
+    p.add_argument("--vad-max-chunk-s", type=float, default=d["vad_max_chunk_s"],
+                   help=f"speech per chunk, 1-{MAX_CHUNK_S:g}; a longer region is split (default "
+                   f"{d['vad_max_chunk_s']:g})")
+
+
+def _vad_values(args) -> dict:
+    from .transcribe.vad import VAD_FIELDS
+
+    return {name: getattr(args, name) for name in VAD_FIELDS}
 
 
 def _recommend_args(p: argparse.ArgumentParser) -> None:
@@ -705,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "start tokens; a previous-text prompt leaves fewer, and decoding stops there)")
     t.add_argument("--silence-threshold", type=float, default=1e-3,
                    help="windows whose peak level is below this are silence and not decoded (default -60 dBFS)")
+    _vad_args(t, "instead of every 30-s window")
     t.add_argument("--verbose", "-v", action="store_true", help="print each segment as it is decoded")
     t.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                    help="spread the inputs over a Ray cluster (ADDRESS, or auto: the cluster this machine belongs "
@@ -760,6 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--pack-gap", type=float, default=DEFAULT_GAP_S, metavar="SECONDS",
                     help=f"with --pack: silence after each packed clip (default {DEFAULT_GAP_S:g})")
     sv.add_argument("--beam-size", type=int, default=1, help=f"beams at temperature 0, 1-{MAX_CANDIDATES} (default 1)")
+    _vad_args(sv, "of every request")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                     help="uvicorn's log level (info: one access line per request)")
     sv.set_defaults(func=cmd_serve)

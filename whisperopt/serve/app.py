@@ -34,6 +34,7 @@ from ..errors import WhisperoptError
 from ..files import os_reason
 from ..transcribe import TranscribeOptions, Transcriber, TranscriptResult
 from ..transcribe.segments import resolve_language
+from ..transcribe.vad import VAD_FIELDS
 from .batcher import AudioTooLong, Batcher, Job, QueueFull, ShuttingDown
 from .formats import GRANULARITIES, RESPONSE_FORMATS, APIError, json_body, text_body
 from .gate import SLOT, BodyRefused, Gate, busy, stopping, too_large
@@ -59,7 +60,8 @@ class _Service:
         runtime = transcriber.runtime
         self.plain = bool(runtime.long_form_unsupported)  # a text-only engine: 30-s chunks, no timestamps
         self.base = TranscribeOptions(mode="plain" if self.plain else "sequential", beam_size=settings.beam_size,
-                                      batch_size=settings.max_batch, pack=settings.pack, pack_gap=settings.pack_gap)
+                                      batch_size=settings.max_batch, pack=settings.pack, pack_gap=settings.pack_gap,
+                                      **{name: getattr(settings, name) for name in VAD_FIELDS})
         transcriber.check(self.base)  # --pack with a text-only engine: one line before the port serves anything
 
     def stop(self) -> None:

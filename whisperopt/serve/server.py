@@ -136,7 +136,8 @@ def serve(settings: ServeSettings, model: str, recipe, host: str = "127.0.0.1", 
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             print(f"whisperopt serve: {settings.model_id} ({transcriber.recipe}) on http://{shown}:{bound_port} "
                   f"(max batch {settings.max_batch}, max wait {settings.max_wait_ms:g} ms, max queue "
-                  f"{settings.max_queue}, {auth}, docs {'on' if settings.docs else 'off'})", flush=True)
+                  f"{settings.max_queue}, {'VAD filter, ' if settings.vad_filter else ''}{auth}, "
+                  f"docs {'on' if settings.docs else 'off'})", flush=True)
             server = server_class(config)
             try:
                 server.run(sockets=[sock])

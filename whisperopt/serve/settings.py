@@ -16,6 +16,7 @@ from ..constants import MAX_BATCH, MAX_CANDIDATES
 from ..errors import WhisperoptError
 from ..files import os_reason
 from ..transcribe.packing import DEFAULT_GAP_S, check_gap
+from ..transcribe.vad import VAD_DEFAULTS, check_vad
 
 MIB = 1024 * 1024
 KEY_ENV = "WHISPEROPT_API_KEY"
@@ -43,6 +44,12 @@ class ServeSettings:
     beam_size: int = 1  # beams at temperature 0
     pack: bool = False  # a batch's clips packed several to a 30-s window (transcribe/packing.py)
     pack_gap: float = DEFAULT_GAP_S  # seconds of silence after each packed clip
+    vad_filter: bool = False  # every request: only the speech Silero VAD finds is decoded (transcribe/vad.py)
+    vad_threshold: float = VAD_DEFAULTS["vad_threshold"]
+    vad_min_silence_ms: int = VAD_DEFAULTS["vad_min_silence_ms"]
+    vad_speech_pad_ms: int = VAD_DEFAULTS["vad_speech_pad_ms"]
+    vad_min_speech_ms: int = VAD_DEFAULTS["vad_min_speech_ms"]
+    vad_max_chunk_s: float = VAD_DEFAULTS["vad_max_chunk_s"]
 
     def check(self) -> None:
         limits = [("--max-batch", self.max_batch, 1, MAX_BATCH), ("--max-wait-ms", self.max_wait_ms, 0, 60_000),
@@ -58,6 +65,7 @@ class ServeSettings:
             if self.no_auth:
                 raise WhisperoptError("--no-auth and an API key contradict each other: give one of them")
         check_gap(self.pack_gap)
+        check_vad(self)
 
     @property
     def max_file_bytes(self) -> int:

@@ -33,6 +33,7 @@ from ..errors import WhisperoptError
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
 from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
+from .vad import VAD_DEFAULTS, check_vad, restore_clips, speech_clips, speech_segments
 from .writers import Segment, TranscriptResult
 
 MODES = ("sequential", "batched", "plain")
@@ -62,6 +63,12 @@ class TranscribeOptions:
     word_timestamps: bool = False
     pack: bool = False  # transcribe_clips: several clips per window, split back by timestamp (packing.py)
     pack_gap: float = DEFAULT_GAP_S  # seconds of silence after each packed clip
+    vad_filter: bool = False  # decode only the speech Silero VAD finds, in chunks (vad.py); faster-whisper's names:
+    vad_threshold: float = VAD_DEFAULTS["vad_threshold"]  # speech probability
+    vad_min_silence_ms: int = VAD_DEFAULTS["vad_min_silence_ms"]  # a pause this long ends a speech region
+    vad_speech_pad_ms: int = VAD_DEFAULTS["vad_speech_pad_ms"]  # kept on each side of a region
+    vad_min_speech_ms: int = VAD_DEFAULTS["vad_min_speech_ms"]  # shorter regions dropped
+    vad_max_chunk_s: float = VAD_DEFAULTS["vad_max_chunk_s"]  # speech per chunk (window), <= 30
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -79,6 +86,7 @@ class TranscribeOptions:
             raise WhisperoptError("--pack splits windows by their timestamp tokens: it cannot run with "
                                   f"{'--mode plain' if self.mode == 'plain' else '--without-timestamps'}")
         check_gap(self.pack_gap)
+        check_vad(self)
 
 
 @dataclass
@@ -96,6 +104,7 @@ class TranscriptionInfo:
     duration: float | None
     all_language_probs: list[tuple[str, float]] | None = None  # detected: every language, most likely first
     transcription_options: TranscribeOptions = field(default_factory=TranscribeOptions)
+    vad: dict | None = None  # --vad-filter: its options, then the speech found (speech_s) and chunks decoded
 
 
 class _Buffer:
@@ -207,7 +216,7 @@ class Transcriber:
         """Transcribe a path, ``-`` (stdin), a 16 kHz mono array or an iterable of such blocks."""
         segments, info = self.stream(audio, options, progress, **overrides)
         segments = list(segments)
-        return TranscriptResult(segments, info.language, info.language_probability, info.duration)
+        return TranscriptResult(segments, info.language, info.language_probability, info.duration, info.vad)
 
     def transcribe_clips(self, clips: list[np.ndarray], options: TranscribeOptions | None = None,
                          **overrides) -> list[TranscriptResult]:
@@ -232,6 +241,8 @@ class Transcriber:
                 raise WhisperoptError(f"a clip of {len(clip) / SAMPLE_RATE:.1f} s is longer than one 30-s window; "
                                       "transcribe it with transcribe() or stream()")
         results = [TranscriptResult([], language, 1.0 if language else None, len(c) / SAMPLE_RATE) for c in clips]
+        if opts.vad_filter:  # each clip's speech only (none: an empty array, not decoded), mapped back at the end
+            clips, speech = speech_clips(clips, opts)
         groups: dict[str, list[int]] = {}
         for i, clip in enumerate(clips):
             if len(clip) // HOP_LENGTH == 0 or self._silent(clip, opts):
@@ -241,8 +252,7 @@ class Transcriber:
                 self._ensure_language(clip, info)
                 results[i].language, results[i].language_probability = info.language, info.language_probability
             groups.setdefault(results[i].language, []).append(i)
-        prompt = self.tokenizer.encode(" " + opts.initial_prompt.strip(), add_special_tokens=False) \
-            if opts.initial_prompt else []
+        prompt = self._prompt_tokens(opts)
         for lang, members in groups.items():
             if opts.pack:
                 self._decode_packed(clips, members, results, opts, lang, prompt)
@@ -262,6 +272,8 @@ class Transcriber:
                     if not self._skip_as_silence(r, opts):
                         frames = len(clips[i]) // HOP_LENGTH
                         results[i].segments = self._segments(r, t, 0.0, frames, final=True)[0]
+        if opts.vad_filter:
+            restore_clips(results, speech, opts)
         return results
 
     def _decode_packed(self, clips: list[np.ndarray], members: list[int], results: list[TranscriptResult],
@@ -303,6 +315,8 @@ class Transcriber:
         info = TranscriptionInfo(language, 1.0 if language else None, _stated_duration(audio),
                                  transcription_options=opts)
         blocks, name = _blocks(audio)
+        if opts.vad_filter:  # Silero's speech chunks instead of 30-s windows (vad.py)
+            return speech_segments(self, blocks, name, opts, info, progress or (lambda seconds: None)), info
         buffer = _Buffer(blocks)
         start = 0 if language else self._detect_language(buffer, opts, info)
         return self._generate(buffer, start, name, opts, info, progress or (lambda seconds: None)), info
@@ -370,6 +384,11 @@ class Transcriber:
                              beam_size=opts.beam_size, best_of=opts.best_of, max_new_tokens=opts.max_new_tokens,
                              prompt=tuple(prompt), word_timestamps=opts.word_timestamps)
 
+    def _prompt_tokens(self, opts: TranscribeOptions) -> list[int]:
+        if not opts.initial_prompt:
+            return []
+        return self.tokenizer.encode(" " + opts.initial_prompt.strip(), add_special_tokens=False)
+
     def _text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(self.vocab.text_tokens(tokens))
 
@@ -427,12 +446,12 @@ class Transcriber:
         return group_words(pieces, times, seg.start, seg.end)
 
     # --- modes ---
-    def _sequential(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:
+    def _sequential(self, buffer: _Buffer, start: int, opts, info, progress,
+                    history: list[int] | None = None) -> Iterator[Segment]:
+        """``history``: the text to condition on, kept up to date (the VAD's chunks share one); default: the initial
+        prompt."""
         seek = start // HOP_LENGTH  # frames
-        history: list[int] = []
-        if opts.initial_prompt:
-            history = self.tokenizer.encode(" " + opts.initial_prompt.strip(), add_special_tokens=False)
-        prompt_from = 0
+        history = self._prompt_tokens(opts) if history is None else history
         while True:
             window = buffer.window(seek * HOP_LENGTH, N_SAMPLES)
             frames = len(window) // HOP_LENGTH
@@ -444,7 +463,7 @@ class Transcriber:
                 progress(seek * HOP_LENGTH / SAMPLE_RATE)
                 continue
             language = self._ensure_language(window, info)
-            prompt = history[prompt_from:] if opts.condition_on_previous_text else []
+            prompt = list(history) if opts.condition_on_previous_text else []
             (r, t), = self._decode_with_fallback([window], opts, language, prompt)
             if self._skip_as_silence(r, opts):
                 seek += frames
@@ -454,7 +473,7 @@ class Transcriber:
             for s in raw:
                 history.extend(s.tokens)
             if not opts.condition_on_previous_text or t > 0.5:
-                prompt_from = len(history)  # a high temperature's output is not a context worth keeping
+                history.clear()  # a high temperature's output is not a context worth keeping
             seek += advance
             yield from segs
             progress(seek * HOP_LENGTH / SAMPLE_RATE)

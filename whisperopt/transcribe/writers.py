@@ -32,6 +32,7 @@ class TranscriptResult:
     language: str | None = None
     language_probability: float | None = None
     duration: float = 0.0
+    vad: dict | None = None  # --vad-filter: its options, the speech found (speech_s) and chunks decoded
 
     @property
     def text(self) -> str:
@@ -93,6 +94,7 @@ def render(result: TranscriptResult, fmt: str) -> str:
     if fmt == "json":
         return json_text({"text": result.text, "language": result.language,
                            "language_probability": result.language_probability, "duration": result.duration,
+                           **({"vad": result.vad} if result.vad else {}),
                            "segments": [asdict(s) for s in result.segments]}, ensure_ascii=False, indent=2) + "\n"
     raise WhisperoptError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)} or all")
 

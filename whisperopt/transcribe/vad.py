@@ -1,0 +1,324 @@
+"""Voice activity detection for every engine (``--vad-filter``): Silero VAD from faster-whisper's kept module.
+
+The detector is faster-whisper's ``faster_whisper.vad`` (``get_speech_timestamps`` over the Silero v6 ONNX model it
+ships, its ``VadOptions``, its ``SpeechTimestampsMap``), not a detector of our own; the options carry its names.
+Like faster-whisper's ``BatchedInferencePipeline`` (``collect_chunks`` + ``restore_speech_timestamps``):
+
+* speech regions (each padded by ``speech_pad_ms``, split by the detector at a pause once longer than
+  ``max_chunk_s``) are joined in order into chunks of at most ``max_chunk_s`` of speech, the silence between them left
+  out; a region still longer is cut into equal parts, never truncated. Non-speech is never decoded;
+* each chunk is one window: ``batched`` decodes ``batch_size`` chunks per engine call, ``sequential`` runs the
+  openai-style loop inside each chunk (conditioning carried from chunk to chunk, fallback as without VAD), ``plain``
+  gives one segment per chunk (its chunks also end at a gap over ``PLAIN_GAP_S``);
+* segment and word times on a chunk's audio go back to the input's time line region by region
+  (``Chunk.restore``).
+
+``get_speech_timestamps`` wants the whole signal, which for a 2-hour file is 460 MB of float32 held next to its
+padded copy. ``SpeechChunks`` runs it over the stream span by span (``SPAN_S``): the regions that end more than a
+margin (``min_silence_ms`` + twice ``speech_pad_ms`` + 1 s) before a span's end are final (what follows cannot change
+them), the next span starts where the last final region ends, so at most a span and one chunk of audio are held.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..constants import HOP_LENGTH, SAMPLE_RATE
+from ..errors import WhisperoptError
+from ..recipes.base import DecodeOptions
+from .writers import Segment
+
+# faster-whisper's BatchedInferencePipeline defaults (its VadOptions defaults but a 160-ms minimum silence, and the
+# speech split at the chunk length): short pauses split regions, so chunks fill up to max_chunk_s
+VAD_DEFAULTS = {"vad_threshold": 0.5, "vad_min_silence_ms": 160, "vad_speech_pad_ms": 400, "vad_min_speech_ms": 0,
+            "vad_max_chunk_s": 30.0}
+#: the fields ``TranscribeOptions`` and ``ServeSettings`` carry, named like the flags
+VAD_FIELDS = ("vad_filter", *VAD_DEFAULTS)
+MAX_CHUNK_S = 30.0  # a chunk is one Whisper window
+RUN_ON_S = 0.04  # a segment end this close to (or past) the next segment's start ran on into it (two timestamp steps)
+FRAME = 512  # samples per Silero frame (get_speech_timestamps' window)
+SPAN_S = 300.0
+# plain mode's segment is its whole chunk (no timestamps inside): a chunk ends at a gap longer than this, so that no
+# segment spans a long stretch of non-speech (at the defaults: a pause of 1.8 s)
+PLAIN_GAP_S = 1.0  # seconds of the stream the detector sees at once (19 MB of float32)
+EXTRA = "pip install 'whisperopt[ct2]'"  # the extra that installs faster-whisper (and onnxruntime with it)
+
+
+def silero():
+    """``faster_whisper.vad``, or a one-line error naming the extra that installs it."""
+    try:
+        from faster_whisper import vad
+    except ImportError as exc:
+        raise WhisperoptError(f"--vad-filter needs faster-whisper's Silero VAD ({exc.name or 'faster_whisper'} is "
+                              f"missing): {EXTRA}") from None
+    if importlib.util.find_spec("onnxruntime") is None:  # the Silero model runs on it
+        raise WhisperoptError(f"--vad-filter needs onnxruntime for faster-whisper's Silero VAD: {EXTRA}")
+    return vad
+
+
+def check_vad(holder) -> None:
+    """One-line errors for the ``VAD_FIELDS`` of ``holder`` (``TranscribeOptions``, ``ServeSettings``); with
+    ``vad_filter``, also that faster-whisper can be imported."""
+    limits = [("--vad-threshold", holder.vad_threshold, 0.01, 0.99), ("--vad-min-silence-ms", holder.vad_min_silence_ms,
+              0, 60_000), ("--vad-speech-pad-ms", holder.vad_speech_pad_ms, 0, 5_000),
+              ("--vad-min-speech-ms", holder.vad_min_speech_ms, 0, 60_000),
+              ("--vad-max-chunk-s", holder.vad_max_chunk_s, 1, MAX_CHUNK_S)]
+    for flag, value, least, most in limits:
+        if not least <= value <= most:
+            raise WhisperoptError(f"{flag} must be between {least:g} and {most:g}, got {value:g}")
+    if not holder.vad_filter:
+        given = [f"--{k.replace('_', '-')}" for k, v in VAD_DEFAULTS.items() if getattr(holder, k) != v]
+        if given:
+            raise WhisperoptError(f"{', '.join(given)} set without --vad-filter: add --vad-filter, or leave "
+                                  f"{'them' if len(given) > 1 else 'it'} out")
+        return
+    if 2 * holder.vad_speech_pad_ms / 1000 + 0.5 > holder.vad_max_chunk_s:
+        raise WhisperoptError(f"--vad-speech-pad-ms {holder.vad_speech_pad_ms:g} on both sides leaves under half a "
+                              f"second of speech in a --vad-max-chunk-s {holder.vad_max_chunk_s:g} chunk")
+    silero()
+
+
+def vad_record(holder) -> dict:
+    """The VAD options of ``holder`` as they go into a result (``TranscriptionInfo.vad``, the JSON output)."""
+    return {k.removeprefix("vad_"): getattr(holder, k) for k in VAD_DEFAULTS}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Speech regions joined into one window. An empty chunk (no regions) only marks progress."""
+
+    regions: tuple[tuple[int, int], ...]  # [start, end) of each region in input samples, in order
+    audio: np.ndarray  # the regions' samples, joined
+    pad: int = 0  # samples of padding (not speech) each region holds at a join where silence was left out
+
+    @property
+    def start(self) -> float:
+        return self.regions[0][0] / SAMPLE_RATE
+
+    @property
+    def end(self) -> float:
+        return self.regions[-1][1] / SAMPLE_RATE
+
+    def window(self, offset: int, length: int) -> np.ndarray:
+        """The chunk read like a stream buffer (what the sequential loop seeks in)."""
+        return self.audio[offset:offset + length]
+
+    def restore(self, segments: Iterable[Segment]) -> list[Segment]:
+        """``segments`` (in order) timed on the chunk's audio, re-timed on the input's time line like faster-whisper's
+        ``restore_speech_timestamps``: a time moves by the silence left out before its region; an end exactly at a
+        join stays in the region before it; a word goes wholly to the region of its middle, and a segment with words
+        spans them.
+
+        Without words, two more rules keep a segment from spanning a gap it did not speak in. Whisper's segment ends
+        run late, to the next segment's start, which on joined audio lies across the gap: an end that runs on into
+        the next segment (or only into the padding at the head of a region after a gap) goes back to the end of the
+        region before. A start in the padding at the tail of a region before a gap goes forward to the next region
+        (the padding is not speech)."""
+        times = silero().SpeechTimestampsMap([{"start": s, "end": e} for s, e in self.regions], SAMPLE_RATE, 3)
+        segs, out = list(segments), []
+        for i, seg in enumerate(segs):
+            if seg.words:
+                words = []
+                for w in seg.words:
+                    m = times.get_chunk_index((w["start"] + w["end"]) / 2)
+                    a = self._clamp(times.get_original_time(w["start"], m), words[-1]["start"] if words else 0.0)
+                    words.append({**w, "start": a, "end": self._clamp(times.get_original_time(w["end"], m), a)})
+                out.append(replace(seg, start=words[0]["start"], end=max(w["end"] for w in words), words=words))
+                continue
+            j = times.get_chunk_index(seg.start)
+            start = times.get_original_time(seg.start, j)
+            if j + 1 < len(self.regions) and self._gap(j + 1) and start * SAMPLE_RATE >= self.regions[j][1] - self.pad:
+                j += 1
+                start = self.regions[j][0] / SAMPLE_RATE
+            k = times.get_chunk_index(seg.end, is_end=True)
+            end = times.get_original_time(seg.end, k)
+            runs_on = i + 1 < len(segs) and seg.end >= segs[i + 1].start - RUN_ON_S
+            if j < k and self._gap(k) and (runs_on or end * SAMPLE_RATE <= self.regions[k][0] + self.pad):
+                end = self.regions[k - 1][1] / SAMPLE_RATE
+            start = self._clamp(start)
+            out.append(replace(seg, start=start, end=self._clamp(end, start)))
+        return out
+
+    def _clamp(self, t: float, low: float = 0.0, high: float = float("inf")) -> float:
+        return round(min(max(t, self.start, low), self.end, high), 3)
+
+    def _gap(self, k: int) -> bool:
+        """Was silence left out before region ``k``?"""
+        return self.regions[k][0] > self.regions[k - 1][1]
+
+
+class SpeechChunks:
+    """The speech of a stream of 16 kHz blocks as ``Chunk``s of at most ``vad_max_chunk_s`` (see the module's
+    docstring); an empty chunk after every span scanned. ``total``: samples read; ``speech``, ``chunks``: what the
+    chunks handed out hold; ``done()``: the seconds of input before which nothing is left to hand out."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], holder, span_s: float = SPAN_S, max_gap_s: float | None = None):
+        vad = silero()
+        self._detect = vad.get_speech_timestamps
+        self._options = vad.VadOptions(threshold=holder.vad_threshold,
+                                       min_silence_duration_ms=holder.vad_min_silence_ms,
+                                       speech_pad_ms=holder.vad_speech_pad_ms,
+                                       min_speech_duration_ms=holder.vad_min_speech_ms,
+                                       max_speech_duration_s=holder.vad_max_chunk_s)
+        self._limit = int(holder.vad_max_chunk_s * SAMPLE_RATE)
+        self._max_gap = None if max_gap_s is None else int(max_gap_s * SAMPLE_RATE)
+        self._pad = int(holder.vad_speech_pad_ms * SAMPLE_RATE / 1000)
+        margin = holder.vad_min_silence_ms / 1000 + 2 * holder.vad_speech_pad_ms / 1000 + 1.0
+        self._margin = int(margin * SAMPLE_RATE)
+        self._span = max(int(span_s * SAMPLE_RATE), 4 * (self._margin + self._limit))
+        self._blocks = iter(blocks)
+        self._pending: list[tuple[int, int, np.ndarray]] = []
+        self.total = self.decided = self.speech = self.chunks = 0
+
+    def done(self) -> float:
+        return (self._pending[0][0] if self._pending else self.decided) / SAMPLE_RATE
+
+    def __iter__(self) -> Iterator[Chunk]:
+        size = 0
+        for region in self._regions():
+            if region is None:
+                yield Chunk((), np.zeros(0, np.float32))
+                continue
+            for piece in _split(*region, self._limit):
+                gap = piece[0] - self._pending[-1][1] if self._pending else 0
+                if self._pending and (size + piece[1] - piece[0] > self._limit or
+                                      self._max_gap is not None and gap > self._max_gap):
+                    yield self._flush()
+                    size = 0
+                self._pending.append(piece)
+                size += piece[1] - piece[0]
+        if self._pending:
+            yield self._flush()
+
+    def _flush(self) -> Chunk:
+        chunk = Chunk(tuple((s, e) for s, e, _ in self._pending), np.concatenate([a for _, _, a in self._pending]),
+                      self._pad)
+        self._pending = []
+        self.speech += len(chunk.audio)
+        self.chunks += 1
+        return chunk
+
+    def _regions(self) -> Iterator[tuple[int, int, np.ndarray] | None]:
+        """(start, end, samples) of each speech region in order; None after each span."""
+        data, base, exhausted = np.zeros(0, np.float32), 0, False
+        while not exhausted:
+            pieces, have = [data], len(data)
+            while have < self._span:
+                block = next(self._blocks, None)
+                if block is None:
+                    exhausted = True
+                    break
+                pieces.append(np.asarray(block, dtype=np.float32).reshape(-1))
+                have += len(pieces[-1])
+                self.total += len(pieces[-1])
+            data = np.concatenate(pieces)
+            found = self._detect(data, self._options) if len(data) else []
+            keep, resume = found, len(data)
+            if not exhausted:
+                keep = []
+                for r in found:  # final: ends a margin before the span's end
+                    if r["end"] > len(data) - self._margin:
+                        break
+                    keep.append(r)
+                resume = keep[-1]["end"] if keep else found[0]["start"] if found else len(data) - self._margin
+                resume -= (base + resume) % FRAME  # on the frame grid of the whole stream: the same frames
+                if resume <= 0:  # one region over the whole span (cannot happen while regions are <= 30 s): go on
+                    keep, resume = found, len(data)
+            for r in keep:
+                if r["end"] > r["start"]:
+                    yield base + r["start"], base + r["end"], data[r["start"]:r["end"]].copy()
+            data, base = data[resume:], base + resume
+            self.decided = base
+            yield None
+
+
+def _split(start: int, end: int, audio: np.ndarray, limit: int) -> list[tuple[int, int, np.ndarray]]:
+    """A region as equal parts of at most ``limit`` samples."""
+    n = -(-(end - start) // limit)
+    edges = [round(k * (end - start) / n) for k in range(n + 1)]
+    return [(start + a, start + b, audio[a:b]) for a, b in zip(edges, edges[1:])]
+
+
+def speech_segments(tr, blocks: Iterable[np.ndarray], name: str, opts, info,
+                    progress: Callable[[float], None]) -> Iterator[Segment]:
+    """``Transcriber.stream`` with ``vad_filter``: the segments of the speech Silero finds in ``blocks``, for
+    ``tr`` (a ``Transcriber``) in ``opts.mode``. The language (when not given) is detected from the first chunk
+    before this returns; ``info.vad`` records the options, then the speech found and the chunks decoded."""
+    chunks = SpeechChunks(blocks, opts, max_gap_s=PLAIN_GAP_S if opts.mode == "plain" else None)
+    info.vad = {**vad_record(opts), "speech_s": 0.0, "chunks": 0}
+    stream, head = iter(chunks), []
+    if info.language is None:
+        for chunk in stream:
+            head.append(chunk)
+            if chunk.regions:
+                tr._ensure_language(chunk.audio, info)
+                break
+    return _decode(tr, itertools.chain(head, stream), chunks, name, opts, info, progress)
+
+
+def _decode(tr, stream: Iterator[Chunk], chunks: SpeechChunks, name: str, opts, info,
+            progress: Callable[[float], None]) -> Iterator[Segment]:
+    size = 1 if opts.mode == "sequential" else opts.batch_size
+    history = tr._prompt_tokens(opts)  # sequential: the previous text, carried from chunk to chunk
+    for batch in _batches(stream, chunks, size, progress):
+        language = tr._ensure_language(batch[0].audio, info)
+        if opts.mode == "sequential":
+            yield from batch[0].restore(tr._sequential(batch[0], 0, opts, info, lambda s: None, history))
+        elif opts.mode == "batched":
+            decoded = tr._decode_with_fallback([c.audio for c in batch], opts, language, [])
+            for c, (r, t) in zip(batch, decoded):
+                if not tr._skip_as_silence(r, opts):
+                    yield from c.restore(tr._segments(r, t, 0.0, len(c.audio) // HOP_LENGTH, final=True)[0])
+        else:
+            decode = DecodeOptions(beam_size=opts.beam_size, language=language, task=opts.task, batch_size=len(batch))
+            for c, text in zip(batch, tr.runtime.transcribe([c.audio for c in batch], decode)):
+                if text.text.strip():
+                    yield Segment(round(c.start, 3), round(c.end, 3), text.text, list(text.tokens))
+    info.duration = chunks.total / SAMPLE_RATE
+    info.vad.update(speech_s=round(chunks.speech / SAMPLE_RATE, 3), chunks=chunks.chunks)
+    if chunks.total == 0:
+        raise WhisperoptError(f"no audio samples in {name} (zero-length audio)")
+    progress(info.duration)
+
+
+def _batches(stream: Iterator[Chunk], chunks: SpeechChunks, size: int,
+             progress: Callable[[float], None]) -> Iterator[list[Chunk]]:
+    """The chunks with speech, ``size`` at a time; ``progress`` told what is done whenever none is held."""
+    batch: list[Chunk] = []
+    for chunk in stream:
+        if chunk.regions and len(chunk.audio) >= HOP_LENGTH:
+            batch.append(chunk)
+        if len(batch) == size:
+            yield batch
+            batch = []
+        if not batch:
+            progress(chunks.done())
+    if batch:
+        yield batch
+
+
+def speech_clips(clips: list[np.ndarray], opts) -> tuple[list[np.ndarray], list[Chunk | None]]:
+    """``transcribe_clips`` with ``vad_filter``: each clip's speech joined into one window (a clip is one window
+    already), or an empty array where Silero finds none; and the chunk that maps its times back (None: none)."""
+    out, maps = [], []
+    for clip in clips:
+        parts = [c for c in SpeechChunks([clip], opts) if c.regions]
+        chunk = Chunk(tuple(r for c in parts for r in c.regions), np.concatenate([c.audio for c in parts]),
+                      parts[0].pad) if parts else None
+        out.append(chunk.audio if chunk else np.zeros(0, np.float32))
+        maps.append(chunk)
+    return out, maps
+
+
+def restore_clips(results: list, maps: list[Chunk | None], opts) -> None:
+    """Put the times of ``speech_clips``' results back on each clip's own time line; record the VAD in each."""
+    for result, chunk in zip(results, maps):
+        if chunk is not None:
+            result.segments = chunk.restore(result.segments)
+        speech = len(chunk.audio) / SAMPLE_RATE if chunk else 0.0
+        result.vad = {**vad_record(opts), "speech_s": round(speech, 3), "chunks": int(chunk is not None)}
