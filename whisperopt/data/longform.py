@@ -139,15 +139,22 @@ def _pcm16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def build_file(chapter: Chapter, audio_path: Path, variant: str = "plain") -> LongformReference:
-    """Write ``chapter``'s long-form FLAC to ``audio_path`` block by block and return its reference."""
+def build_file(chapter: Chapter, audio_path: Path, variant: str = "plain",
+               plan: list[tuple[int, str, int]] | None = None) -> LongformReference:
+    """Write ``chapter``'s long-form FLAC to ``audio_path`` block by block and return its reference.
+
+    ``plan``: the hard variant's stretches as ``stretch_plan`` gives them, ``(junction, kind, samples)``, to build a
+    file with other stretches than the seeded draw (a short test file); None: the draw."""
     import soundfile as sf
 
     if variant not in VARIANTS:
         raise WhisperoptError(f"unknown long-form variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if plan is not None and variant != "hard":
+        raise WhisperoptError("stretches are inserted in the hard variant only")
     seed = chapter_seed(chapter, variant) if variant == "hard" else None
-    plan = {j: (kind, n) for j, kind, n in stretch_plan(np.random.default_rng(seed), len(chapter.files))} \
-        if seed is not None else {}
+    if plan is None and seed is not None:
+        plan = stretch_plan(np.random.default_rng(seed), len(chapter.files))
+    plan = {j: (kind, n) for j, kind, n in plan or ()}
     utts, stretches, pos = [], [], 0
     with sf.SoundFile(str(audio_path), "w", SAMPLE_RATE, 1, "PCM_16", format="FLAC") as out:
         for j, (rel, uid, text) in enumerate(zip(chapter.files, chapter.ids, chapter.texts)):
