@@ -86,6 +86,18 @@ class WindowResult:
 
 
 @dataclass
+class FileTranscript:
+    """A whole file transcribed by an engine's own long-form pipeline (``Runtime.transcribe_file``)."""
+
+    segments: list[dict]  # {"start", "end", "text"} in seconds of the input (+ "words" where the engine gives them)
+    language: str | None
+    duration: float | None  # seconds of audio the pipeline read
+    #: what the pipeline reports besides; "speech": [[start, end], ...] seconds it decoded (a VAD pipeline), which
+    #: the long-form bench uses to place the words of a segment without timestamps inside it
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
 class Artifact:
     """A built recipe: its directory (with manifest.json) and the source model it came from."""
 
@@ -154,6 +166,14 @@ class Runtime(ABC):
     def decode_windows(self, audios: list[np.ndarray], options: WindowOptions) -> list[WindowResult]:
         """Decode each 16 kHz window (≤ 30 s, padded by the engine) once, with timestamp tokens and scores."""
         raise WhisperoptError(f"long-form decoding unavailable: {self.long_form_unsupported}")
+
+    #: the engine's own whole-file pipeline, run as its users run it (``transcribe_file``), in a few words; None:
+    #: the engine has none, and long audio goes through ``whisperopt.transcribe``'s modes like every engine's
+    native_long_form: str | None = None
+
+    def transcribe_file(self, audio, language: str | None = None, task: str = "transcribe") -> FileTranscript:
+        """Transcribe a whole input (a path or a 16 kHz mono array, any length) with the engine's own pipeline."""
+        raise WhisperoptError("this engine has no long-form pipeline of its own (Runtime.native_long_form)")
 
     def language_probabilities(self, audio: np.ndarray) -> dict[str, float] | None:
         """P(language) over the checkpoint's languages for one ≤ 30-s window; None if the engine cannot tell."""

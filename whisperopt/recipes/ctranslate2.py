@@ -11,8 +11,11 @@ compute type and map the runner's decoding options
 onto faster-whisper's: same beam size, temperature 0 only (no fallback, no compression/log-prob/no-speech
 thresholds), no VAD, no conditioning on previous text, fixed language and task, no timestamps, suppress_blank and
 the checkpoint's suppress_tokens (``-1``) like transformers' generate. ``run_info()`` records what ran.
-``ct2-int8-fw-defaults`` is the exception: ct2-int8's artifact through ``WhisperModel.transcribe`` with faster-whisper's
-own defaults and front end (only language and task are the bench's), as its users run it; its rows say so.
+``ct2-int8-fw-defaults`` and ``ct2-int8-fw-batched`` are the exceptions (``ctranslate2_peers.py``): ct2-int8's artifact
+through ``WhisperModel.transcribe``, and through ``BatchedInferencePipeline.transcribe`` with its Silero VAD (what
+faster-whisper's README gives for long audio), with faster-whisper's own defaults and front end (only language and
+task are the bench's), as its users run it; their rows say so. ``ct2-int8-fw-batched`` also transcribes whole files
+with that pipeline (``Runtime.transcribe_file``): the long-form bench's faster-whisper peer row.
 
 Forced decode length (synthetic checkpoints): ctranslate2's ``Whisper.generate`` has no ``min_length``, and it
 decodes at most ``min(max_length // 2, max_length - s)`` new tokens, where ``s = len(prompt) - 1`` (the prompt
@@ -30,7 +33,8 @@ from pathlib import Path
 from ..errors import WhisperoptError
 from ..files import dist_version
 from .base import Artifact, Option, Recipe, Runtime
-from .ctranslate2_runtime import CT2Runtime, FWDefaultsRuntime
+from .ctranslate2_peers import FWBatchedRuntime, FWDefaultsRuntime
+from .ctranslate2_runtime import CT2Runtime
 
 COPY_FILES = ["tokenizer.json", "preprocessor_config.json"]
 
@@ -44,6 +48,7 @@ class CT2Recipe(Recipe):
     quantization = "float32"  # weights written by the converter, and the type requested at load
     batched = False
     faster_whisper_defaults = False  # True: WhisperModel.transcribe's own defaults (FWDefaultsRuntime)
+    faster_whisper_batched = False  # True: BatchedInferencePipeline's own defaults, VAD on (FWBatchedRuntime)
     fidelity_floor = 0.999
     window_unsupported = None  # ctranslate2's encoder takes fewer frames (CT2Runtime trims faster-whisper's padding)
 
@@ -87,7 +92,9 @@ class CT2Recipe(Recipe):
     def load(self, artifact: Artifact, device: str, threads: int) -> Runtime:
         if not (Path(artifact.weights_dir) / "model.bin").is_file():
             raise WhisperoptError(f"{self.name} artifact incomplete: {artifact.weights_dir}/model.bin missing; rebuild it")
-        return (FWDefaultsRuntime if self.faster_whisper_defaults else CT2Runtime)(self, artifact, device, threads)
+        runtime = FWBatchedRuntime if self.faster_whisper_batched else \
+            FWDefaultsRuntime if self.faster_whisper_defaults else CT2Runtime
+        return runtime(self, artifact, device, threads)
 
 
 def _batch_size(value) -> str | None:
@@ -128,18 +135,24 @@ def _recipes() -> list[CT2Recipe]:
     return out
 
 
-def _fw_defaults(recipes: list[CT2Recipe]) -> CT2Recipe:
-    """ct2-int8's artifact run the way faster-whisper's users run it (its README: int8 on CPU, default arguments)."""
+def _fw_peers(recipes: list[CT2Recipe]) -> list[CT2Recipe]:
+    """ct2-int8's artifact run the way faster-whisper's users run it (its README: int8 on CPU, default arguments;
+    ``BatchedInferencePipeline`` for long audio)."""
     base = next(r for r in recipes if r.name == "ct2-int8")
-    return CT2Recipe(name="ct2-int8-fw-defaults", quantization=base.quantization, devices=base.devices,
-                     fidelity_floor=base.fidelity_floor, weight_bits=base.weight_bits, base_recipe=base,
-                     shares_base_weights=True, faster_whisper_defaults=True,
-                     window_unsupported="it runs faster-whisper exactly as its users do (its own front end and "
-                                        "30-s windows); ct2-int8@window=auto is the adaptive one",
-                     description="CTranslate2 int8 with faster-whisper's defaults (beam 5, temperature fallback, "
-                                 "timestamps, conditioning on previous text, its own front end), not the bench's "
-                                 "settings: WhisperModel.transcribe as users run it")
+    common = dict(quantization=base.quantization, devices=base.devices, fidelity_floor=base.fidelity_floor,
+                  weight_bits=base.weight_bits, base_recipe=base, shares_base_weights=True,
+                  window_unsupported="it runs faster-whisper exactly as its users do (its own front end and "
+                                     "30-s windows); ct2-int8@window=auto is the adaptive one")
+    return [CT2Recipe(name="ct2-int8-fw-defaults", faster_whisper_defaults=True, **common,
+                      description="CTranslate2 int8 with faster-whisper's defaults (beam 5, temperature fallback, "
+                                  "timestamps, conditioning on previous text, its own front end), not the bench's "
+                                  "settings: WhisperModel.transcribe as users run it"),
+            CT2Recipe(name="ct2-int8-fw-batched", faster_whisper_batched=True, **common,
+                      description="CTranslate2 int8 through faster-whisper's BatchedInferencePipeline with its "
+                                  "defaults (Silero VAD on, speech merged into 30-s chunks, batch 8, beam 5, no "
+                                  "timestamps, its own front end), not the bench's settings: what faster-whisper "
+                                  "users run on long audio (the long-form bench's peer row, mode native)")]
 
 
 RECIPES = _recipes()
-RECIPES.append(_fw_defaults(RECIPES))
+RECIPES += _fw_peers(RECIPES)

@@ -1,6 +1,7 @@
-"""The CTranslate2 runtime behind ``recipes/ctranslate2.py``: faster-whisper's WhisperModel (sequential),
-BatchedInferencePipeline (batched) and, for ``ct2-int8-fw-defaults``, WhisperModel.transcribe with faster-whisper's
-own defaults. The decoding contract (forced lengths, settings) is described in ``ctranslate2.py``."""
+"""The CTranslate2 runtime behind ``recipes/ctranslate2.py``: faster-whisper's WhisperModel (sequential) and
+BatchedInferencePipeline (batched), with the bench's decoding. The decoding contract (forced lengths, settings) is
+described in ``ctranslate2.py``; the peer rows that run faster-whisper with its own defaults are in
+``ctranslate2_peers.py``."""
 
 from __future__ import annotations
 
@@ -390,86 +391,3 @@ class CT2Runtime(Runtime):
         self.pipeline = None
         self.model = self.ct2 = self.recorder = None
         gc.collect()
-
-
-# faster-whisper's WhisperModel.transcribe arguments that say nothing about decoding (left out of run_info)
-_FW_NOT_SETTINGS = {"self", "audio", "language", "task", "prepend_punctuations", "append_punctuations", "vad_parameters",
-                    "initial_prompt", "prefix", "hotwords", "clip_timestamps", "log_progress"}
-FW_DEFAULTS_NOTE = ("faster-whisper's own WhisperModel.transcribe defaults and front end, not the bench's decoding "
-                    "(only language and task are the bench's): WER is comparable (same audio and references), the "
-                    "settings differ (beam 5, timestamps, temperature fallback, conditioning), so its time is "
-                    "what a default faster-whisper user gets, not a like-for-like engine comparison")
-
-
-class FWDefaultsRuntime(CT2Runtime):
-    """faster-whisper as users run it: ``WhisperModel.transcribe(audio, language=..., task=...)``, nothing else set,
-    with faster-whisper's own front end (log-mel of the audio, features zero-padded). Decoded differently from every
-    other row, and says so in ``run_info()``."""
-
-    def __init__(self, recipe: CT2Recipe, artifact: Artifact, device: str, threads: int):
-        super().__init__(recipe, artifact, device, threads)
-        self.model.feature_extractor = self.model.feature_extractor._native  # faster-whisper's own front end
-        self.not_comparable: str | None = None
-        self.generate_calls = self.utterances = 0
-        self.ignored: set[str] = set()
-
-    def _defaults(self) -> dict:
-        import inspect
-
-        from faster_whisper import WhisperModel
-
-        params = inspect.signature(WhisperModel.transcribe).parameters
-        return {k: p.default for k, p in params.items() if k not in _FW_NOT_SETTINGS}
-
-    def transcribe(self, audios, options, forced_lengths=None):
-        bench = DecodeOptions()
-        self.ignored |= {k for k in ("beam_size", "max_new_tokens") if getattr(options, k) != getattr(bench, k)}
-        if forced_lengths and not self.not_comparable:
-            self.not_comparable = ("faster-whisper's defaults cannot force a decode length (it stops at end-of-text, "
-                                   "re-decodes on temperature fallback and seeks on timestamps), so on random weights "
-                                   "it decodes a different number of tokens than the reference transcript's")
-        out = []
-        for i, audio in enumerate(audios):
-            # random weights fail every fallback threshold: each of the 6 temperatures would decode up to 224 tokens
-            # x 5 candidates; capped at the reference's length, the time stays near a real run's (still not equal)
-            cap = {"max_new_tokens": forced_lengths[i]} if forced_lengths else {}
-            self.recorder.calls.clear()
-            segments, _ = self.model.transcribe(np.ascontiguousarray(audio[:N_SAMPLES], dtype=np.float32),
-                                                language=options.language, task=options.task, **cap)
-            segments = list(segments)  # the generator does the work
-            self.generate_calls += len(self.recorder.calls)
-            self.utterances += 1
-            # the kept segments' tokens: text and timestamp tokens (fallback re-decodes are counted in run_info)
-            out.append(Transcription("".join(s.text for s in segments).strip(),
-                                     [int(t) for s in segments for t in s.tokens]))
-        if self.settings is None:
-            self.settings = {
-                "engine": f"faster-whisper {dist_version('faster-whisper')} / ctranslate2 {dist_version('ctranslate2')}",
-                "api": "WhisperModel.transcribe(audio, language=..., task=...) with every other argument at "
-                       "faster-whisper's default",
-                "settings": FW_DEFAULTS_NOTE,
-                "device": self.device,
-                "compute_type": self.ct2.compute_type,
-                "front_end": "faster-whisper's own (log-mel of the audio, features zero-padded to 3000 frames)",
-                "cpu_threads": self.threads,
-                "language": options.language,
-                "task": options.task,
-                **self._defaults(),
-            }
-            if forced_lengths:
-                self.settings["max_new_tokens"] = ("the reference transcript's token count per window (synthetic "
-                                                   "weights only: bounds the fallback re-decodes of random output)")
-        return out
-
-    def run_info(self) -> dict:
-        settings = dict(self.settings or {})
-        if self.ignored:
-            settings["bench_options_not_applied"] = ", ".join(sorted(self.ignored))
-        if self.utterances:
-            settings["generate_calls_per_utterance"] = round(self.generate_calls / self.utterances, 2)
-        info = {"decode_settings": settings, "own_settings": FW_DEFAULTS_NOTE}
-        if self.device == "cpu":
-            info["isa_path"] = ct2_isa_path(self.recipe.compute_precision)
-        if self.not_comparable:
-            info["not_comparable"] = self.not_comparable
-        return info
