@@ -1,4 +1,5 @@
-"""``whisperopt bench --ray``: the local runner's benchmark, its work spread over a Ray cluster.
+"""``whisperopt bench --ray``: the bench's steps (``steps``) run by ``RayExecutor``, their work spread over a Ray
+cluster (``local.LocalExecutor`` runs the same worker processes here).
 
 The work is Ray tasks, each holding ``--threads`` CPUs of one node (so no two timed tasks share cores):
 
@@ -10,7 +11,7 @@ The work is Ray tasks, each holding ``--threads`` CPUs of one node (so no two ti
 * **final** — per recipe, after its shards: the fidelity probes and the throughput and packed passes, which need
   every row.
 
-The driver appends each row to the same fsync'ed rows file as the local runner does, so a driver that dies loses no
+The driver appends each row to the same fsync'ed rows file as the local executor does, so a driver that dies loses no
 row it had received and a re-run measures only the rest. A task whose worker process dies (SIGKILL, the node lost)
 is retried by Ray; a streaming generator's retry replays its outputs and Ray drops those already delivered, and the
 driver keeps one row per utterance id in any case. Every row names its node and CPU model (see ``report.summary``
@@ -23,20 +24,20 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from ..cluster import alive_nodes, connect, ray_module, this_node
 from ..errors import WhisperoptError
-from ..files import atomic_write_json
-from .results import append_row, read_rows, read_status, recipe_paths, repair_rows
+from ..recipes import Recipe
+from .results import append_row, read_rows, recipe_paths
+from .steps import Executor, Outcome, RecipeRun, merged_result, run_worker, worker_env
 from .worker import Job
 
 RETRIES = 3  # tries after the first, per task whose worker process died
 DEFAULT_SHARD = 25  # utterances per task: fewer tasks cost less start-up, more spread the work wider
 LOG_TAIL = 64 * 1024
-SEGMENT_KEYS = ("utterances", "resumed_from", "load_s", "load_peak_ram_mb", "peak_ram_mb", "run_ram_mb",
-                "peak_vram_mb", "cpu_s", "wall_s")
 
 
 class WorkerCrashed(RuntimeError):
@@ -55,7 +56,6 @@ def _on_node(job: dict, model_spec: str, tmp: Path) -> tuple[Job, dict]:
     """This job on the node it runs on: the model resolved here (a hub id, size name, wheel or synthetic spec gives
     the same weights everywhere), worker settings for the task's CPUs."""
     from ..models import resolve_model
-    from .runner import worker_env
 
     job = Job.from_dict(job)
     model = resolve_model(model_spec)
@@ -64,8 +64,6 @@ def _on_node(job: dict, model_spec: str, tmp: Path) -> tuple[Job, dict]:
 
 def build_task(job: dict, model_spec: str) -> dict:
     """Build (or reuse) one recipe's artifact on this node. Returns the worker's build result and the node."""
-    from .runner import run_worker
-
     ray = ray_module()
     with tempfile.TemporaryDirectory(prefix="whisperopt-ray-build-") as tmp:
         node_job, env = _on_node(job, model_spec, Path(tmp))
@@ -79,8 +77,6 @@ def shard_task(job: dict, model_spec: str, artifacts: dict, reference: bytes | N
     """Measure ``job.ids`` on this node (a streaming generator): yields {"row"} per utterance as the worker writes
     it, then {"segment"} (if it measured any), then {"result"}. ``rows``: the recipe's rows so far, for the final
     task, whose worker then measures nothing and runs the probes, throughput and packed passes only."""
-    from .runner import run_worker
-
     ray = ray_module()
     node, node_id = this_node(ray), ray.get_runtime_context().get_node_id()
     with tempfile.TemporaryDirectory(prefix="whisperopt-ray-shard-") as tmp:
@@ -147,201 +143,184 @@ def _error(exc: BaseException) -> str:
 class _Recipe:
     """The driver's record of one recipe's distributed run."""
 
-    def __init__(self, recipe, options: dict, built: dict, paths: dict, total: int, done: int):
-        self.recipe, self.options, self.built, self.paths = recipe, options, built, paths
+    def __init__(self, run: RecipeRun, artifacts: dict[str, str]):
+        self.run = run
+        self.artifacts = artifacts  # node id -> artifact directory there
         self.shards_left, self.results, self.errors, self.nodes = 0, [], [], set()
-        self.total, self.measured = total, done
+        self.measured = len(run.done)
         self.final: dict | None = None
-        self.bar = None  # its progress bar
-        self.artifacts: dict[str, str] = {}  # node id -> artifact directory there
         self.seen: set[str] = set()  # utterance ids in its rows file
 
+    def outcome(self) -> Outcome:
+        result = {"ok": False, "error": self.errors[0]} if self.errors else merged_result(self.results, self.final)
+        return Outcome(self.run, result, {"ray": {"nodes": sorted(n for n in self.nodes if n),
+                                                  "shards": len(self.results)}})
 
-def run_on_ray(cfg, recipes, options: dict, dataset, out_dir: Path, base_job: Job, make_reference, progress,
-               log) -> None:
-    """Steps 1-3 of the runner (build, reference, run) on the Ray cluster ``cfg.ray``; results as the local runner's."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from .runner import available
+class RayExecutor(Executor):
+    """The steps' builds and runs as Ray tasks on the cluster ``cfg.ray``: builds pinned to every node, runs as
+    shards spread over the nodes, then a final task per recipe; results as the local executor's."""
 
-    ray = connect(cfg.ray, log)
-    gpus = 1 if cfg.device == "cuda" else 0
-    nodes = alive_nodes(ray, cfg.threads, gpus)
-    log(f"ray: {len(nodes)} node(s) with {cfg.threads} CPU(s) per task: "
-        + ", ".join(f"{n['name']} ({n['cpus']} CPUs)" for n in nodes))
-    task = {"num_cpus": cfg.threads, "num_gpus": gpus}
-    build_remote = ray.remote(build_task)
-    shard_remote = ray.remote(shard_task).options(**task, max_retries=RETRIES, retry_exceptions=[WorkerCrashed],
-                                                  scheduling_strategy="SPREAD")  # the nodes share the load
-    base = base_job.to_dict()
+    def start(self) -> None:
+        cfg = self.cfg
+        self.ray = connect(cfg.ray, self.log)
+        gpus = 1 if cfg.device == "cuda" else 0
+        self.nodes = alive_nodes(self.ray, cfg.threads, gpus)
+        self.log(f"ray: {len(self.nodes)} node(s) with {cfg.threads} CPU(s) per task: "
+                 + ", ".join(f"{n['name']} ({n['cpus']} CPUs)" for n in self.nodes))
+        self.task = {"num_cpus": cfg.threads, "num_gpus": gpus}
+        self.artifacts: dict[str, dict[str, str]] = {}  # recipe -> node id -> artifact directory there
 
-    # 1. build: on the first node, then on the others (a shared cache makes those hits)
-    runnable = available(recipes, cfg.device, out_dir, log)
-    builds: dict[str, dict[str, dict]] = {r.name: {} for r in runnable}
-    for wave in (nodes[:1], nodes[1:]):
-        refs = {}
-        for recipe in runnable:
-            for node in wave:
-                job = {**base, "recipe": recipe.name, "options": options[recipe.name]}
-                strategy = NodeAffinitySchedulingStrategy(node["id"], soft=False)
-                refs[build_remote.options(**task, scheduling_strategy=strategy).remote(job, cfg.model)] = \
-                    (recipe, node)
-        if refs:
-            log(f"build {len(refs)} artifact(s) on {len(wave)} node(s) ...")
-        for ref, (recipe, node) in refs.items():
-            try:
-                built = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                built = {"ok": False, "error": _error(exc), "log": ""}
-            builds[recipe.name][node["id"]] = built
-            _append_log(recipe_paths(out_dir, recipe.name)["log"], f"build on node {node['name']}", built.get("log", ""))
-    live = []
-    for recipe in runnable:
-        paths = recipe_paths(out_dir, recipe.name)
-        failed = {nid: b for nid, b in builds[recipe.name].items() if not b.get("ok")}
-        if failed:
-            nid, b = next(iter(failed.items()))
-            name = next(n["name"] for n in nodes if n["id"] == nid)
-            log(f"fail  {recipe.name} (build on node {name}): {b['error']}")
-            atomic_write_json(paths["status"], {"recipe": recipe.name, "status": "failed", "stage": "build",
-                                                "error": f"build on node {name}: {b['error']}"})
-            continue
-        first = builds[recipe.name][nodes[0]["id"]]
-        hits = sum(b["cache_hit"] for b in builds[recipe.name].values())
-        log(f"      {recipe.name}: built on {len(nodes) - hits} node(s), cached on {hits} -> {first['artifact_dir']}")
-        live.append((recipe, first))
+    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, dict]]:
+        """On the first node, then on the others (a shared cache makes those hits)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    # 2. fidelity reference (the baseline on this machine's CPU, once per results directory)
-    if live and cfg.fidelity_utterances:
-        make_reference()
-    ref_path = Path(base_job.reference_path)
-    reference = ray.put(ref_path.read_bytes()) if cfg.fidelity_utterances and ref_path.exists() else None
-
-    # 3. run: every recipe's shards at once; Ray places them where CPUs are free
-    wanted = [u.id for u in dataset.utterances]
-    size = cfg.shard_size or DEFAULT_SHARD
-    state: dict = {}  # generator -> (recipe record, kind)
-    records = []
-    for recipe, built in live:
-        paths = recipe_paths(out_dir, recipe.name)
-        repair_rows(paths["rows"])  # a torn last row (the driver killed mid-write) is dropped and measured again
-        done = {r["id"] for r in read_rows(paths["rows"])} & set(wanted)
-        previous = read_status(paths["status"])
-        if len(done) == len(wanted) and previous.get("status") == "ok" and cfg.extra_passes_done(previous):
-            log(f"done  {recipe.name}: all {len(wanted)} utterances already measured (delete its rows to re-measure)")
-            continue
-        rec = _Recipe(recipe, options[recipe.name], built, paths, len(wanted), len(done))
-        rec.bar = progress.add_task(recipe.name, total=len(wanted), completed=len(done)) if progress else None
-        rec.artifacts = {nid: b["artifact_dir"] for nid, b in builds[recipe.name].items()}
-        job = {**base, "recipe": recipe.name, "options": options[recipe.name], "fidelity_utterances": 0,
-               "throughput_batches": [], "pack_gap": None}
-        todo = [i for i in wanted if i not in done]
-        for ids in _shards(todo, size):
-            state[shard_remote.remote({**job, "ids": ids}, cfg.model, rec.artifacts, None, None)] = (rec, "shard")
-            rec.shards_left += 1
-        records.append(rec)
-        if not todo:
-            _finish_shards(rec, cfg, state, shard_remote, base, reference)
-    if state:
-        log(f"ray: {sum(r.shards_left for r in records)} shard task(s) of up to {size} utterances")
-    files = {}
-    try:
-        pending = list(state)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-            for gen in ready:
-                rec, kind = state[gen]
+        build_remote = self.ray.remote(build_task)
+        builds: dict[str, dict[str, dict]] = {r.name: {} for r, _ in jobs}
+        for wave in (self.nodes[:1], self.nodes[1:]):
+            refs = {}
+            for recipe, job in jobs:
+                for node in wave:
+                    strategy = NodeAffinitySchedulingStrategy(node["id"], soft=False)
+                    ref = build_remote.options(**self.task, scheduling_strategy=strategy).remote(job.to_dict(),
+                                                                                              self.cfg.model)
+                    refs[ref] = (recipe, node)
+            if refs:
+                self.log(f"build {len(refs)} artifact(s) on {len(wave)} node(s) ...")
+            for ref, (recipe, node) in refs.items():
                 try:
-                    item = ray.get(next(gen))
-                except StopIteration:
-                    if kind == "shard":
-                        rec.shards_left -= 1
-                        if rec.shards_left == 0:
-                            pending += _finish_shards(rec, cfg, state, shard_remote, base, reference)
-                    continue
-                except ray.exceptions.RayError as exc:  # failed after its retries; the other shards go on
-                    rec.errors.append(_error(exc))
-                    log(f"fail  {rec.recipe.name} ({kind} task): {rec.errors[-1]}")
-                    if kind == "shard":
-                        rec.shards_left -= 1
-                        if rec.shards_left == 0:
-                            pending += _finish_shards(rec, cfg, state, shard_remote, base, reference)
-                    continue
+                    built = self.ray.get(ref)
+                except self.ray.exceptions.RayError as exc:
+                    built = {"ok": False, "error": _error(exc), "log": ""}
+                builds[recipe.name][node["id"]] = built
+                _append_log(recipe_paths(self.out_dir, recipe.name)["log"], f"build on node {node['name']}",
+                            built.get("log", ""))
+        for recipe, _ in jobs:
+            failed = {nid: b for nid, b in builds[recipe.name].items() if not b.get("ok")}
+            if failed:
+                nid, b = next(iter(failed.items()))
+                name = next(n["name"] for n in self.nodes if n["id"] == nid)
+                yield recipe, {**b, "where": f"on node {name}"}
+                continue
+            first = builds[recipe.name][self.nodes[0]["id"]]
+            hits = sum(b["cache_hit"] for b in builds[recipe.name].values())
+            self.log(f"      {recipe.name}: built on {len(self.nodes) - hits} node(s), cached on {hits} -> "
+                     f"{first['artifact_dir']}")
+            self.artifacts[recipe.name] = {nid: b["artifact_dir"] for nid, b in builds[recipe.name].items()}
+            yield recipe, first
+
+    def measure(self, runs: Iterable[RecipeRun]) -> Iterator[Outcome]:
+        """Every recipe's shards at once (Ray places them where CPUs are free); each recipe's final task when its
+        shards are over. Rows are appended here, fsync'ed, as the tasks stream them."""
+        runs = list(runs)
+        if not runs:
+            return
+        ray, cfg = self.ray, self.cfg
+        ref_path = runs[0].job.reference_path
+        self.reference = ray.put(Path(ref_path).read_bytes()) \
+            if cfg.fidelity_utterances and ref_path and Path(ref_path).exists() else None
+        self.shard_remote = ray.remote(shard_task).options(**self.task, max_retries=RETRIES,
+                                                            retry_exceptions=[WorkerCrashed],
+                                                            scheduling_strategy="SPREAD")  # the nodes share the load
+        size = cfg.shard_size or DEFAULT_SHARD
+        state: dict = {}  # generator -> (recipe record, kind)
+        pending, records = [], []
+        for run in runs:
+            rec = _Recipe(run, self.artifacts[run.recipe.name])
+            job = {**run.job.to_dict(), "fidelity_utterances": 0, "throughput_batches": [], "pack_gap": None}
+            todo = [i for i in run.wanted if i not in run.done]
+            for ids in _shards(todo, size):
+                gen = self.shard_remote.remote({**job, "ids": ids}, cfg.model, rec.artifacts, None, None)
+                state[gen] = (rec, "shard")
                 pending.append(gen)
-                _take(item, rec, kind, files, progress)
-    except BaseException:
-        for gen in state:
-            try:
-                ray.cancel(gen, force=True)
-            except Exception:  # noqa: BLE001 - best effort: the job's end stops them anyway
-                pass
-        raise
-    finally:
-        for f in files.values():
-            f.close()
+                rec.shards_left += 1
+            records.append(rec)
+            if not todo:
+                yield from self._shards_over(rec, state, pending)
+        if pending:
+            self.log(f"ray: {sum(r.shards_left for r in records)} shard task(s) of up to {size} utterances")
+        yield from self._stream(state, pending)
+
+    def _stream(self, state: dict, pending: list) -> Iterator[Outcome]:
+        """Wait on the tasks' streams until all are over; yield each recipe's outcome as it ends."""
+        ray, files = self.ray, {}
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                for gen in ready:
+                    rec, kind = state[gen]
+                    try:
+                        item = ray.get(next(gen))
+                    except StopIteration:
+                        if kind == "shard":
+                            yield from self._shard_ended(rec, state, pending)
+                        continue
+                    except ray.exceptions.RayError as exc:  # failed after its retries; the other shards go on
+                        rec.errors.append(_error(exc))
+                        self.log(f"fail  {rec.run.recipe.name} ({kind} task): {rec.errors[-1]}")
+                        if kind == "shard":
+                            yield from self._shard_ended(rec, state, pending)
+                        else:
+                            yield rec.outcome()
+                        continue
+                    pending.append(gen)
+                    if _take(item, rec, kind, files, self.progress) == "final":
+                        yield rec.outcome()
+        except BaseException:
+            for gen in state:
+                try:
+                    ray.cancel(gen, force=True)
+                except Exception:  # noqa: BLE001 - best effort: the job's end stops them anyway
+                    pass
+            raise
+        finally:
+            for f in files.values():
+                f.close()
+
+    def _shard_ended(self, rec: _Recipe, state: dict, pending: list) -> Iterator[Outcome]:
+        rec.shards_left -= 1
+        if rec.shards_left == 0:
+            yield from self._shards_over(rec, state, pending)
+
+    def _shards_over(self, rec: _Recipe, state: dict, pending: list) -> Iterator[Outcome]:
+        """A recipe's shards are over: start its final task (probes, throughput, packed) if it needs one, else its
+        outcome is known."""
+        cfg = self.cfg
+        if rec.errors or not (cfg.fidelity_utterances or cfg.throughput_batches or cfg.pack):
+            yield rec.outcome()
+            return
+        job = {**rec.run.job.to_dict(), "ids": []}
+        gen = self.shard_remote.remote(job, cfg.model, rec.artifacts, self.reference, read_rows(rec.run.paths["rows"]))
+        state[gen] = (rec, "final")
+        pending.append(gen)
 
 
-def _finish_shards(rec: _Recipe, cfg, state: dict, shard_remote, base: dict, reference) -> list:
-    """A recipe's shards are over: start its final task (probes, throughput, packed) if it needs one, else write its
-    status. Returns the new generators to wait on."""
-    if rec.errors or not (cfg.fidelity_utterances or cfg.throughput_batches or cfg.pack):
-        _write_status(rec)
-        return []
-    rows = read_rows(rec.paths["rows"])
-    job = {**base, "recipe": rec.recipe.name, "options": rec.options, "ids": []}
-    gen = shard_remote.remote(job, cfg.model, rec.artifacts, reference, rows)
-    state[gen] = (rec, "final")
-    return [gen]
-
-
-def _take(item: dict, rec: _Recipe, kind: str, files: dict, progress) -> None:
-    """One streamed output of a task: a row (appended, fsync'ed, once per utterance), a segment, or a result."""
-    name = rec.recipe.name
+def _take(item: dict, rec: _Recipe, kind: str, files: dict, progress) -> str | None:
+    """One streamed output of a task: a row (appended, fsync'ed, once per utterance), a segment, or a result.
+    Returns "final" when it was the final task's result (the recipe's outcome is then known)."""
+    run = rec.run
+    name = run.recipe.name
     if "row" in item:
-        if name not in files:  # opened at its first row, kept open; run_on_ray closes it
-            rec.seen = {r["id"] for r in read_rows(rec.paths["rows"])}
-            files[name] = open(rec.paths["rows"], "a", encoding="utf-8")  # noqa: SIM115
+        if name not in files:  # opened at its first row, kept open; RayExecutor._stream closes it
+            rec.seen = {r["id"] for r in read_rows(run.paths["rows"])}
+            files[name] = open(run.paths["rows"], "a", encoding="utf-8")  # noqa: SIM115
         row = item["row"]
         if row.get("id") in rec.seen:  # a retried task's replay; Ray normally drops these itself
-            return
+            return None
         append_row(files[name], row)
         rec.seen.add(row["id"])
         rec.measured += 1
         rec.nodes.add(row.get("node"))
         if progress is not None:
-            progress.update(rec.bar, completed=min(rec.measured, rec.total))
+            progress.update(run.bar, completed=min(rec.measured, len(run.wanted)))
     elif "segment" in item:
-        with open(rec.paths["segments"], "a", encoding="utf-8") as f:
+        with open(run.paths["segments"], "a", encoding="utf-8") as f:
             append_row(f, item["segment"])
     elif "result" in item:
-        _append_log(rec.paths["log"], f"{kind} task on node {item['node']}", item["log"])
+        _append_log(run.paths["log"], f"{kind} task on node {item['node']}", item["log"])
         if kind == "final":
             rec.final = item["result"]
-            _write_status(rec)
-        else:
-            rec.results.append(item["result"])
-            rec.nodes.add(item["node"])
-
-
-def _write_status(rec: _Recipe) -> None:
-    """The recipe's status file, as the local runner writes it, from its shard results and its final task's."""
-    recipe, built = rec.recipe, rec.built
-    status = {"recipe": recipe.name, "engine": recipe.engine, "options": rec.options,
-              "artifact_dir": built["artifact_dir"], "size_bytes": built["size_bytes"],
-              "build_s": built["build_s"], "cache_hit": built["cache_hit"],
-              "manifest": built["manifest"], "description": recipe.description,
-              "baseline": recipe.baseline, "component_baseline": recipe.component_baseline}
-    if rec.errors:
-        status.update(status="failed", stage="run", error=rec.errors[0])
-    else:
-        info = {}
-        for result in rec.results + ([rec.final] if rec.final else []):
-            extra = {k: v for k, v in result.items() if k != "ok"}
-            if result is rec.final:  # measured nothing: its resource figures are not the run's
-                extra = {k: v for k, v in extra.items() if k not in SEGMENT_KEYS}
-            info.update(extra)
-        info["utterances"] = sum(r.get("utterances", 0) for r in rec.results)
-        status.update(status="ok", **info)
-    status["ray"] = {"nodes": sorted(n for n in rec.nodes if n), "shards": len(rec.results)}
-    atomic_write_json(rec.paths["status"], status)
-
+            return "final"
+        rec.results.append(item["result"])
+        rec.nodes.add(item["node"])
+    return None

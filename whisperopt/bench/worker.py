@@ -111,11 +111,9 @@ def _fidelity(runtime, job: Job) -> dict:
 
 
 def do_run(job: Job) -> dict:
-    from ..data import SAMPLE_RATE, load_dataset
-    from ..data.features import audio_frames
+    from ..data import load_dataset
     from ..metrics.hardware import cpu_info
-    from ..metrics.resources import CpuMeter, RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
-    from ..metrics.wer import utterance_errors
+    from ..metrics.resources import RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
     from ..models.processor import load_processor
     from ..recipes.base import DecodeOptions
 
@@ -144,31 +142,7 @@ def do_run(job: Job) -> dict:
 
     sampler = RssSampler()
     sampler.start()
-    cpu = CpuMeter()
-    with open(rows_path, "a", encoding="utf-8") as f:
-        for start in range(0, len(todo), decode.batch_size):
-            batch = todo[start:start + decode.batch_size]
-            audios = [u.load() for u in batch]  # a decode error names the manifest line
-            forced = [forced_length(tok, u.text) for u in batch] if synthetic else None
-            cpu.start()
-            t = time.perf_counter()
-            results = runtime.transcribe(audios, decode, forced)
-            latency = time.perf_counter() - t
-            cpu.stop()
-            if len(results) != len(batch):
-                raise WhisperoptError(f"{recipe.name} returned {len(results)} results for {len(batch)} inputs")
-            window_s = audio_frames(audios, runtime.window) / FRAMES_PER_SECOND  # seconds the encoder was given
-            for u, audio, res in zip(batch, audios, results):
-                row = {"id": u.id, "duration_s": len(audio) / SAMPLE_RATE, "latency_s": latency,
-                       "batch": len(batch), "tokens": len(res.tokens), "hypothesis": res.text, "reference": u.text,
-                       "window_s": window_s, **where}
-                if synthetic:
-                    row["forced_tokens"] = forced[batch.index(u)]
-                    row["words"] = row["chars"] = None
-                else:
-                    words, chars = utterance_errors(u.text, res.text)
-                    row["words"], row["chars"] = words.to_dict(), chars.to_dict()
-                append_row(f, row)
+    cpu = _measure(runtime, recipe.name, todo, decode, rows_path, tok, where)
     run_ram = sampler.stop()
     segment = {
         "utterances": len(todo),
@@ -196,6 +170,43 @@ def do_run(job: Job) -> dict:
     info.update(_fidelity(runtime, job) if job.fidelity_utterances else {})
     runtime.close()
     return info
+
+
+def _measure(runtime, name: str, todo, decode, rows_path: Path, tok, where: dict):
+    """The measured pass: ``todo`` transcribed in batches, one fsync'ed row per utterance (latency, tokens, errors;
+    on synthetic weights the forced length instead of errors). Returns the CPU meter of the timed calls."""
+    from ..data import SAMPLE_RATE
+    from ..data.features import audio_frames
+    from ..metrics.resources import CpuMeter
+    from ..metrics.wer import utterance_errors
+
+    synthetic = tok is not None
+    cpu = CpuMeter()
+    with open(rows_path, "a", encoding="utf-8") as f:
+        for start in range(0, len(todo), decode.batch_size):
+            batch = todo[start:start + decode.batch_size]
+            audios = [u.load() for u in batch]  # a decode error names the manifest line
+            forced = [forced_length(tok, u.text) for u in batch] if synthetic else None
+            cpu.start()
+            t = time.perf_counter()
+            results = runtime.transcribe(audios, decode, forced)
+            latency = time.perf_counter() - t
+            cpu.stop()
+            if len(results) != len(batch):
+                raise WhisperoptError(f"{name} returned {len(results)} results for {len(batch)} inputs")
+            window_s = audio_frames(audios, runtime.window) / FRAMES_PER_SECOND  # seconds the encoder was given
+            for u, audio, res in zip(batch, audios, results):
+                row = {"id": u.id, "duration_s": len(audio) / SAMPLE_RATE, "latency_s": latency,
+                       "batch": len(batch), "tokens": len(res.tokens), "hypothesis": res.text, "reference": u.text,
+                       "window_s": window_s, **where}
+                if synthetic:
+                    row["forced_tokens"] = forced[batch.index(u)]
+                    row["words"] = row["chars"] = None
+                else:
+                    words, chars = utterance_errors(u.text, res.text)
+                    row["words"], row["chars"] = words.to_dict(), chars.to_dict()
+                append_row(f, row)
+    return cpu
 
 
 def _throughput(runtime, utterances, decode, batches: list[int], rows_path: Path, tok) -> list[dict]:
