@@ -97,42 +97,7 @@ def test_every_installed_recipe_builds_validates_and_transcribes(name, tiny_mode
             assert len(short.tokens) == n
 
 
-# the layers, top to bottom; a module may import its own layer and the ones below it, never one above
-LAYERS = {"cli": 0, "__main__": 0, "export": 1, "serve": 1, "report": 1, "bench": 2, "transcribe": 2, "recipes": 3, "data": 4, "models": 4,
-          "metrics": 5, "constants": 6, "errors": 6, "files": 6, "cache": 6, "cluster": 6}
 ENGINE_NAMES = ("torch-fp32", "onnx-", "openvino-", "ct2-", "sherpa-")
-
-
-def _imported_layers(path, package_root):
-    """(line, layer) of every whisperopt module ``path`` imports, function-level imports included."""
-    import ast
-
-    rel = path.relative_to(package_root).parts
-    for node in ast.walk(ast.parse(path.read_text())):
-        if not isinstance(node, ast.ImportFrom):
-            continue
-        if node.level:
-            parts = list(rel[:-1])[: len(rel) - node.level] + (node.module.split(".") if node.module else [])
-            names = [parts[0]] if parts else [a.name for a in node.names]
-        elif node.module and node.module.startswith("whisperopt."):
-            names = [node.module.split(".")[1]]
-        else:
-            continue
-        yield from ((node.lineno, name) for name in names if name in LAYERS)
-
-
-def test_layers_import_only_downward():
-    from pathlib import Path
-
-    import whisperopt
-
-    root = Path(whisperopt.__file__).parent
-    upward = []
-    for path in root.rglob("*.py"):
-        layer = LAYERS.get(path.relative_to(root).parts[0].removesuffix(".py"), 6)
-        upward += [f"{path.relative_to(root)}:{line} imports {name}" for line, name in _imported_layers(path, root)
-                   if LAYERS[name] < layer]
-    assert not upward, upward
 
 
 def test_no_engine_name_outside_recipes():
