@@ -446,12 +446,10 @@ class Transcriber:
         return group_words(pieces, times, seg.start, seg.end)
 
     # --- modes ---
-    def _sequential(self, buffer: _Buffer, start: int, opts, info, progress,
-                    history: list[int] | None = None) -> Iterator[Segment]:
-        """``history``: the text to condition on, kept up to date (the VAD's chunks share one); default: the initial
-        prompt."""
+    def _sequential(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:
         seek = start // HOP_LENGTH  # frames
-        history = self._prompt_tokens(opts) if history is None else history
+        history = self._prompt_tokens(opts)
+        prompt_from = 0
         while True:
             window = buffer.window(seek * HOP_LENGTH, N_SAMPLES)
             frames = len(window) // HOP_LENGTH
@@ -463,7 +461,7 @@ class Transcriber:
                 progress(seek * HOP_LENGTH / SAMPLE_RATE)
                 continue
             language = self._ensure_language(window, info)
-            prompt = list(history) if opts.condition_on_previous_text else []
+            prompt = history[prompt_from:] if opts.condition_on_previous_text else []
             (r, t), = self._decode_with_fallback([window], opts, language, prompt)
             if self._skip_as_silence(r, opts):
                 seek += frames
@@ -473,7 +471,7 @@ class Transcriber:
             for s in raw:
                 history.extend(s.tokens)
             if not opts.condition_on_previous_text or t > 0.5:
-                history.clear()  # a high temperature's output is not a context worth keeping
+                prompt_from = len(history)  # a high temperature's output is not a context worth keeping
             seek += advance
             yield from segs
             progress(seek * HOP_LENGTH / SAMPLE_RATE)

@@ -7,9 +7,10 @@ Like faster-whisper's ``BatchedInferencePipeline`` (``collect_chunks`` + ``resto
 * speech regions (each padded by ``speech_pad_ms``, split by the detector at a pause once longer than
   ``max_chunk_s``) are joined in order into chunks of at most ``max_chunk_s`` of speech, the silence between them left
   out; a region still longer is cut into equal parts, never truncated. Non-speech is never decoded;
-* each chunk is one window: ``batched`` decodes ``batch_size`` chunks per engine call, ``sequential`` runs the
-  openai-style loop inside each chunk (conditioning carried from chunk to chunk, fallback as without VAD), ``plain``
-  gives one segment per chunk (its chunks also end at a gap over ``PLAIN_GAP_S``);
+* ``batched`` decodes each chunk as one window, ``batch_size`` chunks per engine call; ``plain`` gives one segment
+  per chunk (its chunks also end at a gap over ``PLAIN_GAP_S``); ``sequential`` runs the openai-style loop
+  (conditioning and fallback as without VAD) over all the speech joined, like faster-whisper's ``WhisperModel``
+  with ``vad_filter`` (``Joined`` says why not chunk by chunk);
 * segment and word times on a chunk's audio go back to the input's time line region by region
   (``Chunk.restore``).
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..constants import HOP_LENGTH, SAMPLE_RATE
+from ..constants import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 from ..errors import WhisperoptError
 from ..recipes.base import DecodeOptions
 from .writers import Segment
@@ -263,13 +264,23 @@ def speech_segments(tr, blocks: Iterable[np.ndarray], name: str, opts, info,
 
 def _decode(tr, stream: Iterator[Chunk], chunks: SpeechChunks, name: str, opts, info,
             progress: Callable[[float], None]) -> Iterator[Segment]:
-    size = 1 if opts.mode == "sequential" else opts.batch_size
-    history = tr._prompt_tokens(opts)  # sequential: the previous text, carried from chunk to chunk
-    for batch in _batches(stream, chunks, size, progress):
+    if opts.mode == "sequential":
+        yield from _sequential(tr, stream, opts, info, progress)
+    else:
+        yield from _chunked(tr, stream, chunks, opts, info, progress)
+    info.duration = chunks.total / SAMPLE_RATE
+    info.vad.update(speech_s=round(chunks.speech / SAMPLE_RATE, 3), chunks=chunks.chunks)
+    if chunks.total == 0:
+        raise WhisperoptError(f"no audio samples in {name} (zero-length audio)")
+    progress(info.duration)
+
+
+def _chunked(tr, stream: Iterator[Chunk], chunks: SpeechChunks, opts, info,
+             progress: Callable[[float], None]) -> Iterator[Segment]:
+    """batched and plain: each chunk one window, ``batch_size`` per engine call."""
+    for batch in _batches(stream, chunks, opts.batch_size, progress):
         language = tr._ensure_language(batch[0].audio, info)
-        if opts.mode == "sequential":
-            yield from batch[0].restore(tr._sequential(batch[0], 0, opts, info, lambda s: None, history))
-        elif opts.mode == "batched":
+        if opts.mode == "batched":
             decoded = tr._decode_with_fallback([c.audio for c in batch], opts, language, [])
             for c, (r, t) in zip(batch, decoded):
                 if not tr._skip_as_silence(r, opts):
@@ -279,11 +290,63 @@ def _decode(tr, stream: Iterator[Chunk], chunks: SpeechChunks, name: str, opts, 
             for c, text in zip(batch, tr.runtime.transcribe([c.audio for c in batch], decode)):
                 if text.text.strip():
                     yield Segment(round(c.start, 3), round(c.end, 3), text.text, list(text.tokens))
-    info.duration = chunks.total / SAMPLE_RATE
-    info.vad.update(speech_s=round(chunks.speech / SAMPLE_RATE, 3), chunks=chunks.chunks)
-    if chunks.total == 0:
-        raise WhisperoptError(f"no audio samples in {name} (zero-length audio)")
-    progress(info.duration)
+
+
+def _sequential(tr, stream: Iterator[Chunk], opts, info, progress: Callable[[float], None]) -> Iterator[Segment]:
+    """The openai-style loop over all the speech joined (``Joined``), each segment placed on the input's time line
+    once the next one is known (``Chunk.restore`` looks at where the next one starts)."""
+    joined = Joined(stream)
+    held = None
+    for seg in tr._sequential(joined, 0, opts, info, lambda seconds: progress(joined.original(seconds))):
+        if held is not None:
+            yield joined.restore([held, seg])[0]
+        held = seg
+    if held is not None:
+        yield joined.restore([held])[0]
+
+
+class Joined:
+    """The chunks' speech as one stream, read like a stream buffer (``window``): what ``sequential`` decodes, as
+    faster-whisper's ``WhisperModel.transcribe`` with ``vad_filter`` does. Decoding each chunk on its own, with the
+    previous chunk's text as the prompt, lost the timestamps (trained tiny.en on ct2-int8, chapter 1088/134315 of
+    train-clean-5: windows of 20-29 s after the first gave one timestamp each, so one segment per chunk). Holds the
+    chunks from one window before the current one on."""
+
+    def __init__(self, stream: Iterator[Chunk]):
+        self._stream = stream
+        self._held: list[tuple[int, Chunk]] = []  # (where the chunk starts in the joined stream, the chunk)
+        self._end = 0  # joined samples read
+
+    def window(self, offset: int, length: int) -> np.ndarray:
+        while self._held and self._held[0][0] + len(self._held[0][1].audio) < offset - N_SAMPLES:
+            self._held.pop(0)
+        while self._end < offset + length and (chunk := next(self._stream, None)) is not None:
+            if chunk.regions:
+                self._held.append((self._end, chunk))
+                self._end += len(chunk.audio)
+        parts = [c.audio[max(0, offset - at):max(0, offset + length - at)] for at, c in self._held
+                 if at < offset + length and at + len(c.audio) > offset]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def _merged(self) -> tuple[Chunk, float]:
+        """The chunks held as one, and where it starts in the joined stream (seconds)."""
+        regions = tuple(r for _, c in self._held for r in c.regions)
+        return Chunk(regions, np.zeros(0, np.float32), self._held[0][1].pad), self._held[0][0] / SAMPLE_RATE
+
+    def restore(self, segments: list[Segment]) -> list[Segment]:
+        chunk, at = self._merged()
+        return chunk.restore([_shifted(s, -at) for s in segments])
+
+    def original(self, seconds: float) -> float:
+        """A time of the joined stream on the input's time line (0 before any speech)."""
+        if not self._held:
+            return 0.0
+        return self.restore([Segment(seconds, seconds, "")])[0].start
+
+
+def _shifted(seg: Segment, dt: float) -> Segment:
+    words = None if seg.words is None else [{**w, "start": w["start"] + dt, "end": w["end"] + dt} for w in seg.words]
+    return replace(seg, start=seg.start + dt, end=seg.end + dt, words=words)
 
 
 def _batches(stream: Iterator[Chunk], chunks: SpeechChunks, size: int,
