@@ -142,10 +142,24 @@ def test_streamed_detection_matches_whole_file_and_bounds_chunks(made_up):
     for c in whole_chunks:  # a chunk's audio is its regions' samples, joined
         assert np.array_equal(c.audio, np.concatenate([audio[s:e] for s, e in c.regions]))
     assert all(len(c.audio) <= 5 * SR for c in whole_chunks) and len(whole_chunks) >= 4  # 20 s of speech
-    small = [c for c in SpeechChunks([audio], TranscribeOptions(vad_filter=True, vad_max_chunk_s=1)) if c.regions]
-    assert all(len(c.audio) <= SR for c in small)  # regions longer than a chunk are split, never truncated:
+    small = TranscribeOptions(vad_filter=True, vad_max_chunk_s=2, vad_speech_pad_ms=200)
+    small.check()
+    small = [c for c in SpeechChunks([audio], small) if c.regions]
+    assert all(len(c.audio) <= 2 * SR for c in small)  # Silero splits speech at pauses to fit, never truncates:
     assert sum(len(c.audio) for c in small) == sum(e - s for c in small for s, e in c.regions) >= 19 * SR
     assert [c for c in SpeechChunks([np.zeros(40 * SR, np.float32)], opts) if c.regions] == []
+
+
+def test_a_region_longer_than_a_chunk_is_split_not_truncated(monkeypatch):
+    """Should the detector ever give a region over --vad-max-chunk-s (it splits them itself), it is cut into equal
+    parts: 70 s become three chunks of 23.3 s holding every sample."""
+    from faster_whisper import vad
+
+    monkeypatch.setattr(vad, "get_speech_timestamps", lambda audio, options: [{"start": 0, "end": len(audio)}])
+    audio = np.random.default_rng(1).standard_normal(70 * SR).astype(np.float32)
+    chunks = [c for c in SpeechChunks([audio], TranscribeOptions(vad_filter=True)) if c.regions]
+    assert [c.regions for c in chunks] == [((0, 373333),), ((373333, 746667),), ((746667, 1120000),)]
+    assert np.array_equal(np.concatenate([c.audio for c in chunks]), audio)
 
 
 def test_detection_memory_is_bounded_by_the_span(made_up):
@@ -195,8 +209,10 @@ def ct2(tiny_en):
 @pytest.mark.parametrize("mode", ["batched", "sequential", "plain"])
 def test_no_words_in_non_speech_and_starts_on_time(ct2, made_up, mode):
     audio, onsets, stretches, reference = made_up
-    segments, info = ct2.stream(audio, mode=mode, vad_filter=True, **FAST)
+    done = []
+    segments, info = ct2.stream(audio, mode=mode, vad_filter=True, progress=done.append, **FAST)
     segments = list(segments)
+    assert done == sorted(done) and done[-1] == len(audio) / SR  # the progress bar only moves forward, to the end
     assert words_in_stretches(segments, stretches) == []
     assert wer(reference, " ".join(s.text for s in segments)) < 0.25
     assert all(a.end <= b.start for a, b in zip(segments, segments[1:]))
