@@ -17,7 +17,9 @@ Like faster-whisper's ``BatchedInferencePipeline`` (``collect_chunks`` + ``resto
 ``get_speech_timestamps`` wants the whole signal, which for a 2-hour file is 460 MB of float32 held next to its
 padded copy. ``SpeechChunks`` runs it over the stream span by span (``SPAN_S``): the regions that end more than a
 margin (``min_silence_ms`` + twice ``speech_pad_ms`` + 1 s) before a span's end are final (what follows cannot change
-them), the next span starts where the last final region ends, so at most a span and one chunk of audio are held.
+them), the next span starts where the last final region ends (on the whole stream's 512-sample frame grid), so at
+most a span and one chunk of audio are held. Where a span starts mid-speech, Silero's state starts afresh: a region
+edge there may move by a frame from what one call over the whole array gives.
 """
 
 from __future__ import annotations
@@ -37,16 +39,16 @@ from .writers import Segment
 # faster-whisper's BatchedInferencePipeline defaults (its VadOptions defaults but a 160-ms minimum silence, and the
 # speech split at the chunk length): short pauses split regions, so chunks fill up to max_chunk_s
 VAD_DEFAULTS = {"vad_threshold": 0.5, "vad_min_silence_ms": 160, "vad_speech_pad_ms": 400, "vad_min_speech_ms": 0,
-            "vad_max_chunk_s": 30.0}
+                "vad_max_chunk_s": 30.0}
 #: the fields ``TranscribeOptions`` and ``ServeSettings`` carry, named like the flags
 VAD_FIELDS = ("vad_filter", *VAD_DEFAULTS)
 MAX_CHUNK_S = 30.0  # a chunk is one Whisper window
 RUN_ON_S = 0.04  # a segment end this close to (or past) the next segment's start ran on into it (two timestamp steps)
 FRAME = 512  # samples per Silero frame (get_speech_timestamps' window)
-SPAN_S = 300.0
+SPAN_S = 300.0  # seconds of the stream the detector sees at once (19 MB of float32)
 # plain mode's segment is its whole chunk (no timestamps inside): a chunk ends at a gap longer than this, so that no
 # segment spans a long stretch of non-speech (at the defaults: a pause of 1.8 s)
-PLAIN_GAP_S = 1.0  # seconds of the stream the detector sees at once (19 MB of float32)
+PLAIN_GAP_S = 1.0
 EXTRA = "pip install 'whisperopt[ct2]'"  # the extra that installs faster-whisper (and onnxruntime with it)
 
 
@@ -65,8 +67,9 @@ def silero():
 def check_vad(holder) -> None:
     """One-line errors for the ``VAD_FIELDS`` of ``holder`` (``TranscribeOptions``, ``ServeSettings``); with
     ``vad_filter``, also that faster-whisper can be imported."""
-    limits = [("--vad-threshold", holder.vad_threshold, 0.01, 0.99), ("--vad-min-silence-ms", holder.vad_min_silence_ms,
-              0, 60_000), ("--vad-speech-pad-ms", holder.vad_speech_pad_ms, 0, 5_000),
+    limits = [("--vad-threshold", holder.vad_threshold, 0.01, 0.99),
+              ("--vad-min-silence-ms", holder.vad_min_silence_ms, 0, 60_000),
+              ("--vad-speech-pad-ms", holder.vad_speech_pad_ms, 0, 5_000),
               ("--vad-min-speech-ms", holder.vad_min_speech_ms, 0, 60_000),
               ("--vad-max-chunk-s", holder.vad_max_chunk_s, 1, MAX_CHUNK_S)]
     for flag, value, least, most in limits:
@@ -104,10 +107,6 @@ class Chunk:
     @property
     def end(self) -> float:
         return self.regions[-1][1] / SAMPLE_RATE
-
-    def window(self, offset: int, length: int) -> np.ndarray:
-        """The chunk read like a stream buffer (what the sequential loop seeks in)."""
-        return self.audio[offset:offset + length]
 
     def restore(self, segments: Iterable[Segment]) -> list[Segment]:
         """``segments`` (in order) timed on the chunk's audio, re-timed on the input's time line like faster-whisper's
@@ -206,7 +205,7 @@ class SpeechChunks:
 
     def _regions(self) -> Iterator[tuple[int, int, np.ndarray] | None]:
         """(start, end, samples) of each speech region in order; None after each span."""
-        data, base, exhausted = np.zeros(0, np.float32), 0, False
+        data, base, exhausted, last = np.zeros(0, np.float32), 0, False, 0
         while not exhausted:
             pieces, have = [data], len(data)
             while have < self._span:
@@ -231,8 +230,10 @@ class SpeechChunks:
                 if resume <= 0:  # one region over the whole span (cannot happen while regions are <= 30 s): go on
                     keep, resume = found, len(data)
             for r in keep:
-                if r["end"] > r["start"]:
-                    yield base + r["start"], base + r["end"], data[r["start"]:r["end"]].copy()
+                start = max(r["start"], last - base)  # (a span starts up to a frame before the last region's end)
+                if r["end"] > start:
+                    yield base + start, base + r["end"], data[start:r["end"]].copy()
+                    last = base + r["end"]
             data, base = data[resume:], base + resume
             self.decided = base
             yield None
