@@ -187,8 +187,8 @@ def test_times_go_back_to_the_input_time_line():
     segs = [Segment(0.5, 2.4, "a b", words=words), Segment(1.0, 2.6, "c"), Segment(2.6, 3.5, "d"),
             Segment(1.8, 2.3, "e"), Segment(0.2, 0.4, "f"), Segment(1.0, 2.2, "g")]
     ab, c, d, e, f, g = chunk.restore(segs)
-    assert [(w["start"], w["end"]) for w in ab.words] == [(1.5, 1.9), (9.9, 10.3)]  # by each word's middle
-    assert (ab.start, ab.end) == (1.5, 10.3)  # a segment with words spans them
+    assert [(w["start"], w["end"]) for w in ab.words] == [(1.5, 1.9), (2.9, 3.0)]  # b ran on across the gap
+    assert (ab.start, ab.end) == (1.5, 3.0)  # a segment with words spans them
     assert (f.start, f.end) == (1.2, 1.4)  # in the first region: moved by its start
     assert (c.start, c.end) == (2.0, 3.0)  # ran on into d's start across the gap: ends where the region ends
     assert (d.start, d.end) == (10.6, 11.5)
@@ -295,3 +295,24 @@ def test_serve_applies_the_vad_to_every_request(tmp_path, made_up, ct2):
         assert clip.segments and abs(clip.segments[0].start - 5.5) <= 0.5, clip.segments
     finally:
         assert server.stop() == 0, server.tail()
+
+
+@pytest.mark.slow
+def test_word_timestamps_stay_out_of_the_left_out_silence(made_up, tiny_en):
+    """torch-fp32 word timestamps (cross-attention alignment) on one chunk holding two utterances 15 s of noise
+    apart: the word before the gap ran on into the silence after it on the joined audio; on the input's time line no
+    word and no segment spans the noise."""
+    audio, onsets, stretches, _ = made_up
+    a, b, _ = next(s for s in stretches if s[2] == "noise")
+    part = audio[int((a - 5) * SR):int((b + 6) * SR)]  # the end of one utterance, the noise, the next one
+    tr = Transcriber.load("tiny.en", "torch-fp32", threads=2)
+    try:
+        result = tr.transcribe(part, mode="batched", vad_filter=True, word_timestamps=True, **FAST)
+    finally:
+        tr.close()
+    assert result.vad["chunks"] == 1 and len(result.segments) >= 2
+    gap = (5 + 0.5, 5 + b - a - 0.5)  # the noise on the part's time line, less half a second each side
+    for seg in result.segments:
+        assert seg.end <= gap[0] or seg.start >= gap[1], (seg.start, seg.end, seg.text)
+        assert all(w["end"] <= gap[0] or w["start"] >= gap[1] for w in seg.words), seg.words
+        assert seg.start <= seg.words[0]["start"] and seg.words[-1]["end"] <= seg.end

@@ -110,24 +110,28 @@ class Chunk:
 
     def restore(self, segments: Iterable[Segment]) -> list[Segment]:
         """``segments`` (in order) timed on the chunk's audio, re-timed on the input's time line like faster-whisper's
-        ``restore_speech_timestamps``: a time moves by the silence left out before its region; an end exactly at a
-        join stays in the region before it; a word goes wholly to the region of its middle, and a segment with words
-        spans them.
+        ``restore_speech_timestamps``: a time moves by the silence left out before its region, and an end exactly at
+        a join stays in the region before it.
 
-        Without words, two more rules keep a segment from spanning a gap it did not speak in. Whisper's segment ends
-        run late, to the next segment's start, which on joined audio lies across the gap: an end that runs on into
-        the next segment (or only into the padding at the head of a region after a gap) goes back to the end of the
-        region before. A start in the padding at the tail of a region before a gap goes forward to the next region
-        (the padding is not speech)."""
+        Whisper's ends run late (a segment's to the next segment's start, a word's into the silence after it), and on
+        joined audio that lies across a gap; so that nothing spans a gap it did not speak in, where faster-whisper
+        maps the end on its own (and a word by its middle):
+        * a word that starts before a gap ends there, at its region's end (no word holds the silence a gap left
+          out); a segment with words spans them;
+        * a segment without words whose end runs on into the next segment (or only into the padding at the head of
+          the region after a gap) ends at the end of the region before; its start, if in the padding at the tail of
+          a region before a gap, goes forward to the next region (the padding is not speech)."""
         times = silero().SpeechTimestampsMap([{"start": s, "end": e} for s, e in self.regions], SAMPLE_RATE, 3)
         segs, out = list(segments), []
         for i, seg in enumerate(segs):
             if seg.words:
                 words = []
                 for w in seg.words:
-                    m = times.get_chunk_index((w["start"] + w["end"]) / 2)
-                    a = self._clamp(times.get_original_time(w["start"], m), words[-1]["start"] if words else 0.0)
-                    words.append({**w, "start": a, "end": self._clamp(times.get_original_time(w["end"], m), a)})
+                    j, k = times.get_chunk_index(w["start"]), times.get_chunk_index(w["end"], is_end=True)
+                    a = self._clamp(times.get_original_time(w["start"], j), words[-1]["start"] if words else 0.0)
+                    gaps = [m for m in range(j + 1, k + 1) if self._gap(m)]
+                    b = self.regions[gaps[0] - 1][1] / SAMPLE_RATE if gaps else times.get_original_time(w["end"], k)
+                    words.append({**w, "start": a, "end": self._clamp(b, a)})
                 out.append(replace(seg, start=words[0]["start"], end=max(w["end"] for w in words), words=words))
                 continue
             j = times.get_chunk_index(seg.start)
