@@ -19,8 +19,7 @@ import time
 
 import numpy as np
 
-from whisperopt.data import features
-from whisperopt.data.datasets import load_dataset
+from whisperopt.data import features, load_dataset
 from whisperopt.metrics.wer import corpus_rate, utterance_errors
 from whisperopt.models.resolve import resolve_model
 from whisperopt.recipes import get_recipe

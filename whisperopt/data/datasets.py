@@ -221,28 +221,6 @@ def download_librispeech(split: str) -> Path:
     return target / "LibriSpeech" / split
 
 
-def load_dataset(spec: str) -> Dataset:
-    """``librispeech:<split>``, ``librispeech-long:<split>[:hard]`` (data/longform.py), a LibriSpeech directory, or
-    a ``.jsonl`` manifest."""
-    if spec.startswith("librispeech-long:"):
-        from .longform import load_longform  # it imports this module
-
-        return load_longform(spec)
-    if spec.startswith("librispeech:"):
-        split = spec.split(":", 1)[1]
-        if split not in LIBRISPEECH_SPLITS:
-            raise WhisperoptError(f"unknown LibriSpeech split {split!r}; known: {', '.join(LIBRISPEECH_SPLITS)}")
-        root = find_librispeech_split(split) or download_librispeech(split)
-        return load_librispeech_dir(root, name=f"librispeech-{split}")
-    path = Path(spec).expanduser()
-    if path.suffix in (".jsonl", ".json") and path.is_file():
-        return load_manifest(path)
-    if path.is_dir():
-        return load_librispeech_dir(path)
-    raise WhisperoptError(f"dataset not found: {spec} (give librispeech:<split>, librispeech-long:<split>[:hard], a "
-                          "LibriSpeech directory or a .jsonl manifest)")
-
-
 def is_test_data(path: str) -> bool:
     """True for a LibriSpeech test split (``librispeech:test-clean``, ``librispeech-long:test-clean:hard``,
     ``.../test-other/...``) or a directory named ``test``: calibration must never see the audio the benchmark

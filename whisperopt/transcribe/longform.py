@@ -20,7 +20,6 @@ lazy generator of segments and a ``TranscriptionInfo`` whose language is known o
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..constants import HOP_LENGTH, MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS, N_SAMPLES, SAMPLE_RATE, WINDOW_FULL
 from ..errors import WhisperoptError
+from ..metrics.hardware import threads_or_default
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
 from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
@@ -165,7 +165,7 @@ class Transcriber:
     packing: Counter = field(init=False, default_factory=Counter)
 
     def __post_init__(self):
-        from ..recipes.transformers_runtime import load_processor
+        from ..models.processor import load_processor
 
         self.vocab = Vocabulary.from_model_dir(self.model_dir)
         self.tokenizer = load_processor(self.model_dir).tokenizer
@@ -200,7 +200,7 @@ class Transcriber:
             raise WhisperoptError(f"{r.name} option window={window}: transcription keeps full 30-s windows (seeking "
                                   "and timestamps are defined on them); the adaptive window is for short clips in "
                                   "`whisperopt bench`")
-        runtime = r.open(artifact, device, threads or os.cpu_count() or 1)
+        runtime = r.open(artifact, device, threads_or_default(threads))
         if window != WINDOW_FULL:  # an export of a windowed bench row: the same weights, decoded on full windows
             runtime.window = WINDOW_FULL
             (log or (lambda m: None))(f"{r.name} was benchmarked with window={window}; transcription decodes full "
