@@ -313,7 +313,7 @@ def _sequential(tr, stream: Iterator[Chunk], opts, info, progress: Callable[[flo
 class Joined:
     """The chunks' speech as one stream, read like a stream buffer (``window``): what ``sequential`` decodes, as
     faster-whisper's ``WhisperModel.transcribe`` with ``vad_filter`` does. Decoding each chunk on its own, with the
-    previous chunk's text as the prompt, lost the timestamps (trained tiny.en on ct2-int8, chapter 1088/134315 of
+    previous chunk's text as the prompt, lost the timestamps (trained tiny.en on CTranslate2 int8, chapter 1088/134315 of
     train-clean-5: windows of 20-29 s after the first gave one timestamp each, so one segment per chunk). Holds the
     chunks from one window before the current one on."""
 
