@@ -57,14 +57,35 @@ def _model_recipe(model: str, recipe: str | None, default: str = "torch-fp32") -
     return recipe or exported_recipe(model) or default
 
 
+def _bench_long(args) -> int:
+    """``bench`` on long-form data: recipes x long-form modes (``bench/longform_runner.py``)."""
+    from .bench.longform_runner import DEFAULT_RECIPES, markdown, run_longform_bench
+    from .metrics.hardware import resolve_device, threads_or_default
+
+    for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            raise WhisperoptError(f"{flag} must be at least 1")
+    slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{args.model}__{args.dataset}")
+    out = Path(args.out) if args.out else Path("whisperopt-results") / slug
+    summary = run_longform_bench(args.model, args.recipes or DEFAULT_RECIPES, args.long_modes, args.dataset,
+                                 args.limit, threads_or_default(args.threads), resolve_device(args.device),
+                                 8 if args.batch_size is None else args.batch_size, out, args.wer_budget)
+    print(markdown(summary))
+    print(f"results: {out / 'summary.md'} (also summary.json)")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .bench import BenchConfig, run_bench
+    from .bench.longform_runner import is_longform
     from .metrics.hardware import default_device, default_threads
     from .recipes import DecodeOptions, parse_recipe_list
     from .report import summarise
 
+    if is_longform(args.dataset):
+        return _bench_long(args)
     _check_report_args(args)  # a typo in --columns or --rank-by fails now, not after an hour of benchmarking
     # looked up once (the config takes their names); an exported --model (`whisperopt export`) runs its own recipe
     recipes = parse_recipe_list(args.recipes or _model_recipe(args.model, None, DEFAULT_BENCH_RECIPES))
@@ -76,7 +97,8 @@ def cmd_bench(args) -> int:
         dataset=args.dataset,
         limit=args.limit,
         decode=DecodeOptions(beam_size=args.beam_size, language=args.language, task=args.task,
-                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
+                             max_new_tokens=args.max_new_tokens,
+                             batch_size=1 if args.batch_size is None else args.batch_size),
         threads=default_threads() if args.threads is None else args.threads,  # 0 is rejected, not "all"
         device=default_device() if args.device == "auto" else args.device,
         warmup=args.warmup,
@@ -603,8 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", required=True, help="hub id, size name, local HF dir, openai .pt, or synthetic:<size>")
     b.add_argument("--recipes", default=None, help=f"comma-separated recipes (default {DEFAULT_BENCH_RECIPES}; an "
                    "exported --model: its own recipe)")
-    b.add_argument("--dataset", default=DEFAULT_DATASET, help="librispeech:<split>, a LibriSpeech dir or a .jsonl")
-    b.add_argument("--limit", type=int, default=None, help="first N utterances only")
+    b.add_argument("--dataset", default=DEFAULT_DATASET, help="librispeech:<split>, a LibriSpeech dir or a .jsonl; "
+                   "librispeech-long:<split>[:hard] (comma-separated) runs the long-form bench")
+    b.add_argument("--limit", type=int, default=None, help="first N utterances only (long-form: files per dataset)")
+    b.add_argument("--long-modes", default="sequential,batched,vad", metavar="M1,M2",
+                   help="long-form modes of a recipe given without :modes (sequential, batched, vad, plain, native; "
+                   "--recipes also takes NAME:MODE+MODE)")
     b.add_argument("--out", default=None, help="results directory (default whisperopt-results/<model>__<dataset>)")
     b.add_argument("--threads", type=int, default=None, help="threads per recipe, at least 1 (default: all cores)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -612,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--language", default="en", help="language code; all recipes decode with it")
     b.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     b.add_argument("--max-new-tokens", type=int, default=None)
-    b.add_argument("--batch-size", type=int, default=1)
+    b.add_argument("--batch-size", type=int, default=None,
+                   help="utterances per engine call (default 1; long-form: windows per call of batched modes, 8)")
     b.add_argument("--throughput-batches", default=None, metavar="B1,B2",
                    help="throughput mode: after the measured pass each recipe decodes the same utterances again at "
                    "these batch sizes; summary.md gets RTFx per batch, the best batch and its gain over batch 1")

@@ -1,0 +1,216 @@
+"""The long-form benchmark (``whisperopt bench --dataset librispeech-long:<split>[:hard]``): recipes x long-form modes x
+long-form datasets, scored with ``metrics.longform`` (issue 25).
+
+Each (recipe, mode, dataset) runs in its own process (``python -m whisperopt.bench.longform_runner --child JOB``, so
+its peak memory is its own) through ``bench.longform.evaluate_longform``: one progress line per file; the file's
+segments are appended to ``OUT/<recipe>.<mode>.<dataset>.transcripts.jsonl`` as it finishes (a re-run with the same
+``--out`` resumes), the run's own figures to ``....run.json``. The parent re-scores every run from those files, pairs
+each with the baseline recipe in sequential mode on the same files (paired bootstrap over files), recommends the
+fastest (RTFx) recipe and mode whose paired ΔWER upper bound is within the budget, and writes ``OUT/summary.json``
+and ``OUT/summary.md``.
+
+A recipe is given as ``name`` (every mode of ``modes``) or ``name:mode+mode``. ``native`` is the engine's own
+whole-file pipeline (recipes whose runtime has one, e.g. the faster-whisper peer row ``ct2-int8-fw-batched``); a
+recipe that has one runs only ``native``. train-clean-5 is not a test split (fine for Whisper, which was not trained
+on LibriSpeech; the summary says so).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..data import load_dataset
+from ..errors import WhisperoptError
+from ..files import atomic_write_json, atomic_write_text, confined, read_json
+from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED
+from ..metrics.hardware import cpu_info
+from ..recipes import baseline_recipe, get_recipe
+from .longform import MODES, LongformRun, evaluate_longform
+
+PREFIX = "librispeech-long:"
+DEFAULT_RECIPES = "torch-fp32:sequential,ct2-int8:sequential+batched+vad,ct2-int8-fw-batched:native"
+DEFAULT_MODES = "sequential,batched,vad"
+
+
+def is_longform(dataset: str) -> bool:
+    """True when ``dataset`` (comma-separated specs) names long-form data, which the long-form bench runs."""
+    return any(d.strip().startswith(PREFIX) for d in dataset.split(","))
+
+
+def _paths(out: Path, recipe: str, mode: str, dataset: str) -> tuple[Path, Path]:
+    stem = f"{recipe}.{mode}.{dataset}"
+    return confined(out, f"{stem}.transcripts.jsonl"), confined(out, f"{stem}.run.json")
+
+
+def child(job: dict) -> int:
+    """One (recipe, mode, dataset): build (cached), load, evaluate; write the run record (or why it was skipped)."""
+    from ..models import resolve_model
+    from ..recipes.artifacts import build_artifact
+
+    out, recipe = Path(job["out"]), get_recipe(job["recipe"])
+    dataset = load_dataset(job["dataset"]).limit(job["limit"])
+    transcripts, record_path = _paths(out, recipe.name, job["mode"], dataset.name)
+    reason = recipe.unavailable_reason(job["device"])
+    if reason:
+        atomic_write_json(record_path, {"skipped": reason})
+        return 0
+    model = resolve_model(job["model"])
+    artifact, _ = build_artifact(recipe, model.path, recipe.resolve_options({}), log=print)
+    runtime = recipe.open(artifact, job["device"], job["threads"])
+    try:
+        native = bool(runtime.native_long_form)
+        if native != (job["mode"] == "native"):
+            why = "it runs its own long-form pipeline (mode native)" if native else "no long-form pipeline of its own"
+            atomic_write_json(record_path, {"skipped": f"{recipe.name} {job['mode']}: {why}"})
+            return 0
+        options = {"batch_size": job["batch_size"]} if job["mode"] != "native" else None
+        run = evaluate_longform(recipe, artifact, dataset, job["mode"], options, job["threads"], job["device"],
+                                runtime=runtime, transcripts_path=transcripts, log=lambda s: print(s, flush=True))
+    finally:
+        runtime.close()
+    atomic_write_json(record_path, run.record())
+    return 0
+
+
+def _runs(spec: str, modes: list[str]) -> list[tuple[str, list[str]]]:
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, given = item.partition(":")
+        wanted = given.split("+") if given else modes
+        bad = [m for m in wanted if m not in MODES]
+        if bad:
+            raise WhisperoptError(f"unknown long-form mode {bad[0]!r}; choose from {', '.join(MODES)}")
+        out.append((get_recipe(name).name, wanted))
+    return out
+
+
+def _fmt(x, digits=2, unit=""):
+    return "n/a" if x is None else f"{x:.{digits}f}{unit}"
+
+
+def _ci(pair):
+    return "" if not pair else f" [{pair[0]:.2f}, {pair[1]:.2f}]"
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"# Long-form benchmark: {summary['model']}, {summary['threads']} threads, {summary['cpu']}", ""]
+    for name, block in summary["datasets"].items():
+        lines += [f"## {name} ({block['files']} files, {block['audio_min']:.1f} min, {block['stretch_min']:.1f} min "
+                  f"of inserted non-speech); deltas against {block['reference'] or 'no reference'}", "",
+                  "| recipe | mode | RTFx | speed-up | WER % [95 % CI] | ΔWER points [95 % CI] | inserted words | "
+                  "words in stretches (silence/noise/music) | Δ stretch words | loops | start error median / p90 s | "
+                  "run RAM MiB |",
+                  "|---|---|---:|---:|---|---|---:|---|---:|---:|---|---:|"]
+        for r in block["rows"]:
+            if r["status"] != "ok":
+                lines.append(f"| {r['recipe']} | {r['mode']} | {r['status']}: {r.get('reason', '')} ||||||||||")
+                continue
+            kinds = "/".join(str(r["stretch_words_by_kind"].get(k, 0)) for k in ("silence", "noise", "music"))
+            change = _fmt(None if r["stretch_words_change"] is None else 100 * r["stretch_words_change"], 0, " %")
+            mode = f"{r['mode']} (own settings)" if r.get("own_settings") else r["mode"]
+            lines.append(f"| {r['recipe']} | {mode} | {_fmt(r['rtfx'], 1)} | {_fmt(r['speedup'], 2, '×')} | "
+                         f"{_fmt(r['wer'])}{_ci(r['wer_ci'])} | {_fmt(r['wer_delta'])}{_ci(r['wer_delta_ci'])} | "
+                         f"{r['insertions']} | {r['stretch_words']} ({kinds}) | {change} | {r['loops']} | "
+                         f"{_fmt(r['start_error_median_s'])} / {_fmt(r['start_error_p90_s'])} | "
+                         f"{_fmt(r['run_ram_mb'], 0)} |")
+        rec = summary.get("recommendation", {}).get(name)
+        if name in summary.get("recommendation", {}):
+            lines.append(f"recommended (fastest within +{summary['budget']:g} points, paired 95 % CI upper bound): "
+                         + ("none (no reference run, or none within the budget)" if rec is None else f"**{rec['recipe']} {rec['mode']}**, RTFx {rec['rtfx']:.1f}, "
+                            f"WER {rec['wer']:.2f} %"))
+        lines.append("")
+    lines.append("RTFx: audio seconds per wall second, per file from the call to its last segment (audio decoding "
+                 "included). Words in stretches: hypothesis words placed (word times, else spread over the segment, "
+                 "or over the speech a VAD pipeline kept in it) inside an inserted non-speech stretch shrunk by "
+                 "0.5 s: with segment timing, real words of a segment whose timestamps span a stretch count too "
+                 "(compare with the inserted words, an upper bound on made-up words). train-clean-5 is not a test split. The machine may be shared: times are indicative.")
+    return "\n".join(lines) + "\n"
+
+
+def _collect(out: Path, runs, datasets, limit, reference: str) -> dict:
+    blocks = {}
+    for spec in datasets:
+        ds = load_dataset(spec).limit(limit)
+        rows, done = [], {}
+        for recipe, modes in runs:
+            for mode in modes:
+                transcripts, record_path = _paths(out, recipe, mode, ds.name)
+                record = read_json(record_path, "long-form run record") if record_path.exists() else \
+                    {"skipped": "not run (its process failed: see the log above)"}
+                if "skipped" in record:
+                    rows.append({"recipe": recipe, "mode": mode, "status": "skipped", "reason": record["skipped"]})
+                    continue
+                done[(recipe, mode)] = LongformRun.from_record(record, ds, transcripts)
+        ref = done.get((reference, "sequential"))
+        rows = [run.to_row(ref) for run in done.values()] + rows
+        blocks[ds.name] = {"spec": spec, "files": len(ds.utterances), "reference": ref and f"{reference} sequential",
+                           "audio_min": sum(u.longform.duration for u in ds.utterances) / 60,
+                           "stretch_min": sum(u.longform.stretch_seconds for u in ds.utterances) / 60,
+                           "rows": rows}
+    return blocks
+
+
+def recommend(summary: dict, budget: float, reference: str) -> dict:
+    """Per dataset: the fastest (RTFx) recipe and mode whose paired ΔWER against ``reference`` (sequential) has a
+    95 % CI upper bound within ``budget`` points, the reference row itself included; None where the reference was
+    not run (no accuracy to judge by) or nothing qualifies."""
+    out = {}
+    for name, block in summary["datasets"].items():
+        rows = [r for r in block["rows"] if r["status"] == "ok" and r.get("rtfx") is not None]
+        is_ref = [(r["recipe"], r["mode"]) == (reference, "sequential") for r in rows]
+        ok = [r for r, ref in zip(rows, is_ref) if ref or (any(is_ref) and r.get("wer_delta_ci") is not None
+                                                            and r["wer_delta_ci"][1] <= budget)]
+        best = max(ok, key=lambda r: r["rtfx"], default=None)
+        out[name] = None if best is None else {"recipe": best["recipe"], "mode": best["mode"], "rtfx": best["rtfx"],
+                                               "wer": best["wer"], "wer_delta": best.get("wer_delta"),
+                                               "wer_delta_ci": best.get("wer_delta_ci"), "budget": budget}
+    return out
+
+
+def run_longform_bench(model: str, recipes: str, modes: str, dataset: str, limit: int | None, threads: int,
+                       device: str, batch_size: int, out: Path, budget: float,
+                       log: Callable[[str], None] = print) -> dict:
+    """Run every (recipe, mode, dataset) in its own process, then score, pair, recommend and write the summary."""
+    runs = _runs(recipes, [m for m in modes.split(",") if m])
+    datasets = [d.strip() for d in dataset.split(",") if d.strip()]
+    for spec in datasets:
+        if not spec.startswith(PREFIX):
+            raise WhisperoptError(f"{spec}: a long-form bench takes only long-form datasets ({PREFIX}<split>[:hard])")
+        load_dataset(spec)  # a bad name fails now, in one line
+    out.mkdir(parents=True, exist_ok=True)
+    for spec in datasets:
+        for recipe, wanted in runs:
+            for mode in wanted:
+                job = {"model": model, "recipe": recipe, "mode": mode, "dataset": spec, "limit": limit,
+                       "threads": threads, "device": device, "batch_size": batch_size, "out": str(out)}
+                t = time.perf_counter()
+                code = subprocess.run([sys.executable, "-m", "whisperopt.bench.longform_runner", "--child",
+                                       json.dumps(job)]).returncode
+                log(f"{recipe} {mode} {spec}: exit {code} after {time.perf_counter() - t:.0f} s")
+    reference = baseline_recipe().name
+    summary = {"workload": "long", "model": model, "threads": threads, "device": device,
+               "cpu": cpu_info().get("model"), "batch_size": batch_size,
+               "units": {"wer": "percent", "wer_delta": "percentage points", "rtfx": "audio s per wall s",
+                         "*_s": "seconds", "*_mb": "MiB", "stretch_words_change": "fraction of the reference's"},
+               "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED, "unit": "file",
+                             "interval": "percentile"},
+               "datasets": _collect(out, runs, datasets, limit, reference)}
+    summary["budget"] = budget
+    summary["recommendation"] = recommend(summary, budget, reference)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", markdown(summary))
+    return summary
+
+
+if __name__ == "__main__":  # the per-run child process
+    if len(sys.argv) != 3 or sys.argv[1] != "--child":
+        sys.exit("usage: python -m whisperopt.bench.longform_runner --child JOB_JSON")
+    try:
+        sys.exit(child(json.loads(sys.argv[2])))
+    except WhisperoptError as exc:
+        print(f"whisperopt: error: {exc}", file=sys.stderr)
+        sys.exit(2)
