@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from whisperopt.bench.longform import MODES, LongformRun, evaluate_longform
+from whisperopt.bench.results import read_rows
 from whisperopt.data import load_dataset
 from whisperopt.errors import WhisperoptError
 from whisperopt.files import atomic_write_json, atomic_write_text, confined, read_json
@@ -53,7 +54,9 @@ def child(job: dict) -> int:
         return 0
     model = resolve_model(job["model"])
     artifact, _ = build_artifact(recipe, model.path, recipe.resolve_options({}), log=print)
+    t0 = time.perf_counter()
     runtime = recipe.open(artifact, job["device"], job["threads"])
+    load_s = time.perf_counter() - t0
     try:
         native = bool(runtime.native_long_form)
         if native != (job["mode"] == "native"):
@@ -65,8 +68,24 @@ def child(job: dict) -> int:
                                 runtime=runtime, transcripts_path=transcripts, log=lambda s: print(s, flush=True))
     finally:
         runtime.close()
+    earlier = read_json(record_path, "long-form run record") if record_path.exists() else {}
+    run.load_s = load_s if run.resumed < len(run.files) else earlier.get("load_s", load_s)
+    # a resumed run's files were decoded by several processes: the highest high-water mark of them
+    run.peak_ram_mb = max(run.peak_ram_mb or 0, earlier.get("peak_ram_mb") or 0) or None
     atomic_write_json(record_path, run.record())
     return 0
+
+
+def _complete(out: Path, recipe: str, mode: str, spec: str, limit: int | None) -> bool:
+    """Whether an earlier run already decoded every file of this job (or skipped it): nothing to start again."""
+    dataset = load_dataset(spec).limit(limit)
+    transcripts, record_path = _paths(out, recipe, mode, dataset.name)
+    if not record_path.exists():
+        return False
+    if "skipped" in read_json(record_path, "long-form run record"):
+        return True
+    done = {line["file"] for line in read_rows(transcripts, key="file")}  # a torn last line is not a file done
+    return all(u.id in done for u in dataset.utterances)
 
 
 def _runs(spec: str, modes: list[str]) -> list[tuple[str, list[str]]]:
@@ -164,6 +183,8 @@ def main() -> int:
         for spec in datasets:
             for recipe, modes in runs:
                 for mode in modes:
+                    if _complete(args.out, recipe, mode, spec, args.limit):
+                        continue
                     job = {"model": args.model, "recipe": recipe, "mode": mode, "dataset": spec, "limit": args.limit,
                            "threads": args.threads, "device": args.device, "batch_size": args.batch_size,
                            "out": str(args.out)}
