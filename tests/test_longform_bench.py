@@ -193,3 +193,16 @@ def test_faster_whisper_batched_pipeline_is_the_native_peer_row(tiny_en, minute,
     with pytest.raises(WhisperoptError, match="ct2-int8 has no long-form pipeline of its own") as err:
         bl.evaluate_longform(ct2_recipe, ct2_artifact, minute, "native", runtime=ct2_runtime)
     assert "\n" not in str(err.value)
+
+
+def test_a_peer_row_with_its_own_settings_is_never_recommended():
+    from whisperopt.bench.longform_runner import recommend
+
+    def row(recipe, mode, rtfx, ci, own=None):
+        return {"recipe": recipe, "mode": mode, "status": "ok", "rtfx": rtfx, "wer": 5.0, "wer_delta_ci": ci,
+                "own_settings": own}
+
+    rows = [row("torch-fp32", "sequential", 2.0, None), row("ct2-int8", "vad", 20.0, [-0.5, 0.3]),
+            row("ct2-int8-fw-batched", "native", 30.0, [-2.0, -0.5], "faster-whisper's own defaults")]
+    rec = recommend({"datasets": {"d": {"rows": rows}}}, 0.5, "torch-fp32")["d"]
+    assert (rec["recipe"], rec["mode"]) == ("ct2-int8", "vad")  # faster and more accurate, but not the bench's settings

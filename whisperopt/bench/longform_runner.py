@@ -30,6 +30,7 @@ from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED
 from ..metrics.hardware import cpu_info
 from ..recipes import baseline_recipe, get_recipe
 from .longform import MODES, LongformRun, evaluate_longform
+from .results import read_rows
 
 PREFIX = "librispeech-long:"
 DEFAULT_RECIPES = "torch-fp32:sequential,ct2-int8:sequential+batched+vad,ct2-int8-fw-batched:native"
@@ -60,7 +61,9 @@ def child(job: dict) -> int:
         return 0
     model = resolve_model(job["model"])
     artifact, _ = build_artifact(recipe, model.path, recipe.resolve_options({}), log=print)
+    t0 = time.perf_counter()
     runtime = recipe.open(artifact, job["device"], job["threads"])
+    load_s = time.perf_counter() - t0
     try:
         native = bool(runtime.native_long_form)
         if native != (job["mode"] == "native"):
@@ -72,8 +75,25 @@ def child(job: dict) -> int:
                                 runtime=runtime, transcripts_path=transcripts, log=lambda s: print(s, flush=True))
     finally:
         runtime.close()
+    earlier = read_json(record_path, "long-form run record") if record_path.exists() else {}
+    run.load_s = load_s if run.resumed < len(run.files) else earlier.get("load_s", load_s)
+    # a resumed run's files were decoded by several processes: the highest high-water mark of them
+    run.peak_ram_mb = max(run.peak_ram_mb or 0, earlier.get("peak_ram_mb") or 0) or None
     atomic_write_json(record_path, run.record())
     return 0
+
+
+def _complete(out: Path, recipe: str, mode: str, spec: str, limit: int | None) -> bool:
+    """Whether an earlier run already decoded every file of this job (or skipped it): nothing to start again (a
+    process started only to find every file done would record its own load-time peak over the decoding's)."""
+    dataset = load_dataset(spec).limit(limit)
+    transcripts, record_path = _paths(out, recipe, mode, dataset.name)
+    if not record_path.exists():
+        return False
+    if "skipped" in read_json(record_path, "long-form run record"):
+        return True
+    done = {line["file"] for line in read_rows(transcripts, key="file")}  # a torn last line is not a file done
+    return all(u.id in done for u in dataset.utterances)
 
 
 def _runs(spec: str, modes: list[str]) -> list[tuple[str, list[str]]]:
@@ -160,7 +180,8 @@ def recommend(summary: dict, budget: float, reference: str) -> dict:
     not run (no accuracy to judge by) or nothing qualifies."""
     out = {}
     for name, block in summary["datasets"].items():
-        rows = [r for r in block["rows"] if r["status"] == "ok" and r.get("rtfx") is not None]
+        rows = [r for r in block["rows"] if r["status"] == "ok" and r.get("rtfx") is not None
+                and not r.get("own_settings")]  # a peer row run with its own settings is shown, never recommended
         is_ref = [(r["recipe"], r["mode"]) == (reference, "sequential") for r in rows]
         ok = [r for r, ref in zip(rows, is_ref) if ref or (any(is_ref) and r.get("wer_delta_ci") is not None
                                                             and r["wer_delta_ci"][1] <= budget)]
@@ -185,6 +206,8 @@ def run_longform_bench(model: str, recipes: str, modes: str, dataset: str, limit
     for spec in datasets:
         for recipe, wanted in runs:
             for mode in wanted:
+                if _complete(out, recipe, mode, spec, limit):
+                    continue
                 job = {"model": model, "recipe": recipe, "mode": mode, "dataset": spec, "limit": limit,
                        "threads": threads, "device": device, "batch_size": batch_size, "out": str(out)}
                 t = time.perf_counter()
