@@ -48,6 +48,8 @@ def _recipe_options(parsed: dict[str, dict], recipes: list) -> dict[str, dict]:
 
 
 DEFAULT_BENCH_RECIPES = "torch-fp32,torch-int8-dynamic,torch-bf16"
+# the long-form bench: the baseline in its reference mode, one fast engine in every mode, faster-whisper as its users run it
+DEFAULT_LONG_RECIPES = "torch-fp32:sequential,ct2-int8:sequential+batched+vad,ct2-int8-fw-batched:native"
 
 
 def _model_recipe(model: str, recipe: str | None, default: str = "torch-fp32") -> str:
@@ -59,7 +61,7 @@ def _model_recipe(model: str, recipe: str | None, default: str = "torch-fp32") -
 
 def _bench_long(args) -> int:
     """``bench`` on long-form data: recipes x long-form modes (``bench/longform_runner.py``)."""
-    from .bench.longform_runner import DEFAULT_RECIPES, markdown, run_longform_bench
+    from .bench.longform_runner import markdown, run_longform_bench
     from .metrics.hardware import resolve_device, threads_or_default
 
     for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size), ("--limit", args.limit)):
@@ -67,7 +69,7 @@ def _bench_long(args) -> int:
             raise WhisperoptError(f"{flag} must be at least 1")
     slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{args.model}__{args.dataset}")
     out = Path(args.out) if args.out else Path("whisperopt-results") / slug
-    summary = run_longform_bench(args.model, args.recipes or DEFAULT_RECIPES, args.long_modes, args.dataset,
+    summary = run_longform_bench(args.model, args.recipes or DEFAULT_LONG_RECIPES, args.long_modes, args.dataset,
                                  args.limit, threads_or_default(args.threads), resolve_device(args.device),
                                  8 if args.batch_size is None else args.batch_size, out, args.wer_budget)
     print(markdown(summary))

@@ -10,7 +10,7 @@ fastest (RTFx) recipe and mode whose paired ΔWER upper bound is within the budg
 and ``OUT/summary.md``.
 
 A recipe is given as ``name`` (every mode of ``modes``) or ``name:mode+mode``. ``native`` is the engine's own
-whole-file pipeline (recipes whose runtime has one, e.g. the faster-whisper peer row ``ct2-int8-fw-batched``); a
+whole-file pipeline (recipes whose runtime has one, e.g. the faster-whisper peer row); a
 recipe that has one runs only ``native``. train-clean-5 is not a test split (fine for Whisper, which was not trained
 on LibriSpeech; the summary says so).
 """
@@ -33,7 +33,6 @@ from .longform import MODES, LongformRun, evaluate_longform
 from .results import read_rows
 
 PREFIX = "librispeech-long:"
-DEFAULT_RECIPES = "torch-fp32:sequential,ct2-int8:sequential+batched+vad,ct2-int8-fw-batched:native"
 DEFAULT_MODES = "sequential,batched,vad"
 
 
