@@ -37,6 +37,7 @@ from ..errors import WhisperoptError
 from ..metrics.bootstrap import paired_delta_ci
 from ..metrics.longform import FileScore, LongformReference, LongformSummary, score_file, summarise
 from ..metrics.resources import CpuMeter, RssSampler, peak_rss_mb
+from ..models.synthetic import is_synthetic
 from .results import append_row, read_rows, repair_rows
 
 MODES = ("sequential", "batched", "vad", "plain", "native")
@@ -341,9 +342,10 @@ def evaluate_longform(recipe, artifact, dataset, mode: str, options=None, thread
         if warmup and todo:  # the first window of the first file: allocations, caches, a VAD model's load
             _decode(transcriber, runtime, _first_window(todo[0].audio), opts, todo[0].language)
         results = dict(done)
+        synthetic = is_synthetic(artifact.model_dir)
         for i, u in enumerate(todo, 1):
             results[u.id] = _run_file(transcriber, runtime, u, opts, transcripts_path)
-            _log_file(log, recipe.name, mode, f"{i + len(done)}/{len(dataset.utterances)}", results[u.id])
+            _log_file(log, recipe.name, mode, f"{i + len(done)}/{len(dataset.utterances)}", results[u.id], synthetic)
         info = runtime.run_info() if opts is None else {}
         settings = asdict(opts) if opts is not None else {"native": runtime.native_long_form,
                                                           **(info.get("decode_settings") or {})}
@@ -373,9 +375,9 @@ def _run_file(transcriber, runtime, utterance, opts, transcripts_path: Path | No
     return result
 
 
-def _log_file(log, recipe: str, mode: str, where: str, r: FileResult) -> None:
+def _log_file(log, recipe: str, mode: str, where: str, r: FileResult, synthetic: bool = False) -> None:
     s = r.score
-    wer = "n/a" if s.wer is None else f"{100 * s.wer:.2f} %"
+    wer = "n/a" if s.wer is None or synthetic else f"{100 * s.wer:.2f} %"  # random weights transcribe noise
     start = "n/a" if s.starts.median is None else f"{s.starts.median:.2f} s"
     log(f"[{where}] {recipe} {mode} {r.name}: {r.audio_s:.0f} s of audio in {r.wall_s:.1f} s (RTFx "
         f"{r.rtfx or 0:.1f}), WER {wer}, {s.stretch_words.total} words in stretches, {len(s.loops)} loops, "

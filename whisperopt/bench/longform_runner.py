@@ -117,6 +117,8 @@ def _ci(pair):
 
 def markdown(summary: dict) -> str:
     lines = [f"# Long-form benchmark: {summary['model']}, {summary['threads']} threads, {summary['cpu']}", ""]
+    if summary.get("wer_note"):
+        lines += [summary["wer_note"], ""]
     for name, block in summary["datasets"].items():
         lines += [f"## {name} ({block['files']} files, {block['audio_min']:.1f} min, {block['stretch_min']:.1f} min "
                   f"of inserted non-speech); deltas against {block['reference'] or 'no reference'}", "",
@@ -173,6 +175,13 @@ def _collect(out: Path, runs, datasets, limit, reference: str) -> dict:
     return blocks
 
 
+def _synthetic(model: str) -> bool:
+    from ..models import resolve_model
+    from ..models.synthetic import is_synthetic
+
+    return is_synthetic(resolve_model(model).path)
+
+
 def recommend(summary: dict, budget: float, reference: str) -> dict:
     """Per dataset: the fastest (RTFx) recipe and mode whose paired ΔWER against ``reference`` (sequential) has a
     95 % CI upper bound within ``budget`` points, the reference row itself included; None where the reference was
@@ -223,6 +232,12 @@ def run_longform_bench(model: str, recipes: str, modes: str, dataset: str, limit
                "datasets": _collect(out, runs, datasets, limit, reference)}
     summary["budget"] = budget
     summary["recommendation"] = recommend(summary, budget, reference)
+    if _synthetic(model):  # random weights transcribe noise: speed and memory only
+        summary["wer_note"] = "synthetic weights: WER/CER n/a (speed and memory only)"
+        summary["recommendation"] = {name: None for name in summary["datasets"]}
+        for block in summary["datasets"].values():
+            for row in block["rows"]:
+                row.update({k: None for k in row if k.startswith(("wer", "cer"))})
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", markdown(summary))
     return summary
