@@ -145,6 +145,10 @@ def test_fixed_and_per_token_fit_and_roofline(tiny_model):
     rows = [{"tokens": int(t), "latency_s": 0.3 + 0.01 * t + rng.normal(0, 0.002), "batch": 1} for t in tokens]
     fixed, per_token = fit_fixed_per_token(rows)
     assert fixed == pytest.approx(0.3, abs=0.01) and per_token == pytest.approx(0.01, rel=0.02)
+    # two utterances stalled by something else on the cores (a short one 2 s late): the line stays where it was
+    stalled = [dict(r, latency_s=r["latency_s"] + 2.0) if i in (0, 1) else r for i, r in enumerate(
+        sorted(rows, key=lambda r: r["tokens"]))]
+    assert fit_fixed_per_token(stalled) == pytest.approx((fixed, per_token), rel=0.05)
     assert fit_fixed_per_token(rows[:4]) is None  # too few rows to split
     assert fit_fixed_per_token([dict(r, tokens=10) for r in rows]) is None  # one length: no slope
     assert fit_fixed_per_token([dict(r, batch=4) for r in rows]) is None  # batched rows share their wall time

@@ -227,13 +227,18 @@ def precision_peak(peaks: dict, precision: str | None) -> tuple[float, str] | No
 
 
 def fit_fixed_per_token(rows: list[dict]) -> tuple[float, float] | None:
-    """(fixed s, s per token) from a least-squares line through batch-1 rows' latency against tokens; None when the
-    rows cannot separate the two (too few, all the same length, or a line that is not increasing)."""
+    """(fixed s, s per token) from a Theil-Sen line through batch-1 rows' latency against tokens (the median of the
+    pairwise slopes, then the median intercept: one utterance slowed by something else on the cores moves a
+    least-squares line, not this one); None when the rows cannot separate the two (too few, all the same length, or
+    a line that is not increasing)."""
     pts = [(r["tokens"], r["latency_s"]) for r in rows if r.get("batch", 1) == 1 and r.get("tokens")]
     if len(pts) < MIN_FIT_ROWS or len({t for t, _ in pts}) < 3:
         return None
     x, y = np.array(pts, dtype=float).T
-    slope, intercept = np.polyfit(x, y, 1)
+    i, j = np.triu_indices(len(x), k=1)
+    apart = x[j] != x[i]
+    slope = float(np.median((y[j] - y[i])[apart] / (x[j] - x[i])[apart]))
+    intercept = float(np.median(y - slope * x))
     if slope <= 0 or intercept <= 0:
         return None
     return float(intercept), float(slope)
