@@ -164,8 +164,17 @@ def test_batched_and_plain_modes(vocab, tiny_model):
     rt = Scripted(lambda i, a, o: WindowResult([ts(vocab, 0), 10, ts(vocab, 5), ts(vocab, 5), 11], -0.1, 0.0))
     res = Transcriber(rt, tiny_model.path).transcribe(tone(75), mode="batched", batch_size=2, temperature=(0.0,),
                                                       language="en")
-    assert [c[1] for c in rt.calls] == [480000, 480000, 240000]
-    assert [(s.start, s.end) for s in res.segments] == [(0, 5), (5, 30), (30, 35), (35, 60), (60, 65), (65, 75)]
+    # each window stops at a timestamp pair 5 s in: its tail is decoded again (batched with the other window's tail)
+    # from there, twice (MAX_TAIL_ROUNDS); the last round keeps the broken-off text up to the window's end
+    assert [c[1] for c in rt.calls] == [480000, 480000, 400000, 400000, 320000, 320000, 240000, 160000, 80000]
+    assert [(s.start, s.end) for s in res.segments] == [(0, 5), (5, 10), (10, 15), (15, 30), (30, 35), (35, 40),
+                                                        (40, 45), (45, 60), (60, 65), (65, 70), (70, 75), (75, 75)]
+    # a window ending on a lone timestamp is finished; a tail under TAIL_MIN_S is not decoded again
+    for tokens, per_window in (([ts(vocab, 0), 10, ts(vocab, 5)], 1),
+                               ([ts(vocab, 0), 10, ts(vocab, 29.5), ts(vocab, 29.5), 11], 2)):
+        rt = Scripted(lambda i, a, o, tokens=tokens: WindowResult(tokens, -0.1, 0.0))
+        res = Transcriber(rt, tiny_model.path).transcribe(tone(60), mode="batched", temperature=(0.0,), language="en")
+        assert [c[1] for c in rt.calls] == [480000, 480000] and len(res.segments) == 2 * per_window
     res = Transcriber(rt, tiny_model.path).transcribe(tone(75), mode="plain", batch_size=2, language="en")
     assert [(s.start, s.end, s.text) for s in res.segments] == [(0, 30, " chunk"), (30, 60, " chunk"), (60, 75, " chunk")]
     assert [c[1] for c in rt.calls if c[0] == "plain"] == [[480000, 480000], [240000]]

@@ -7,7 +7,7 @@ Modes (``TranscribeOptions.mode``):
   re-decode at the next temperature when the output is too repetitive (compression ratio) or too unlikely (average
   log-probability); skip windows the model calls silent (no-speech probability).
 * ``batched`` — throughput: consecutive non-overlapping 30-s windows, ``batch_size`` per engine call, no
-  conditioning; the tail of a window after its last timestamp pair becomes a segment ending at the window's end.
+  conditioning; the tail of a window the decode broke off is decoded again (``tails.py``).
 * ``plain`` — for engines that return text only (``Runtime.long_form_unsupported``): each 30-s chunk through the
   recipe's ordinary ``transcribe``; one segment per chunk, no scores, no timestamps inside a chunk.
 
@@ -33,6 +33,7 @@ from ..metrics.hardware import threads_or_default
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
 from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
+from .tails import decode_to_end
 from .vad import VAD_DEFAULTS, check_vad, restore_clips, speech_clips, speech_segments
 from .writers import Segment, TranscriptResult
 
@@ -491,10 +492,8 @@ class Transcriber:
                 start += frames * HOP_LENGTH
             if batch:
                 language = self._ensure_language(batch[0][2], info)
-                decoded = self._decode_with_fallback([w for _, _, w in batch], opts, language, [])
-                for (offset, frames, _), (r, t) in zip(batch, decoded):
-                    if not self._skip_as_silence(r, opts):
-                        yield from self._segments(r, t, offset, frames, final=True)[0]
+                for segs in decode_to_end(self, [(offset, w) for offset, _, w in batch], opts, language):
+                    yield from segs
             progress(start / SAMPLE_RATE)
 
     def _plain(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:

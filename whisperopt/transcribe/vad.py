@@ -7,7 +7,8 @@ Like faster-whisper's ``BatchedInferencePipeline`` (``collect_chunks`` + ``resto
 * speech regions (each padded by ``speech_pad_ms``, split by the detector at a pause once longer than
   ``max_chunk_s``) are joined in order into chunks of at most ``max_chunk_s`` of speech, the silence between them left
   out; a region still longer is cut into equal parts, never truncated. Non-speech is never decoded;
-* ``batched`` decodes each chunk as one window, ``batch_size`` chunks per engine call; ``plain`` gives one segment
+* ``batched`` decodes each chunk as one window, ``batch_size`` chunks per engine call (a tail the decode broke
+  off decoded again, ``tails.py``); ``plain`` gives one segment
   per chunk (its chunks also end at a gap over ``PLAIN_GAP_S``); ``sequential`` runs the openai-style loop
   (conditioning and fallback as without VAD) over all the speech joined, like faster-whisper's ``WhisperModel``
   with ``vad_filter`` (``Joined`` says why not chunk by chunk);
@@ -34,6 +35,7 @@ import numpy as np
 from ..constants import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 from ..errors import WhisperoptError
 from ..recipes.base import DecodeOptions
+from .tails import decode_to_end
 from .writers import Segment
 
 # faster-whisper's BatchedInferencePipeline defaults (its VadOptions defaults but a 160-ms minimum silence, and the
@@ -286,10 +288,8 @@ def _chunked(tr, stream: Iterator[Chunk], chunks: SpeechChunks, opts, info,
     for batch in _batches(stream, chunks, opts.batch_size, progress):
         language = tr._ensure_language(batch[0].audio, info)
         if opts.mode == "batched":
-            decoded = tr._decode_with_fallback([c.audio for c in batch], opts, language, [])
-            for c, (r, t) in zip(batch, decoded):
-                if not tr._skip_as_silence(r, opts):
-                    yield from c.restore(tr._segments(r, t, 0.0, len(c.audio) // HOP_LENGTH, final=True)[0])
+            for c, segs in zip(batch, decode_to_end(tr, [(0.0, c.audio) for c in batch], opts, language)):
+                yield from c.restore(segs)
         else:
             decode = DecodeOptions(beam_size=opts.beam_size, language=language, task=opts.task, batch_size=len(batch))
             for c, text in zip(batch, tr.runtime.transcribe([c.audio for c in batch], decode)):
