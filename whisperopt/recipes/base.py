@@ -83,6 +83,7 @@ class WindowResult:
     no_speech_prob: float  # probability of <|nospeech|> (<|nocaptions|>) at the <|startoftranscript|> position
     token_times: list[float] | None = None  # with word_timestamps: where each token starts (s from the window's
     # start, cross-attention alignment), plus one entry for where the last one ends
+    token_probs: list[float] | None = None  # with word_timestamps: each token's probability (a word's is their mean)
 
 
 @dataclass

@@ -143,14 +143,16 @@ class GenerateRuntime(Runtime):
                 one = BaseModelOutput(last_hidden_state=hidden[i:i + 1])
                 logprobs = torch.log_softmax(self._long_form_logits(one, ids), dim=-1)
                 targets = ids[0, prefix_len:]
-                total = float(logprobs[prefix_len - 1:-1].gather(1, targets[:, None]).sum()) if len(targets) else 0.0
+                each = logprobs[prefix_len - 1:-1].gather(1, targets[:, None])[:, 0]
+                total = float(each.sum()) if len(targets) else 0.0
                 tokens = [t for t in generated if t != eot]
-                token_times = None
+                token_times = token_probs = None
                 if times is not None:
                     token_times = [float(x) for x in times[i][prefix_len:prefix_len + len(tokens) + 1]]
                     token_times += (token_times[-1:] or [0.0]) * (len(tokens) + 1 - len(token_times))
+                    token_probs = each[:len(tokens)].exp().tolist()
                 results.append(WindowResult(tokens, total / (len(tokens) + 1),
-                                            float(logprobs[sot_index, nospeech].exp()), token_times))
+                                            float(logprobs[sot_index, nospeech].exp()), token_times, token_probs))
         if copies == 1:
             return results
         return [max(results[i:i + copies], key=lambda r: r.avg_logprob) for i in range(0, len(results), copies)]

@@ -31,6 +31,7 @@ from ..constants import HOP_LENGTH, MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS, N
 from ..errors import WhisperoptError
 from ..metrics.hardware import threads_or_default
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
+from .guards import FRAMES_PER_SECOND, cut_loops, find_loop, skip_hallucinations
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
 from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
 from .tails import decode_to_end
@@ -62,6 +63,8 @@ class TranscribeOptions:
     batch_size: int = 8  # windows per engine call (batched and plain modes)
     silence_threshold: float = 1e-3  # peak |sample| below this (-60 dBFS): the window is silence, not decoded
     word_timestamps: bool = False
+    hallucination_silence_threshold: float | None = None  # s; sequential, with word timestamps (guards.py)
+    loop_repeats: int | None = None  # an n-gram said this often in a row: fall back, then cut (guards.py)
     pack: bool = False  # transcribe_clips: several clips per window, split back by timestamp (packing.py)
     pack_gap: float = DEFAULT_GAP_S  # seconds of silence after each packed clip
     vad_filter: bool = False  # decode only the speech Silero VAD finds, in chunks (vad.py); faster-whisper's names:
@@ -88,6 +91,13 @@ class TranscribeOptions:
                                   f"{'--mode plain' if self.mode == 'plain' else '--without-timestamps'}")
         check_gap(self.pack_gap)
         check_vad(self)
+        threshold = self.hallucination_silence_threshold
+        if threshold is not None and not (threshold > 0 and self.word_timestamps and self.mode == "sequential"):
+            raise WhisperoptError("--hallucination-silence-threshold needs a number of seconds > 0, --word-timestamps "
+                                  f"and --mode sequential (as in openai-whisper), got {threshold}, word timestamps "
+                                  f"{'on' if self.word_timestamps else 'off'}, --mode {self.mode}")
+        if self.loop_repeats is not None and not 2 <= self.loop_repeats <= 50:
+            raise WhisperoptError(f"--loop-repeats must be between 2 and 50, got {self.loop_repeats}")
 
 
 @dataclass
@@ -400,6 +410,8 @@ class Transcriber:
             needs = True  # too repetitive
         if opts.logprob_threshold is not None and r.avg_logprob < opts.logprob_threshold:
             needs = True  # too unlikely
+        if opts.loop_repeats and find_loop(self._text(r.tokens).split(), opts.loop_repeats):
+            needs = True  # a repetition loop
         if opts.no_speech_threshold is not None and r.no_speech_prob > opts.no_speech_threshold \
                 and opts.logprob_threshold is not None and r.avg_logprob < opts.logprob_threshold:
             needs = False  # silence: falling back would only make up words
@@ -428,29 +440,34 @@ class Transcriber:
             return False
         return opts.logprob_threshold is None or r.avg_logprob < opts.logprob_threshold
 
-    def _segments(self, r: WindowResult, t: float, offset: float, frames: int, final: bool):
+    def _segments(self, r: WindowResult, t: float, offset: float, frames: int, final: bool,
+                  repeats: int | None = None):
         raw, advance = split_window(r.tokens, self.vocab, offset, frames, final=final)
-        return self._timed(r, t, raw, offset), raw, advance
+        return self._timed(r, t, raw, offset, repeats), raw, advance
 
-    def _timed(self, r: WindowResult, t: float, raw: list, offset: float) -> list[Segment]:
-        """Output segments of ``raw`` (a window's, times already ``offset`` from the window's start)."""
+    def _timed(self, r: WindowResult, t: float, raw: list, offset: float, repeats: int | None = None) -> list[Segment]:
+        """Output segments of ``raw`` (a window's, times already ``offset`` from the window's start); ``repeats``:
+        loops of that many sayings cut (``guards.cut_loops``)."""
         ratio = compression_ratio(self._text(r.tokens))
-        return [Segment(round(s.start, 3), round(s.end, 3), self._text(s.tokens), s.tokens,
+        segs = [Segment(round(s.start, 3), round(s.end, 3), self._text(s.tokens), s.tokens,
                         round(r.avg_logprob, 4), round(r.no_speech_prob, 4), t, round(ratio, 3),
                         self._words(r, s, offset) if r.token_times else None)
                 for s in raw if self._text(s.tokens).strip()]
+        return cut_loops(segs, repeats) if repeats else segs
 
     def _words(self, r: WindowResult, seg, offset: float) -> list[dict]:
         span = range(seg.index, seg.index + len(seg.tokens))
         pieces = [self.tokenizer.decode([r.tokens[i]]) if r.tokens[i] < self.vocab.eot else None for i in span]
         times = [offset + r.token_times[i] for i in range(seg.index, seg.index + len(seg.tokens) + 1)]
-        return group_words(pieces, times, seg.start, seg.end)
+        probs = [r.token_probs[i] for i in span] if r.token_probs else None
+        return group_words(pieces, times, seg.start, seg.end, probs)
 
     # --- modes ---
     def _sequential(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:
         seek = start // HOP_LENGTH  # frames
         history = self._prompt_tokens(opts)
         prompt_from = 0
+        last_speech = 0.0  # where the last word kept ended (hallucination_silence_threshold)
         while True:
             window = buffer.window(seek * HOP_LENGTH, N_SAMPLES)
             frames = len(window) // HOP_LENGTH
@@ -468,7 +485,16 @@ class Transcriber:
                 seek += frames
                 progress(seek * HOP_LENGTH / SAMPLE_RATE)
                 continue
-            segs, raw, advance = self._segments(r, t, offset, frames, final=False)
+            segs, raw, advance = self._segments(r, t, offset, frames, final=False, repeats=opts.loop_repeats)
+            if opts.hallucination_silence_threshold is not None:
+                ending = len(r.tokens) >= 2 and not self.vocab.is_timestamp(r.tokens[-2]) \
+                    and self.vocab.is_timestamp(r.tokens[-1])
+                content_end = offset + frames / FRAMES_PER_SECOND if frames * HOP_LENGTH < N_SAMPLES else None
+                segs, after = skip_hallucinations(segs, opts.hallucination_silence_threshold, seek, frames, advance,
+                                                  ending, last_speech, content_end)
+                raw = [s for s in raw if any(s.tokens == k.tokens for k in segs)]
+                last_speech = next((w["end"] for k in reversed(segs) for w in reversed(k.words or [])), last_speech)
+                advance = after - seek
             for s in raw:
                 history.extend(s.tokens)
             if not opts.condition_on_previous_text or t > 0.5:

@@ -80,10 +80,12 @@ def split_window(tokens: list[int], vocab: Vocabulary, time_offset: float, windo
     return segments, advance
 
 
-def group_words(pieces: list[str | None], times: list[float], start: float, end: float) -> list[dict]:
+def group_words(pieces: list[str | None], times: list[float], start: float, end: float,
+                probs: list[float] | None = None) -> list[dict]:
     """Words of one segment from its tokens' texts (None for timestamp tokens) and absolute start times (one more
     entry than ``pieces``: where the last token ends). A word starts at a piece beginning with a space or after a
-    timestamp and lasts until its last token ends; times are clamped to the segment."""
+    timestamp and lasts until its last token ends; times are clamped to the segment. ``probs`` (one per piece): a
+    word's ``probability`` is its tokens' mean, as in openai-whisper."""
     spans: list[list] = []  # [first index, last index, text]
     for i, piece in enumerate(pieces):
         if piece is None:
@@ -97,5 +99,9 @@ def group_words(pieces: list[str | None], times: list[float], start: float, end:
     for first, last, text in spans:
         a = min(max(times[first], start), end)
         b = min(max(times[last + 1], a), end)
-        words.append({"start": round(a, 3), "end": round(b, 3), "word": text})
+        word = {"start": round(a, 3), "end": round(b, 3), "word": text}
+        if probs is not None:
+            mine = probs[first:last + 1]
+            word["probability"] = round(sum(mine) / len(mine), 4)
+        words.append(word)
     return words

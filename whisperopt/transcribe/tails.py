@@ -39,11 +39,11 @@ def decode_to_end(tr, windows: list[tuple[float, np.ndarray]], opts, language: s
             if tr._skip_as_silence(r, opts):
                 continue
             frames = len(audio) // HOP_LENGTH
-            segs, _, advance = tr._segments(r, t, start, frames, final=False)
+            segs, _, advance = tr._segments(r, t, start, frames, final=False, repeats=opts.loop_repeats)
             if attempt < MAX_TAIL_ROUNDS and (frames - advance) * HOP_LENGTH >= TAIL_MIN_S * SAMPLE_RATE:
                 tails.append((i, start + advance * HOP_LENGTH / SAMPLE_RATE, audio[advance * HOP_LENGTH:]))
             else:
-                segs = tr._segments(r, t, start, frames, final=True)[0]
+                segs = tr._segments(r, t, start, frames, final=True, repeats=opts.loop_repeats)[0]
             out[i].extend(segs)
         todo = tails
     return out
