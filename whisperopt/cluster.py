@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import WhisperoptError
+from .errors import WhisperoptError, first_line
 
 INSTALL = "pip install 'whisperopt[ray]'"
 
@@ -42,7 +42,7 @@ def connect(address: str | None, log=print):
             ray.init(address=address, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise WhisperoptError(f"cannot connect to the Ray cluster at {address}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                                  f"{first_line(exc, type(exc).__name__)}") from None
         log(f"ray: connected to the cluster at {address}")
     return ray
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import SAMPLE_RATE
-from ..errors import WhisperoptError
+from ..errors import WhisperoptError, first_line
 from ..files import os_reason
 
 __all__ = ["SAMPLE_RATE", "audio_file_problem", "load_audio", "resampled"]
@@ -39,7 +39,7 @@ def audio_file_problem(path: str | Path) -> str | None:
 
 def _ffmpeg_reason(exc: Exception) -> str:
     """PyAV's message without its "[Errno 1094995529]" and the repeated path."""
-    return getattr(exc, "strerror", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return getattr(exc, "strerror", None) or first_line(exc, type(exc).__name__)
 
 
 def _decode_soundfile(path: Path) -> np.ndarray | None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..bench.results import read_status, recipe_paths
-from ..errors import WhisperoptError
+from ..errors import WhisperoptError, described, first_line
 from ..files import atomic_dir, atomic_write_json, atomic_write_text, confined, read_json
 from ..models.export_record import CARD, EXPORT_RECORD, table_digest
 from ..models.sizes import SIZES
@@ -343,9 +343,8 @@ def push_to_hub(out: Path, repo_id: str, private: bool = False) -> str:
         info = api.upload_folder(folder_path=str(out), repo_id=repo_id,
                                  commit_message=f"whisperopt export ({Path(out).name})")
     except Exception as exc:  # noqa: BLE001 - offline, no token, no access, HTTP errors: all one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise WhisperoptError(f"the export is written to {out}, but pushing it to the hub as {repo_id} failed: "
-                              f"{type(exc).__name__}: {first}") from None
+                              f"{described(exc)}") from None
     return str(getattr(info, "commit_url", info))
 
 
@@ -357,6 +356,6 @@ def check_repo_id(repo_id: str) -> None:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
         raise WhisperoptError(f"--push-to-hub {repo_id!r} is not a hub repository id (user/name): "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{first_line(exc)}") from None
     if repo_id.count("/") != 1:
         raise WhisperoptError(f"--push-to-hub {repo_id!r}: give user/name (or org/name)")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import N_SAMPLES, N_TEXT_CTX, SAMPLE_RATE, prompt_length
-from ..errors import WhisperoptError
+from ..errors import WhisperoptError, described
 from ..models.processor import decoder_prompt, load_processor
 from .base import DecodeOptions, Runtime, Transcription
 
@@ -62,7 +62,7 @@ class GenAIRuntime(Runtime):
         try:
             self.model = og.Model(config)
         except Exception as exc:  # noqa: BLE001 - genai raises RuntimeError / OrtException with multi-line text
-            raise WhisperoptError(f"onnxruntime-genai could not load {self.dir}: {str(exc).splitlines()[0]}") from None
+            raise WhisperoptError(f"onnxruntime-genai could not load {self.dir}: {described(exc)}") from None
         self.processor = self.model.create_multimodal_processor()
         self.tokenizer = load_processor(model_dir).tokenizer
         gen = json.loads((self.model_dir / "generation_config.json").read_text())
@@ -116,7 +116,7 @@ class GenAIRuntime(Runtime):
         except WhisperoptError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise WhisperoptError(f"onnxruntime-genai generate failed: {str(exc).splitlines()[0]}") from None
+            raise WhisperoptError(f"onnxruntime-genai generate failed: {described(exc)}") from None
         finally:
             del generator
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..constants import N_SAMPLES, N_TEXT_CTX, prompt_length
 from ..data.features import audio_frames
-from ..errors import WhisperoptError
+from ..errors import WhisperoptError, first_line
 from ..files import dist_version
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription, WindowOptions, WindowResult
 
@@ -82,8 +82,8 @@ class OpenAIWhisperRuntime(Runtime):
         try:
             self.model = whisper.load_model(str(path), device=device).eval()
         except Exception as exc:  # noqa: BLE001 - torch.load / load_state_dict errors of a damaged file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WhisperoptError(f"{recipe.name}: openai-whisper cannot load {path}: {first}") from None
+            raise WhisperoptError(f"{recipe.name}: openai-whisper cannot load {path}: "
+                                  f"{first_line(exc, type(exc).__name__)}") from None
         self.multilingual = bool(self.model.is_multilingual)
         self.n_mels = int(self.model.dims.n_mels)
         self.fp16 = False  # the fp32 recipe, on CPU and CUDA alike

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..constants import N_FRAMES, N_SAMPLES, N_TEXT_CTX, prompt_length
 from ..data.features import FRONT_END
-from ..errors import WhisperoptError
+from ..errors import WhisperoptError, described
 from ..metrics.isa import kernel_path
 from ..models.processor import load_processor
 from .base import DecodeOptions, Runtime, Transcription
@@ -376,7 +376,7 @@ class GenAIRuntime(_ProbeMixin, Runtime):
                 res = self.pipe.generate(audio, streamer=streamer, **kwargs) if streamer else \
                     self.pipe.generate(audio, **kwargs)
             except RuntimeError as exc:
-                raise WhisperoptError(f"openvino-genai WhisperPipeline.generate failed: {str(exc).splitlines()[0]}") from None
+                raise WhisperoptError(f"openvino-genai WhisperPipeline.generate failed: {described(exc)}") from None
             metrics = res.perf_metrics
             generated = int(metrics.get_num_generated_tokens())
             if n is not None and generated != n:

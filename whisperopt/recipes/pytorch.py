@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WhisperoptError
+from ..errors import WhisperoptError, first_line
 from ..files import dist_version
 from ..metrics.isa import kernel_path
 from .base import Artifact, Recipe
@@ -45,8 +45,8 @@ def load_state_dict_file(path: Path, allowed: tuple = ()) -> dict:
         raise WhisperoptError(f"{path} is not a data-only state dict ({what}); refused without running it: rebuild "
                               "the artifact, or export it again from a trusted source") from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WhisperoptError(f"{path} cannot be read as a state dict ({first}); rebuild the artifact") from None
+        raise WhisperoptError(f"{path} cannot be read as a state dict ({first_line(exc, type(exc).__name__)}); "
+                              "rebuild the artifact") from None
     if not isinstance(state, dict):
         raise WhisperoptError(f"{path} is not a state dict; rebuild the artifact")
     return state

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..constants import N_FRAMES, N_SAMPLES, N_TEXT_CTX
 from ..data.features import audio_frames
-from ..errors import WhisperoptError
+from ..errors import WhisperoptError, described
 from ..files import dist_version
 from ..metrics.isa import cpu_flags, kernel_path
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
@@ -293,7 +293,7 @@ class WhisperCppRecipe(Recipe):
             raise
         except Exception as exc:  # noqa: BLE001 - a checkpoint the converter cannot read: one line, not a traceback
             raise WhisperoptError(f"{self.name}: cannot convert {model_dir} to ggml: "
-                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                                  f"{described(exc)}") from None
         return {"ggml_file": GGML_FILE, "ggml_ftype": self.ftype, "ggml_ftype_id": FTYPES[self.ftype][0],
                 "converter": "whisperopt.models.ggml (whisper.cpp legacy ggml layout; gguf quantisation kernels)",
                 **info}

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..constants import SAMPLE_RATE
-from ..errors import WhisperoptError
+from ..errors import WhisperoptError, described
 from ..files import os_reason
 from ..transcribe import TranscribeOptions, Transcriber, TranscriptResult
 from ..transcribe.segments import resolve_language
@@ -198,8 +198,7 @@ def create_app(transcriber: Transcriber, settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # a bug: OpenAI's body; uvicorn logs the traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return APIError(500, f"internal error: {type(exc).__name__}: {first}", code="server_error").response()
+        return APIError(500, f"internal error: {described(exc)}", code="server_error").response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -253,8 +252,7 @@ def create_app(transcriber: Transcriber, settings: ServeSettings) -> FastAPI:
             raise APIError(400, str(exc), "file", "invalid_audio") from None
         except Exception as exc:
             log.exception("the engine failed on a request")
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise APIError(500, f"the engine failed: {type(exc).__name__}: {first}", code="engine_error") from None
+            raise APIError(500, f"the engine failed: {described(exc)}", code="engine_error") from None
 
     @app.post("/v1/audio/transcriptions", summary="Transcribe audio into the input language")
     async def transcriptions(

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..cluster import alive_nodes, connect, this_node
-from ..errors import WhisperoptError
+from ..errors import WhisperoptError, described
 
 RESTARTS = 2  # restarts of an actor whose process died, and retries of the file it held
 
@@ -46,7 +46,7 @@ class TranscribeWorker:
             except WhisperoptError as exc:
                 out["error"] = str(exc).replace(str(path), name)
             except Exception as exc:  # an engine's own failure on this input: the other inputs still run
-                out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".replace(str(path), name)
+                out["error"] = described(exc).replace(str(path), name)
         out["seconds"] = time.perf_counter() - t0
         return out
 
