@@ -200,13 +200,15 @@ def test_sidecar_round_trip_and_damage(built):
 
 # --- the metrics on hand-made segments ----------------------------------------------------------------------------
 
-def _ref(starts=(1.0, 5.0, 9.0, 20.0), stretches=()) -> LongformReference:
-    spans = tuple(SpokenSpan(f"u{i}", s - 0.2, s + 2, s, s + 1.8, f"word{i}") for i, s in enumerate(starts))
+def _ref(starts=(1.0, 5.0, 9.0, 20.0), stretches=(), texts=None) -> LongformReference:
+    texts = texts or [f"word{i}" for i in range(len(starts))]
+    spans = tuple(SpokenSpan(f"u{i}", s - 0.2, s + 2, s, s + 1.8, t) for i, (s, t) in enumerate(zip(starts, texts)))
     return LongformReference("f", 60.0, spans, tuple(Stretch(k, a, b) for k, a, b in stretches), "hard")
 
 
 def test_words_in_stretches_with_word_timestamps():
-    ref = _ref(stretches=[("silence", 10, 20), ("music", 30, 40)])  # inner parts: [10.5, 19.5) and [30.5, 39.5)
+    # inner parts: [10.5, 19.5) and [30.5, 39.5); the reference says a, d, f (and g): b, c and e are made up
+    ref = _ref(stretches=[("silence", 10, 20), ("music", 30, 40)], texts=["a", "d", "f", "g"])
     words = [HypWord(9.6, 10.0, "a"),  # midpoint 9.8: before the stretch
              HypWord(10.5, 10.7, "b"),  # 10.6: inside silence
              HypWord(14.0, 16.0, "c"),  # 15.0: inside silence
@@ -214,18 +216,23 @@ def test_words_in_stretches_with_word_timestamps():
              HypWord(34.0, 36.0, "e"),  # 35.0: inside music
              HypWord(44.0, 46.0, "f")]  # 45.0: after both
     got = words_in_stretches(ref, [HypSegment(9.6, 46.0, "a b c d e f", tuple(words))])
-    assert (got.total, got.by_kind, got.timing) == (3, {"silence": 2, "noise": 0, "music": 1}, "words")
+    assert (got.total, got.by_kind, got.timing, got.placed) == (3, {"silence": 2, "noise": 0, "music": 1}, "words", 3)
     assert [w for _, w in got.words] == ["b", "c", "e"]
+    said = words_in_stretches(_ref(stretches=[("silence", 10, 20)], texts=["a", "b c", "d", "e f"]),
+                              [HypSegment(9.6, 46.0, "a b c d e f", tuple(words))])
+    assert (said.total, said.placed) == (0, 2)  # b and c are in the reference: real words, late, not made up
 
 
 def test_words_in_stretches_spread_over_segments():
-    ref = _ref(stretches=[("noise", 10, 20)])
-    # four words over 8-12 s: one second each, midpoints 8.5, 9.5, 10.5, 11.5; inner part [10.25, 19.75)
-    got = words_in_stretches(ref, [HypSegment(8.0, 12.0, "one two three four")], margin=0.25)
-    assert (got.total, got.by_kind["noise"], got.timing) == (2, 2, "segments")
-    mixed = words_in_stretches(ref, [HypSegment(8.0, 12.0, "one two three four"),
+    ref = _ref(stretches=[("noise", 10, 20)], texts=["one", "two", "three", "five"])
+    # five words over 8-12 s: 0.8 s each, midpoints 8.4, 9.2, 10.0, 10.8, 11.6; inner part [10.25, 19.75): "four"
+    # and "five" are placed in the stretch, and only "four" is not in the reference
+    got = words_in_stretches(ref, [HypSegment(8.0, 12.0, "one two three four five")], margin=0.25)
+    assert (got.placed, got.total, got.by_kind["noise"], got.timing) == (2, 1, 1, "segments")
+    assert [w for _, w in got.words] == ["four"]
+    mixed = words_in_stretches(ref, [HypSegment(8.0, 12.0, "one two three four five"),
                                      HypSegment(15.0, 16.0, "x", (HypWord(15.0, 16.0, "x"),))], margin=0.25)
-    assert (mixed.total, mixed.timing) == (3, "mixed")
+    assert (mixed.total, mixed.placed, mixed.timing) == (2, 3, "mixed")
 
 
 def test_repetition_loops():

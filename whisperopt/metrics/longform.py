@@ -9,11 +9,12 @@ object with those attributes or keys is read through ``hyp_segments``, so this l
 Per file, ``score_file`` returns a ``FileScore``:
 
 - word and character errors of the whole file (``wer.utterance_errors``: Whisper's English normaliser, jiwer);
-- words emitted inside inserted non-speech stretches (``words_in_stretches``): a word counts when its midpoint lies
-  in a stretch shrunk by ``STRETCH_MARGIN`` (0.5 s) at both ends, so a real word whose timestamp is a few hundred
-  ms late is not counted. Word timestamps are used when the segment has them; otherwise a segment's words are
-  spread evenly over its span (an approximation that over-counts when one segment straddles a stretch; the result
-  says which timing it used);
+- made-up words emitted inside inserted non-speech stretches (``words_in_stretches``): a word counts when its
+  midpoint lies in a stretch shrunk by ``STRETCH_MARGIN`` (0.5 s) at both ends, so a real word whose timestamp is a
+  few hundred ms late is not counted, and the word alignment against the reference calls it inserted
+  (``inserted_words``), so the real words of a segment that straddles a stretch are not counted either (its words
+  are spread evenly over its span when it has no word timestamps; ``placed`` keeps every word placed in a stretch,
+  the result says which timing it used);
 - repetition loops (``repetition_loops``): an n-gram of 1 to ``MAX_NGRAM`` (30) normalised words repeated at least
   ``MIN_REPEATS`` (3) times back to back, the smallest period reported, counted only when the reference does not
   hold the same n-gram repeated as many times ("no no no" read aloud is not a loop);
@@ -186,26 +187,52 @@ def _timed_words(segments: Sequence[HypSegment]) -> tuple[list[tuple[float, str]
 
 @dataclass(frozen=True)
 class StretchWords:
-    """Words emitted inside inserted non-speech stretches."""
+    """Made-up words emitted inside inserted non-speech stretches."""
 
-    total: int
-    by_kind: dict  # kind -> words
+    total: int  # words placed in a stretch that the alignment with the reference calls inserted
+    by_kind: dict  # kind -> such words
     words: tuple[tuple[float, str], ...]  # (midpoint, word) of each counted word
     timing: str  # "words" (word timestamps), "segments" (spread evenly over a segment) or "mixed"
+    placed: int = 0  # every word placed in a stretch, real ones included (a segment spanning a stretch)
+
+
+def inserted_words(reference_text: str, words: Sequence[str]) -> list[bool]:
+    """For each hypothesis word (in order), whether the word alignment against ``reference_text`` calls it
+    inserted (every one of its normalised pieces aligned to no reference word); a word that normalises to nothing
+    (punctuation) is not."""
+    import jiwer
+
+    pieces = [normalise(w).split() for w in words]
+    flat = [p for ps in pieces for p in ps]
+    ref = normalise(reference_text).split()
+    if not flat or not ref:
+        return [bool(ps) for ps in pieces]
+    inserted = [False] * len(flat)
+    for chunk in jiwer.process_words(" ".join(ref), " ".join(flat)).alignments[0]:
+        if chunk.type == "insert":
+            inserted[chunk.hyp_start_idx:chunk.hyp_end_idx] = [True] * (chunk.hyp_end_idx - chunk.hyp_start_idx)
+    out, at = [], 0
+    for ps in pieces:
+        out.append(bool(ps) and all(inserted[at:at + len(ps)]))
+        at += len(ps)
+    return out
 
 
 def words_in_stretches(reference: LongformReference, segments: Sequence[HypSegment],
                        margin: float = STRETCH_MARGIN) -> StretchWords:
     timed, timing = _timed_words(segments)
+    made_up = inserted_words(reference.text, [w for _, w in timed]) if reference.stretches else []
     by_kind = {k: 0 for k in STRETCH_KINDS}
-    counted = []
-    for mid, word in timed:
+    counted, placed = [], 0
+    for (mid, word), new in zip(timed, made_up):
         for s in reference.stretches:
             if s.start + margin <= mid < s.end - margin:
-                by_kind[s.kind] = by_kind.get(s.kind, 0) + 1
-                counted.append((mid, word))
+                placed += 1
+                if new:
+                    by_kind[s.kind] = by_kind.get(s.kind, 0) + 1
+                    counted.append((mid, word))
                 break
-    return StretchWords(len(counted), by_kind, tuple(counted), timing)
+    return StretchWords(len(counted), by_kind, tuple(counted), timing, placed)
 
 
 @dataclass(frozen=True)
