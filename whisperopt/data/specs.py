@@ -16,6 +16,9 @@ from .datasets import (
 )
 from .longform import load_longform
 
+#: the data every calibration, validation and tuning step reads: never test data
+DEV_DATASET = "librispeech:dev-clean"
+
 
 def load_dataset(spec: str) -> Dataset:
     """``librispeech:<split>``, ``librispeech-long:<split>[:hard]`` (data/longform.py), a LibriSpeech directory, or

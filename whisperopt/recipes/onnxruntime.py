@@ -31,6 +31,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..data.specs import DEV_DATASET
 from ..errors import WhisperoptError
 from ..files import dist_version, link_or_copy
 from .base import Artifact, Option, Recipe
@@ -57,7 +58,7 @@ DECODER = "decoder_model.onnx"
 DECODER_WITH_PAST = "decoder_with_past_model.onnx"
 DECODER_MERGED = "decoder_model_merged.onnx"
 EXPORT_TASK = "automatic-speech-recognition-with-past"
-CALIBRATION_DATASET = "librispeech:dev-clean"  # never test data
+CALIBRATION_DATASET = DEV_DATASET  # never test data
 CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")  # auto: percentile encoder, min/max decoders
 INT4_OPS = ("MatMul", "Gather")
 

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from ..data.datasets import is_test_data
 from ..data.references import forced_length
+from ..data.specs import DEV_DATASET
 from ..errors import WhisperoptError
 from ..files import dist_version
 from .base import Artifact, DecodeOptions, Option, Recipe, Runtime, positive
@@ -65,7 +66,7 @@ from .transformers_runtime import GenerateRuntime
 OV_DEVICES = ("CPU", "GPU", "AUTO")
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 PRECISION_HINTS = ("f32", "bf16", "f16", "default")  # "default": leave OpenVINO's device default
-CALIBRATION_DATA = "librispeech:dev-clean"
+CALIBRATION_DATA = DEV_DATASET  # never test data
 
 
 def _upper(value) -> str:

@@ -21,12 +21,13 @@ import numpy as np
 
 from ..cache import model_artifacts_dir
 from ..constants import N_TEXT_CTX
+from ..data.specs import DEV_DATASET
 from ..errors import WhisperoptError
 from ..metrics.hardware import cuda_available, default_threads
 from ..models.synthetic import is_synthetic
 from .base import Artifact, DecodeOptions, Recipe
 
-VALIDATION_DATASET = "librispeech:dev-clean"  # never test data
+VALIDATION_DATASET = DEV_DATASET  # never test data
 VALIDATION_UTTERANCES = 2
 DECODE_UTTERANCES = 6  # ~110 words of dev-clean: one word is ~0.9 points
 # measured on tiny.en (6 dev-clean utterances): torch-fp32 WER 1.8 %; the dynamic/weight-only int8 and int4 recipes

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..constants import HOP_LENGTH, SAMPLE_RATE
+from ..constants import FRAMES_PER_SECOND
 from .writers import Segment
 
 PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"  # openai-whisper's: not counted as words
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
 MAX_NGRAM = 12  # words in the longest repeated n-gram looked for
 
 

@@ -27,11 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import HOP_LENGTH, MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS, N_SAMPLES, SAMPLE_RATE, WINDOW_FULL
+from ..constants import (
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    MAX_BATCH,
+    MAX_CANDIDATES,
+    MAX_NEW_TOKENS,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    WINDOW_FULL,
+)
 from ..errors import WhisperoptError
 from ..metrics.hardware import threads_or_default
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
-from .guards import FRAMES_PER_SECOND, cut_loops, find_loop, skip_hallucinations
+from .guards import cut_loops, find_loop, skip_hallucinations
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
 from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
 from .tails import decode_to_end
