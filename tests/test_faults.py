@@ -230,7 +230,7 @@ def test_a_damaged_status_is_measured_again_by_the_next_run(results, tmp_path):
 @pytest.mark.parametrize("flag, value, message", [
     ("--threads", "0", "--threads must be positive"),
     ("--beam-size", "100000", "--beam-size"),
-    ("--batch-size", "0", "--batch-size must be positive"),
+    ("--batch-size", "0", "--batch-size must be between 1 and 64, got 0"),
     ("--throughput-batches", "4,x", "--throughput-batches expects comma-separated batch sizes"),
     ("--throughput-batches", "0", "--throughput-batches: each batch size must be 1-"),
     ("--throughput-batches", "4,4", "--throughput-batches lists a batch size twice"),

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..constants import MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS
+from ..constants import MAX_BATCH
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json
 from ..metrics.hardware import default_threads
-from ..recipes.base import DecodeOptions
+from ..recipes.base import DecodeOptions, check_decode_limits
 from ..transcribe.packing import DEFAULT_GAP_S, check_gap
 
 DEFAULT_DATASET = "librispeech:test-clean"
@@ -48,16 +48,8 @@ class BenchConfig:
             raise WhisperoptError(f"--limit must be a positive number of utterances, got {self.limit}")
         if self.threads <= 0:
             raise WhisperoptError(f"--threads must be positive, got {self.threads}")
-        if self.decode.beam_size <= 0:
-            raise WhisperoptError(f"--beam-size must be positive, got {self.decode.beam_size}")
-        if self.decode.beam_size > MAX_CANDIDATES:
-            raise WhisperoptError(f"--beam-size must be at most {MAX_CANDIDATES}, got {self.decode.beam_size}")
-        if self.decode.batch_size <= 0:
-            raise WhisperoptError(f"--batch-size must be positive, got {self.decode.batch_size}")
-        if self.decode.batch_size > MAX_BATCH:
-            raise WhisperoptError(f"--batch-size must be at most {MAX_BATCH}, got {self.decode.batch_size}")
-        if self.decode.max_new_tokens is not None and not 1 <= self.decode.max_new_tokens <= MAX_NEW_TOKENS:
-            raise WhisperoptError(f"--max-new-tokens must be 1-{MAX_NEW_TOKENS}, got {self.decode.max_new_tokens}")
+        check_decode_limits(beam_size=self.decode.beam_size, batch_size=self.decode.batch_size,
+                            max_new_tokens=self.decode.max_new_tokens)
         if self.decode.task not in ("transcribe", "translate"):
             raise WhisperoptError(f"--task must be transcribe or translate, got {self.decode.task!r}")
         if self.device not in ("cpu", "cuda"):

@@ -25,13 +25,23 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from ..constants import WINDOW_AUTO_FLOOR_S, WINDOW_FULL, WINDOW_MARGIN_S
+from ..constants import MAX_BATCH, MAX_CANDIDATES, MAX_NEW_TOKENS, WINDOW_AUTO_FLOOR_S, WINDOW_FULL, WINDOW_MARGIN_S
 from ..data.features import check_window
 from ..errors import WhisperoptError
 from ..metrics.hardware import cuda_available
 
 # Files that describe a model rather than hold its weights (excluded from "size on disk").
 NON_WEIGHT_SUFFIXES = {".json", ".txt", ".tiktoken", ".md", ".model", ".py"}
+
+
+def check_decode_limits(beam_size: int | None = None, best_of: int | None = None, batch_size: int | None = None,
+                        max_new_tokens: int | None = None) -> None:
+    """The one check of the decode settings every command takes (None: not given): beyond these an engine tries
+    to allocate hundreds of GB, or caps silently. A one-line error names the flag."""
+    for flag, value, most in (("--beam-size", beam_size, MAX_CANDIDATES), ("--best-of", best_of, MAX_CANDIDATES),
+                              ("--batch-size", batch_size, MAX_BATCH), ("--max-new-tokens", max_new_tokens, MAX_NEW_TOKENS)):
+        if value is not None and not 1 <= value <= most:
+            raise WhisperoptError(f"{flag} must be between 1 and {most}, got {value}")
 
 
 @dataclass(frozen=True)

@@ -30,16 +30,13 @@ import numpy as np
 from ..constants import (
     FRAMES_PER_SECOND,
     HOP_LENGTH,
-    MAX_BATCH,
-    MAX_CANDIDATES,
-    MAX_NEW_TOKENS,
     N_SAMPLES,
     SAMPLE_RATE,
     WINDOW_FULL,
 )
 from ..errors import WhisperoptError
 from ..metrics.hardware import threads_or_default
-from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
+from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult, check_decode_limits
 from .guards import cut_loops, find_loop, skip_hallucinations
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
 from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
@@ -88,11 +85,8 @@ class TranscribeOptions:
             raise WhisperoptError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
         if self.task not in TASKS:
             raise WhisperoptError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
-        limits = [("--beam-size", self.beam_size, MAX_CANDIDATES), ("--best-of", self.best_of, MAX_CANDIDATES),
-                  ("--batch-size", self.batch_size, MAX_BATCH), ("--max-new-tokens", self.max_new_tokens, MAX_NEW_TOKENS)]
-        for flag, value, most in limits:  # beyond these an engine tries to allocate hundreds of GB, or caps silently
-            if not 1 <= value <= most:
-                raise WhisperoptError(f"{flag} must be between 1 and {most}, got {value}")
+        check_decode_limits(beam_size=self.beam_size, best_of=self.best_of, batch_size=self.batch_size,
+                            max_new_tokens=self.max_new_tokens)
         if not self.temperature or any(t < 0 for t in self.temperature):
             raise WhisperoptError(f"temperatures must be a non-empty list of numbers >= 0, got {self.temperature}")
         if self.pack and (self.mode == "plain" or self.without_timestamps):
