@@ -193,3 +193,31 @@ def test_a_run_where_nothing_finished_has_a_page_without_plots(tmp_path):
     text = write_html(summary, tmp_path).read_text()
     assert "No plots: no recipe finished." in text and "recommended: none (no recipe finished successfully)" in text
     assert "failed: out of memory" in text and BY_KEY["wer"].header.replace("\n", "<br>") in text
+
+
+def test_long_form_workload_alone_and_beside_the_short_form_one(browser, tmp_path):
+    """summary.html of a long-form folder (no sortable table: the script must not fail) and of one holding both
+    workloads (the headline's recommendation on top, both sections, the short-form table still sorts)."""
+    from .test_report_longform import _write_long, long_record
+
+    long_only = _write_long(tmp_path / "long")
+    assert main(["report", str(long_only)]) == 0
+    page = long_only / "summary.html"
+    _open(browser, page)
+    _check_self_contained(browser, page)
+    assert browser.title.startswith("Long-form benchmark") and "pwned" not in browser.title
+    rows = browser.find_elements("css selector", "#long-0 tbody tr")
+    assert len(rows) == 5 and "recommended" in rows[2].get_attribute("class")  # ct2-int8 vad
+    assert "ct2-int8 vad" in _text(browser.find_element("id", "recommendation"))
+
+    both = _write_results(tmp_path / "both")
+    (both / "longform.json").write_text(json.dumps(long_record()))
+    assert main(["report", str(both), "--workload", "long"]) == 0
+    page = both / "summary.html"
+    _open(browser, page)
+    _check_self_contained(browser, page)
+    assert "long-form, mini-long" in _text(browser.find_element("id", "recommendation"))
+    assert "recommended: openvino-int8-ptq-genai" in _text(browser.find_element("id", "recommendation-short"))
+    header = browser.find_element("css selector", "#results thead th[data-type=text] button")
+    header.click()
+    assert _names(browser) == sorted(_names(browser)) and len(_names(browser)) == 8

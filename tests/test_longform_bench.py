@@ -196,13 +196,13 @@ def test_faster_whisper_batched_pipeline_is_the_native_peer_row(tiny_en, minute,
 
 
 def test_a_peer_row_with_its_own_settings_is_never_recommended():
-    from whisperopt.bench.longform_runner import recommend
+    from whisperopt.report import recommend_long
 
     def row(recipe, mode, rtfx, ci, own=None):
         return {"recipe": recipe, "mode": mode, "status": "ok", "rtfx": rtfx, "wer": 5.0, "wer_delta_ci": ci,
-                "own_settings": own}
+                "wer_delta": ci and sum(ci) / 2, "own_settings": own}
 
     rows = [row("torch-fp32", "sequential", 2.0, None), row("ct2-int8", "vad", 20.0, [-0.5, 0.3]),
             row("ct2-int8-fw-batched", "native", 30.0, [-2.0, -0.5], "faster-whisper's own defaults")]
-    rec = recommend({"datasets": {"d": {"rows": rows}}}, 0.5, "torch-fp32")["d"]
+    rec = recommend_long({"datasets": {"d": {"rows": rows, "reference": "torch-fp32 sequential"}}}, 0.5)["d"]
     assert (rec["recipe"], rec["mode"]) == ("ct2-int8", "vad")  # faster and more accurate, but not the bench's settings

@@ -59,70 +59,91 @@ def _model_recipe(model: str, recipe: str | None, default: str = "torch-fp32") -
     return recipe or exported_recipe(model) or default
 
 
-def _bench_long(args) -> int:
-    """``bench`` on long-form data: recipes x long-form modes (``bench/longform_runner.py``)."""
-    from .bench.longform_runner import markdown, run_longform_bench
+def _bench_long(args, dataset: str, out: Path) -> None:
+    """The long-form bench of ``bench``: recipes x long-form modes (``bench/longform_runner.py``), into ``out``."""
+    from .bench.longform_runner import run_longform_bench
     from .metrics.hardware import resolve_device, threads_or_default
 
+    run_longform_bench(args.model, args.recipes or DEFAULT_LONG_RECIPES, args.long_modes, dataset, args.limit,
+                       threads_or_default(args.threads), resolve_device(args.device),
+                       8 if args.batch_size is None else args.batch_size, out)
+
+
+def _split_workloads(args, out: Path) -> tuple[str | None, str | None]:
+    """``--dataset`` as (the short-form dataset, the long-form ones), either None; ``--workload`` must name one this
+    bench runs or ``out`` already holds."""
+    from .bench.longform_runner import PREFIX, RESULTS_FILE, is_longform, plan
+
+    if not is_longform(args.dataset):
+        short, long = args.dataset, None
+    else:
+        specs = [d.strip() for d in args.dataset.split(",") if d.strip()]
+        shorts = [d for d in specs if not d.startswith(PREFIX)]
+        if len(shorts) > 1:
+            raise WhisperoptError(f"--dataset: one short-form dataset beside the long-form ones, got {', '.join(shorts)}")
+        short, long = (shorts[0] if shorts else None), ",".join(d for d in specs if d.startswith(PREFIX))
     for flag, value in (("--threads", args.threads), ("--batch-size", args.batch_size), ("--limit", args.limit)):
-        if value is not None and value < 1:
+        if long and value is not None and value < 1:
             raise WhisperoptError(f"{flag} must be at least 1")
-    slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{args.model}__{args.dataset}")
-    out = Path(args.out) if args.out else Path("whisperopt-results") / slug
-    summary = run_longform_bench(args.model, args.recipes or DEFAULT_LONG_RECIPES, args.long_modes, args.dataset,
-                                 args.limit, threads_or_default(args.threads), resolve_device(args.device),
-                                 8 if args.batch_size is None else args.batch_size, out, args.wer_budget)
-    print(markdown(summary))
-    print(f"results: {out / 'summary.md'} (also summary.json)")
-    return 0
+    if long:
+        plan(args.recipes or DEFAULT_LONG_RECIPES, args.long_modes, long)  # before a short-form bench runs
+    held = {"short": short or (out / "run.json").exists(), "long": long or (out / RESULTS_FILE).exists()}
+    if args.workload and not held[args.workload]:
+        raise WhisperoptError(f"--workload {args.workload}: this bench runs no {args.workload}-form dataset and "
+                              f"{out} holds none")
+    return short, long
 
 
 def cmd_bench(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .bench import BenchConfig, run_bench
-    from .bench.longform_runner import is_longform
     from .metrics.hardware import default_device, default_threads
     from .recipes import DecodeOptions, parse_recipe_list
-    from .report import summarise
+    from .report import summarise_results
 
-    if is_longform(args.dataset):
-        return _bench_long(args)
     _check_report_args(args)  # a typo in --columns or --rank-by fails now, not after an hour of benchmarking
-    # looked up once (the config takes their names); an exported --model (`whisperopt export`) runs its own recipe
-    recipes = parse_recipe_list(args.recipes or _model_recipe(args.model, None, DEFAULT_BENCH_RECIPES))
     slug = "__".join("".join(c if c.isalnum() or c in "-._" else "_" for c in x) for x in (args.model, args.dataset))
     out = Path(args.out) if args.out else Path("whisperopt-results") / slug
-    cfg = BenchConfig(
-        model=args.model,
-        recipes=[r.name for r in recipes],
-        dataset=args.dataset,
-        limit=args.limit,
-        decode=DecodeOptions(beam_size=args.beam_size, language=args.language, task=args.task,
-                             max_new_tokens=args.max_new_tokens,
-                             batch_size=1 if args.batch_size is None else args.batch_size),
-        threads=default_threads() if args.threads is None else args.threads,  # 0 is rejected, not "all"
-        device=default_device() if args.device == "auto" else args.device,
-        warmup=args.warmup,
-        fidelity_utterances=args.fidelity_utterances,
-        recipe_options=_recipe_options(_parse_options(args.option), recipes),
-        out_dir=out,
-        verify=args.verify,
-        throughput_batches=_batch_list(args.throughput_batches),
-        pack=args.pack,
-        pack_gap=args.pack_gap,
-        ray=args.ray,
-        shard_size=args.shard_size,
-    )
+    dataset, long = _split_workloads(args, out)
     console = _console()
-    with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False, disable=not sys.stdout.isatty()) as progress:
-        run_bench(cfg, progress=progress, log=lambda m: console.print(m, markup=False, highlight=False))
-    summary = summarise(out, args.wer_budget, args.min_agreement, args.rank_by)
+    if dataset is not None:
+        # looked up once (the config takes their names); an exported --model (`whisperopt export`) runs its own
+        # recipe; beside a long-form bench, NAME:MODE+MODE is NAME here
+        names = ",".join(dict.fromkeys(x.split(":")[0] for x in args.recipes.split(","))) if args.recipes and long \
+            else args.recipes
+        recipes = parse_recipe_list(names or _model_recipe(args.model, None, DEFAULT_BENCH_RECIPES))
+        cfg = BenchConfig(
+            model=args.model,
+            recipes=[r.name for r in recipes],
+            dataset=dataset,
+            limit=args.limit,
+            decode=DecodeOptions(beam_size=args.beam_size, language=args.language, task=args.task,
+                                 max_new_tokens=args.max_new_tokens,
+                                 batch_size=1 if args.batch_size is None else args.batch_size),
+            threads=default_threads() if args.threads is None else args.threads,  # 0 is rejected, not "all"
+            device=default_device() if args.device == "auto" else args.device,
+            warmup=args.warmup,
+            fidelity_utterances=args.fidelity_utterances,
+            recipe_options=_recipe_options(_parse_options(args.option), recipes),
+            out_dir=out,
+            verify=args.verify,
+            throughput_batches=_batch_list(args.throughput_batches),
+            pack=args.pack,
+            pack_gap=args.pack_gap,
+            ray=args.ray,
+            shard_size=args.shard_size,
+        )
+        with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False, disable=not sys.stdout.isatty()) as progress:
+            run_bench(cfg, progress=progress, log=lambda m: console.print(m, markup=False, highlight=False))
+    if long is not None:
+        _bench_long(args, long, out)
+    summary = summarise_results(out, args.wer_budget, args.min_agreement, args.rank_by, args.workload)
     paths = _write_reports(summary, out)
     _show(summary, args.columns, console)
-    console.print(f"results: {paths['md']} (also .csv, .json, plots .png); open {paths['html']} in a browser",
-                  markup=False, highlight=False)
+    console.print(f"results: {paths['md']} (also .csv, .json" + (", plots .png" if dataset is not None else "")
+                  + f"); open {paths['html']} in a browser", markup=False, highlight=False)
     if args.markdown:
         print(paths["md"].read_text())
     return _failures(summary)
@@ -142,7 +163,7 @@ def _batch_list(text: str | None) -> list[int]:
 def _failures(summary: dict) -> int:
     """1 (after one line per recipe) when a recipe failed or its results are damaged, so scripts can tell; else 0.
     A recipe skipped for want of an engine or device is not a failure."""
-    failed = [r for r in summary["recipes"] if r["status"] == "failed"]
+    failed = [r for r in summary.get("recipes", []) if r["status"] == "failed"]  # none: long-form alone
     for r in failed:
         print(f"whisperopt: error: {r['recipe']} failed: {r.get('reason') or 'see its log'}", file=sys.stderr)
     return 1 if failed else 0
@@ -173,19 +194,24 @@ def _check_report_args(args) -> None:
 
 
 def _show(summary: dict, columns: str | None, console=None) -> None:
-    """The terminal table, then the recommendation saved in the summary (summary.json / summary.md) as plain text."""
-    from .report import recommendation_lines, rich_table
+    """Per workload (the headline first) the terminal table(s), then the recommendation saved in the summary
+    (summary.json / summary.md) as plain text."""
+    from .report import terminal_parts
 
-    (console or _console()).print(rich_table(summary, columns))
-    print("\n".join(["", *recommendation_lines(summary["recommendation"], bullet="", bold="", label="recommendation",
-                                                  baseline=summary.get("baseline"))]))
+    console = console or _console()
+    for part in terminal_parts(summary, columns):
+        if isinstance(part, str):
+            print(part)
+        else:
+            console.print(part)
 
 
 def cmd_report(args) -> int:
-    from .report import summarise
+    from .report import summarise_results
 
     _check_report_args(args)
-    summary = summarise(Path(args.results_dir), args.wer_budget, args.min_agreement, args.rank_by)
+    summary = summarise_results(Path(args.results_dir), args.wer_budget, args.min_agreement, args.rank_by,
+                                args.workload)
     paths = _write_reports(summary, Path(args.results_dir))
     if args.format == "table":
         _show(summary, args.columns)
@@ -610,6 +636,10 @@ def _recommend_args(p: argparse.ArgumentParser) -> None:
                    help="among eligible recipes recommend the fastest (eval_s), lowest peak RAM, or smallest")
     p.add_argument("--columns", default=None,
                    help="terminal table columns: comma-separated keys, or all (summary.md/.csv always have all)")
+    p.add_argument("--workload", default=None, choices=["short", "long"],
+                   help="whose recommendation is the headline where the results hold both workloads: short-form "
+                   "(utterances) or long-form (librispeech-long: fastest RTFx recipe and mode within --wer-budget); "
+                   "default short where it was run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -628,7 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--recipes", default=None, help=f"comma-separated recipes (default {DEFAULT_BENCH_RECIPES}; an "
                    "exported --model: its own recipe)")
     b.add_argument("--dataset", default=DEFAULT_DATASET, help="librispeech:<split>, a LibriSpeech dir or a .jsonl; "
-                   "librispeech-long:<split>[:hard] (comma-separated) runs the long-form bench")
+                   "librispeech-long:<split>[:hard] (comma-separated) runs the long-form bench, beside one "
+                   "short-form dataset runs both into --out (the report shows them side by side)")
     b.add_argument("--limit", type=int, default=None, help="first N utterances only (long-form: files per dataset)")
     b.add_argument("--long-modes", default="sequential,batched,vad", metavar="M1,M2",
                    help="long-form modes of a recipe given without :modes (sequential, batched, vad, plain, native; "

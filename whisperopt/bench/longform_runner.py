@@ -5,14 +5,14 @@ Each (recipe, mode, dataset) runs in its own process (``python -m whisperopt.ben
 its peak memory is its own) through ``bench.longform.evaluate_longform``: one progress line per file; the file's
 segments are appended to ``OUT/<recipe>.<mode>.<dataset>.transcripts.jsonl`` as it finishes (a re-run with the same
 ``--out`` resumes), the run's own figures to ``....run.json``. The parent re-scores every run from those files, pairs
-each with the baseline recipe in sequential mode on the same files (paired bootstrap over files), recommends the
-fastest (RTFx) recipe and mode whose paired ΔWER upper bound is within the budget, and writes ``OUT/summary.json``
-and ``OUT/summary.md``.
+each with the baseline recipe in sequential mode on the same files (paired bootstrap over files) and writes the
+measured rows to ``OUT/longform.json``; the recommendation and summary.md/.csv/.json/.html are the report's
+(``report.longform``, ``report.recommend.recommend_long``), as for the short-form bench.
 
 A recipe is given as ``name`` (every mode of ``modes``) or ``name:mode+mode``. ``native`` is the engine's own
 whole-file pipeline (recipes whose runtime has one, e.g. the faster-whisper peer row); a
 recipe that has one runs only ``native``. train-clean-5 is not a test split (fine for Whisper, which was not trained
-on LibriSpeech; the summary says so).
+on LibriSpeech; the report says so).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..data import load_dataset
 from ..errors import WhisperoptError
-from ..files import atomic_write_json, atomic_write_text, confined, read_json
+from ..files import atomic_write_json, confined, read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED
 from ..metrics.hardware import cpu_info
 from ..recipes import baseline_recipe, get_recipe
@@ -34,6 +34,7 @@ from .results import read_rows
 
 PREFIX = "librispeech-long:"
 DEFAULT_MODES = "sequential,batched,vad"
+RESULTS_FILE = "longform.json"  # the measured rows of a long-form bench, in its --out (report/longform.py reads it)
 
 
 def is_longform(dataset: str) -> bool:
@@ -107,51 +108,6 @@ def _runs(spec: str, modes: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _fmt(x, digits=2, unit=""):
-    return "n/a" if x is None else f"{x:.{digits}f}{unit}"
-
-
-def _ci(pair):
-    return "" if not pair else f" [{pair[0]:.2f}, {pair[1]:.2f}]"
-
-
-def markdown(summary: dict) -> str:
-    lines = [f"# Long-form benchmark: {summary['model']}, {summary['threads']} threads, {summary['cpu']}", ""]
-    if summary.get("wer_note"):
-        lines += [summary["wer_note"], ""]
-    for name, block in summary["datasets"].items():
-        lines += [f"## {name} ({block['files']} files, {block['audio_min']:.1f} min, {block['stretch_min']:.1f} min "
-                  f"of inserted non-speech); deltas against {block['reference'] or 'no reference'}", "",
-                  "| recipe | mode | RTFx | speed-up | WER % [95 % CI] | ΔWER points [95 % CI] | inserted words | "
-                  "words in stretches (silence/noise/music) | Δ stretch words | loops | start error median / p90 s | "
-                  "run RAM MiB |",
-                  "|---|---|---:|---:|---|---|---:|---|---:|---:|---|---:|"]
-        for r in block["rows"]:
-            if r["status"] != "ok":
-                lines.append(f"| {r['recipe']} | {r['mode']} | {r['status']}: {r.get('reason', '')} ||||||||||")
-                continue
-            kinds = "/".join(str(r["stretch_words_by_kind"].get(k, 0)) for k in ("silence", "noise", "music"))
-            change = _fmt(None if r["stretch_words_change"] is None else 100 * r["stretch_words_change"], 0, " %")
-            mode = f"{r['mode']} (own settings)" if r.get("own_settings") else r["mode"]
-            lines.append(f"| {r['recipe']} | {mode} | {_fmt(r['rtfx'], 1)} | {_fmt(r['speedup'], 2, '×')} | "
-                         f"{_fmt(r['wer'])}{_ci(r['wer_ci'])} | {_fmt(r['wer_delta'])}{_ci(r['wer_delta_ci'])} | "
-                         f"{r['insertions']} | {r['stretch_words']} ({kinds}) | {change} | {r['loops']} | "
-                         f"{_fmt(r['start_error_median_s'])} / {_fmt(r['start_error_p90_s'])} | "
-                         f"{_fmt(r['run_ram_mb'], 0)} |")
-        rec = summary.get("recommendation", {}).get(name)
-        if name in summary.get("recommendation", {}):
-            lines.append(f"recommended (fastest within +{summary['budget']:g} points, paired 95 % CI upper bound): "
-                         + ("none (no reference run, or none within the budget)" if rec is None else f"**{rec['recipe']} {rec['mode']}**, RTFx {rec['rtfx']:.1f}, "
-                            f"WER {rec['wer']:.2f} %"))
-        lines.append("")
-    lines.append("RTFx: audio seconds per wall second, per file from the call to its last segment (audio decoding "
-                 "included). Words in stretches: hypothesis words placed (word times, else spread over the segment, "
-                 "or over the speech a VAD pipeline kept in it) inside an inserted non-speech stretch shrunk by "
-                 "0.5 s: with segment timing, real words of a segment whose timestamps span a stretch count too "
-                 "(compare with the inserted words, an upper bound on made-up words). train-clean-5 is not a test split. The machine may be shared: times are indicative.")
-    return "\n".join(lines) + "\n"
-
-
 def _collect(out: Path, runs, datasets, limit, reference: str) -> dict:
     blocks = {}
     for spec in datasets:
@@ -182,34 +138,24 @@ def _synthetic(model: str) -> bool:
     return is_synthetic(resolve_model(model).path)
 
 
-def recommend(summary: dict, budget: float, reference: str) -> dict:
-    """Per dataset: the fastest (RTFx) recipe and mode whose paired ΔWER against ``reference`` (sequential) has a
-    95 % CI upper bound within ``budget`` points, the reference row itself included; None where the reference was
-    not run (no accuracy to judge by) or nothing qualifies."""
-    out = {}
-    for name, block in summary["datasets"].items():
-        rows = [r for r in block["rows"] if r["status"] == "ok" and r.get("rtfx") is not None
-                and not r.get("own_settings")]  # a peer row run with its own settings is shown, never recommended
-        is_ref = [(r["recipe"], r["mode"]) == (reference, "sequential") for r in rows]
-        ok = [r for r, ref in zip(rows, is_ref) if ref or (any(is_ref) and r.get("wer_delta_ci") is not None
-                                                            and r["wer_delta_ci"][1] <= budget)]
-        best = max(ok, key=lambda r: r["rtfx"], default=None)
-        out[name] = None if best is None else {"recipe": best["recipe"], "mode": best["mode"], "rtfx": best["rtfx"],
-                                               "wer": best["wer"], "wer_delta": best.get("wer_delta"),
-                                               "wer_delta_ci": best.get("wer_delta_ci"), "budget": budget}
-    return out
-
-
-def run_longform_bench(model: str, recipes: str, modes: str, dataset: str, limit: int | None, threads: int,
-                       device: str, batch_size: int, out: Path, budget: float,
-                       log: Callable[[str], None] = print) -> dict:
-    """Run every (recipe, mode, dataset) in its own process, then score, pair, recommend and write the summary."""
+def plan(recipes: str, modes: str, dataset: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """The (recipe, modes) runs and the dataset specs of a long-form bench, checked: a bad recipe, mode or dataset
+    name is a one-line error before anything runs."""
     runs = _runs(recipes, [m for m in modes.split(",") if m])
     datasets = [d.strip() for d in dataset.split(",") if d.strip()]
     for spec in datasets:
         if not spec.startswith(PREFIX):
             raise WhisperoptError(f"{spec}: a long-form bench takes only long-form datasets ({PREFIX}<split>[:hard])")
         load_dataset(spec)  # a bad name fails now, in one line
+    return runs, datasets
+
+
+def run_longform_bench(model: str, recipes: str, modes: str, dataset: str, limit: int | None, threads: int,
+                       device: str, batch_size: int, out: Path,
+                       log: Callable[[str], None] = print) -> dict:
+    """Run every (recipe, mode, dataset) in its own process, then score and pair the runs and write them to
+    ``out``/longform.json (returned): the report reads it."""
+    runs, datasets = plan(recipes, modes, dataset)
     out.mkdir(parents=True, exist_ok=True)
     for spec in datasets:
         for recipe, wanted in runs:
@@ -223,24 +169,19 @@ def run_longform_bench(model: str, recipes: str, modes: str, dataset: str, limit
                                        json.dumps(job)]).returncode
                 log(f"{recipe} {mode} {spec}: exit {code} after {time.perf_counter() - t:.0f} s")
     reference = baseline_recipe().name
-    summary = {"workload": "long", "model": model, "threads": threads, "device": device,
-               "cpu": cpu_info().get("model"), "batch_size": batch_size,
-               "units": {"wer": "percent", "wer_delta": "percentage points", "rtfx": "audio s per wall s",
-                         "*_s": "seconds", "*_mb": "MiB", "stretch_words_change": "fraction of the reference's"},
-               "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED, "unit": "file",
-                             "interval": "percentile"},
-               "datasets": _collect(out, runs, datasets, limit, reference)}
-    summary["budget"] = budget
-    summary["recommendation"] = recommend(summary, budget, reference)
-    if _synthetic(model):  # random weights transcribe noise: speed and memory only
-        summary["wer_note"] = "synthetic weights: WER/CER n/a (speed and memory only)"
-        summary["recommendation"] = {name: None for name in summary["datasets"]}
-        for block in summary["datasets"].values():
+    record = {"workload": "long", "model": model, "threads": threads, "device": device,
+              "cpu": cpu_info().get("model"), "batch_size": batch_size, "synthetic": _synthetic(model), "baseline": reference,
+              "units": {"wer": "percent", "wer_delta": "percentage points", "rtfx": "audio s per wall s",
+                        "*_s": "seconds", "*_mb": "MiB", "stretch_words_change": "fraction of the reference's"},
+              "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED, "unit": "file",
+                            "interval": "percentile"},
+              "datasets": _collect(out, runs, datasets, limit, reference)}
+    if record["synthetic"]:  # random weights transcribe noise: speed and memory only
+        for block in record["datasets"].values():
             for row in block["rows"]:
                 row.update({k: None for k in row if k.startswith(("wer", "cer"))})
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", markdown(summary))
-    return summary
+    atomic_write_json(out / RESULTS_FILE, record)
+    return record
 
 
 if __name__ == "__main__":  # the per-run child process

@@ -2,9 +2,11 @@
 
 from .html import write_html
 from .plots import write_plots
-from .recommend import RANK_BY, check_criteria, recommend
+from .recommend import RANK_BY, check_criteria, recommend, recommend_long
 from .summary import summarise
-from .tables import COLUMNS, DEFAULT_COLUMNS, markdown, recommendation_lines, rich_table, select_columns, write_reports
+from .tables import COLUMNS, DEFAULT_COLUMNS, markdown, recommendation_lines, rich_table, select_columns
+from .workloads import WORKLOADS, summarise_results, terminal_parts, write_reports
 
-__all__ = ["write_html", "write_plots", "RANK_BY", "check_criteria", "recommend", "summarise", "COLUMNS",
-           "DEFAULT_COLUMNS", "markdown", "recommendation_lines", "rich_table", "select_columns", "write_reports"]
+__all__ = ["write_html", "write_plots", "RANK_BY", "check_criteria", "recommend", "recommend_long", "summarise",
+           "COLUMNS", "DEFAULT_COLUMNS", "markdown", "recommendation_lines", "rich_table", "select_columns",
+           "WORKLOADS", "summarise_results", "terminal_parts", "write_reports"]

@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 
 from ..files import atomic_write_text
+from . import longform, longform_html
 from .plots import figures
 from .recommend import baseline_name, recommend
 from .tables import (
@@ -27,6 +28,7 @@ from .tables import (
     throughput_lines,
     winner_text,
 )
+from .workloads import LABELS, headline, order, parts
 
 # the plots, most telling first: file stem -> what it shows (alt text and caption)
 PLOTS = {
@@ -71,12 +73,15 @@ figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1
 figcaption { color: var(--muted); font-size: 12px; }
 details { margin: .25rem 0; } summary { cursor: pointer; } details ul { margin: .2rem 0 .6rem; }
 .about li { margin: .3rem 0; }
+h2.workload { font-size: 1.35rem; border-top: 2px solid var(--line); padding-top: 1rem; margin-top: 2.5rem; }
+h3 { font-size: 1rem; margin: 1.5rem 0 .5rem; }
 """
 
 # sorting: numbers by value, text by name; n/a (no data-v) always last, whichever the direction
 SCRIPT = """
 (() => {
   const table = document.getElementById("results");
+  if (!table) return;  // the long-form workload alone: nothing to sort
   const heads = Array.from(table.tHead.rows[0].cells);
   heads.forEach((th, i) => th.querySelector("button").addEventListener("click", () => {
     const ascending = th.getAttribute("aria-sort") !== "ascending";
@@ -116,7 +121,7 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-def _recommendation(summary: dict, rec: dict) -> str:
+def _recommendation(summary: dict, rec: dict, ident: str = "recommendation") -> str:
     if rec["recipe"] is None:
         parts = [f'<p class="winner">recommended: none ({escape(str(rec.get("reason")))})</p>']
     else:
@@ -129,7 +134,7 @@ def _recommendation(summary: dict, rec: dict) -> str:
         items = "".join(f"<li><strong>{escape(name)}</strong>: {escape(why)}</li>"
                         for name, why in rec["excluded"].items())
         parts.append(f"<details><summary>excluded ({len(rec['excluded'])})</summary><ul>{items}</ul></details>")
-    return '<section id="recommendation" class="recommendation">' + "".join(parts) + "</section>"
+    return f'<section id="{ident}" class="recommendation">' + "".join(parts) + "</section>"
 
 
 def _flag_kind(flag: str) -> str:
@@ -245,12 +250,44 @@ def _plots(summary: dict, rec: dict) -> str:
                    for stem, caption in PLOTS.items() if stem in svgs)
 
 
-def html_text(summary: dict) -> str:
-    """The page, from the same summary dict as summary.md (its recommendation, or the default criteria's)."""
-    rec = summary.get("recommendation") or recommend(summary)
-    header = _md_header(summary)
-    title = header[0].removeprefix("# ")
+def _short_body(summary: dict, rec: dict, header: list[str]) -> str:
+    """The short-form workload: results table, throughput, plots, notes per recipe, environment."""
     about = "".join(f"<li>{_inline(line[2:])}</li>" for line in header[1:] if line.startswith("- "))
+    return f"""<h2>Results</h2>
+<p class="controls"><label><input type="checkbox" id="all-columns"> all {len(COLUMNS)} columns</label>
+(click a column header to sort; n/a last)</p>
+<div class="scroll">{_table(summary, rec.get("recipe"))}</div>
+<p class="legend">{_legend(summary)}</p>
+{_throughput(summary)}
+<h2>Plots</h2>
+<section id="plots">{_plots(summary, rec)}</section>
+<h2>Notes per recipe</h2>
+<section id="notes">{_notes(summary)}</section>
+<h2>How it was measured, and where</h2>
+<section id="environment" class="about"><ul>{about}</ul></section>
+"""
+
+
+def html_text(summary: dict) -> str:
+    """The page, from the same summary dict as summary.md (its recommendation, or the default criteria's): the
+    short-form workload, the long-form one, or both (``workloads``), the headline's recommendation at the top."""
+    short, long = parts(summary)
+    head = headline(summary)
+    rec = (short.get("recommendation") or recommend(short)) if short is not None else None
+    header = _md_header(short) if short is not None else []
+    title = header[0].removeprefix("# ") if short is not None else longform.title(long)
+    both = short is not None and long is not None
+    if both:
+        title = f"whisperopt bench: {short['config']['model']}, short-form and long-form workloads"
+    top = _recommendation(short, rec) if head == "short" else longform_html.recommendation(long, "recommendation")
+    bodies = []
+    for w in order(summary):
+        heading = f'<h2 class="workload" id="workload-{w}">{LABELS[w]} workload</h2>\n' if both else ""
+        if w == "short":
+            own = _recommendation(short, rec, "recommendation-short") if head != "short" else ""
+            bodies.append(heading + own + _short_body(short, rec, header))
+        else:
+            bodies.append(heading + longform_html.section(long, with_recommendation=head != "long"))
     policy = (f"default-src 'none'; img-src data:; style-src {_csp_hash(STYLE)}; script-src {_csp_hash(SCRIPT)}; "
               "base-uri 'none'; form-action 'none'")
     return f"""<!DOCTYPE html>
@@ -265,20 +302,8 @@ def html_text(summary: dict) -> str:
 </head>
 <body>
 <h1>{escape(title)}</h1>
-{_recommendation(summary, rec)}
-<h2>Results</h2>
-<p class="controls"><label><input type="checkbox" id="all-columns"> all {len(COLUMNS)} columns</label>
-(click a column header to sort; n/a last)</p>
-<div class="scroll">{_table(summary, rec.get("recipe"))}</div>
-<p class="legend">{_legend(summary)}</p>
-{_throughput(summary)}
-<h2>Plots</h2>
-<section id="plots">{_plots(summary, rec)}</section>
-<h2>Notes per recipe</h2>
-<section id="notes">{_notes(summary)}</section>
-<h2>How it was measured, and where</h2>
-<section id="environment" class="about"><ul>{about}</ul></section>
-<script>{SCRIPT}</script>
+{top}
+{"".join(bodies)}<script>{SCRIPT}</script>
 </body>
 </html>
 """

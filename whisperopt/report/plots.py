@@ -142,7 +142,7 @@ def figures(summary: dict, recommendation: dict | None = None) -> Iterator[list[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in summary["recipes"] if r["status"] == "ok"]
+    rows = [r for r in summary.get("recipes", []) if r["status"] == "ok"]  # none: the long-form workload alone
     made: list[tuple[str, object, dict]] = []
     try:
         if rows:

@@ -135,3 +135,77 @@ def recommend(summary: dict, wer_budget: float = 1.0, min_agreement: float = 0.9
         "ranking": [r["recipe"] for r in eligible],
         "excluded": excluded,
     }
+
+
+# the long-form workload (bench/longform_runner.py's rows, one table per dataset): --rank-by value -> (row key, the
+# best is its highest, what the ranking means); size is no long-form figure, so it ranks by speed there too
+LONG_RANK_BY = {
+    "eval_s": ("rtfx", True, "fastest (highest RTFx)"),
+    "peak_ram": ("peak_ram_mb", False, "lowest peak RAM"),
+    "size": ("rtfx", True, "fastest (highest RTFx; weights on disk are not a long-form figure)"),
+}
+LONG_FIGURES = ("rtfx", "speedup", "wer", "wer_delta", "wer_delta_ci", "peak_ram_mb", "run_ram_mb",
+                "stretch_words", "loops", "start_error_median_s")
+
+
+def long_label(row: dict) -> str:
+    """A long-form row's name: its recipe and mode (``<recipe> <mode>``)."""
+    return f"{row.get('recipe')} {row.get('mode')}"
+
+
+def _long_exclusion(r: dict, reference: str | None, wer_budget: float, level: str, key: str) -> str | None:
+    if r.get("status") != "ok":
+        return f"{r.get('status')}: {r['reason']}" if r.get("reason") else str(r.get("status"))
+    if r.get("own_settings"):
+        return "decoded with its own settings, not the bench's (shown for reference)"
+    if reference is None:
+        return "no reference run (the baseline in mode sequential): no paired ΔWER to judge it by"
+    if long_label(r) != reference:  # the reference itself qualifies (ΔWER 0)
+        why = _wer_exclusion(r, wer_budget, level, reference)
+        if why:
+            return why
+    if r.get(key) is None:
+        return f"no {key} figure to rank by"
+    return None
+
+
+def recommend_long(summary: dict, wer_budget: float = 1.0, rank_by: str = "eval_s") -> dict[str, dict]:
+    """Per long-form dataset: the best recipe and mode under ``rank_by`` (eval_s: highest RTFx; peak_ram: lowest
+    peak RAM) among those whose paired ΔWER against the baseline in mode sequential (same files, bootstrap over
+    files) has its CI upper bound <= ``wer_budget`` points, the reference row itself included. A peer row decoded
+    with its own settings is shown, never recommended; synthetic weights (WER n/a) and a dataset the reference did
+    not run get no recommendation. Each answer has ``recipe``/``mode`` (None: ``reason`` says why), ``criterion``,
+    the winner's figures, ``ranking`` and ``excluded`` (by ``long_label``)."""
+    check_criteria(wer_budget, 0.95, rank_by)
+    key, highest, ranking = LONG_RANK_BY[rank_by]
+    level = _level(summary)
+    synthetic = bool(summary.get("synthetic") or summary.get("wer_note"))
+    out = {}
+    for name, block in summary["datasets"].items():
+        rows, reference = block["rows"], block.get("reference")
+        ref_row = next((r for r in rows if long_label(r) == reference and r.get("status") == "ok"), None)
+        criterion = (f"{ranking} recipe and mode whose ΔWER vs {reference or 'the baseline in mode sequential'}"
+                     + (f" ({ref_row['wer']:.2f} %)" if ref_row and ref_row.get("wer") is not None else "")
+                     + f" has a {level} CI upper bound <= {_points(wer_budget)} (paired over files)")
+        excluded, eligible = {}, []
+        for r in rows:
+            why = "synthetic weights: WER n/a" if synthetic and r.get("status") == "ok" else \
+                _long_exclusion(r, reference, wer_budget, level, key)
+            if why:
+                excluded[long_label(r)] = why
+            else:
+                eligible.append(r)
+        eligible.sort(key=lambda r: (-r[key] if highest else r[key], long_label(r)))
+        best = eligible[0] if eligible else None
+        reason = None
+        if synthetic:
+            reason = "synthetic weights: WER n/a, no accuracy to rank by (speed and memory only)"
+        elif best is None:
+            reason = ("no reference run (the baseline in mode sequential)" if reference is None else
+                      "no recipe and mode meets the criterion")
+        out[name] = {"recipe": best["recipe"] if best else None, "mode": best["mode"] if best else None,
+                     "reason": reason, "criterion": criterion, "basis": "wer", "rank_by": rank_by,
+                     "wer_budget": wer_budget, "reference": reference,
+                     **{k: (best.get(k) if best else None) for k in LONG_FIGURES},
+                     "ranking": [long_label(r) for r in eligible], "excluded": excluded}
+    return out
