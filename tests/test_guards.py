@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_transcribe import Scripted, tone, ts, vocab  # noqa: F401 - vocab is a fixture
+from tests.test_transcribe import Scripted, tone, ts
 from whisperopt.errors import WhisperoptError
 from whisperopt.recipes.base import WindowResult
-from whisperopt.transcribe import TranscribeOptions, Transcriber
+from whisperopt.transcribe import TranscribeOptions, Transcriber, Vocabulary
 from whisperopt.transcribe.guards import cut_loops, find_loop, segment_anomaly, skip_hallucinations
 from whisperopt.transcribe.writers import Segment
+
+
+@pytest.fixture(scope="module")
+def vocab(tiny_model) -> Vocabulary:
+    return Vocabulary.from_model_dir(tiny_model.path)
 
 
 def words(*spans, p=0.9):

@@ -87,6 +87,8 @@ def test_each_mode_fixes_its_transcriber_settings():
     if HAS_VAD:
         vad = bl.mode_options("vad", TranscribeOptions(language="en"))
         assert (vad.mode, vad.vad_filter, vad.language) == ("batched", True, "en")
+        text_only = bl.mode_options("vad-plain", TranscribeOptions(language="en"))
+        assert (text_only.mode, text_only.vad_filter) == ("plain", True)
     for bad, match in [(("loop", None), "unknown long-form mode 'loop'"),
                        (("batched", {"beams": 2}), "unknown transcription option 'beams'")]:
         with pytest.raises(WhisperoptError, match=match) as err:
@@ -163,6 +165,13 @@ def test_vad_row_keeps_stretches_quiet(ct2, minute, sequential):
     _sane(row)
     assert row["stretch_words"] <= seq["stretch_words"] and row["stretch_words_by_kind"]["silence"] == 0
     assert row["start_error_median_s"] < 0.5
+    # the same chunks text-only: one segment per chunk (a chunk ends at a pause over 1 s), nothing in the stretches
+    plain = bl.evaluate_longform(recipe, artifact, minute, "vad-plain", threads=2, runtime=runtime)
+    prow = plain.to_row(sequential[0])
+    _sane(prow)
+    assert prow["mode"] == "vad-plain" and prow["stretch_words"] == 0
+    assert all(not _in_stretch(minute.utterances[0].longform, (s["start"] + s["end"]) / 2)
+               for s in plain.files[0].segments)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import WhisperoptError
+from .errors import WhisperoptError, described
 from .files import write_failure
 
 
@@ -394,7 +394,9 @@ def cmd_transcribe(args) -> int:
         no_speech_threshold=args.no_speech_threshold, condition_on_previous_text=args.condition_on_previous_text,
         initial_prompt=args.initial_prompt, without_timestamps=args.without_timestamps,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, silence_threshold=args.silence_threshold,
-        word_timestamps=args.word_timestamps, pack=args.pack, pack_gap=args.pack_gap, **_vad_values(args))
+        word_timestamps=args.word_timestamps, pack=args.pack, pack_gap=args.pack_gap,
+        hallucination_silence_threshold=args.hallucination_silence_threshold, loop_repeats=args.loop_repeats,
+        **_vad_values(args))
     options.check()
     if args.pack and args.ray is not None:
         raise WhisperoptError("--pack joins short inputs into windows on this machine; it cannot run with --ray")
@@ -495,7 +497,7 @@ def _transcribe_packed(transcriber, todo: list[tuple[str, str]], options, out_di
             results = transcriber.transcribe_clips([a for _, _, a in group], options)
         except Exception as exc:  # the engine's failure fails the group's inputs, one line each; the rest go on
             why = str(exc) if isinstance(exc, WhisperoptError) else \
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                described(exc)
             for name, _, _ in group:
                 print(f"whisperopt: error: {name}: {why}", file=sys.stderr)
                 failed.append(name)
@@ -562,7 +564,7 @@ def _transcribe_one(transcriber, name: str, stem: str, options, out_dir: Path, f
         print(f"whisperopt: error: {name}: {exc}", file=sys.stderr)
         return False
     except Exception as exc:  # an engine's own failure on this input: one line, and the other inputs still run
-        print(f"whisperopt: error: {name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        print(f"whisperopt: error: {name}: {described(exc)}",
               file=sys.stderr)
         return False
     return True
@@ -784,6 +786,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--without-timestamps", action="store_true", help="one segment per window, no timestamp tokens")
     t.add_argument("--word-timestamps", "--word_timestamps", action="store_true",
                    help="word start/end times in the JSON output (torch-* recipes: cross-attention alignment)")
+    t.add_argument("--hallucination-silence-threshold", "--hallucination_silence_threshold", type=float,
+                   default=None, metavar="SECONDS",
+                   help="with --word-timestamps, --mode sequential: skip silence longer than this around a segment "
+                   "whose words look made up, and drop that segment (openai-whisper's option)")
+    t.add_argument("--loop-repeats", type=int, default=None, metavar="N",
+                   help="a window saying one n-gram (1-12 words) N times in a row falls back to the next temperature; "
+                   "still looping at the last, the repeats after N-1 are cut (default: off)")
     t.add_argument("--pack", action="store_true",
                    help="inputs shorter than 30 s less the gap are joined several to a 30-s window (silence between "
                    "them), decoded with timestamps (like --mode batched windows, --batch-size windows per call) and "
@@ -893,8 +902,7 @@ def main(argv: list[str] | None = None) -> int:
         if err is not None:
             print(f"whisperopt: error: {err}", file=sys.stderr)
             return 2
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"whisperopt: error: {type(exc).__name__}: {first} (unexpected; set WHISPEROPT_TRACEBACK=1 for the "
+        print(f"whisperopt: error: {described(exc)} (unexpected; set WHISPEROPT_TRACEBACK=1 for the "
               "traceback)", file=sys.stderr)
         return 1
 

@@ -9,6 +9,8 @@ one of ``MODES``:
 * ``batched`` - consecutive fixed 30-s windows, ``batch_size`` per engine call, no conditioning;
 * ``vad`` - Silero VAD's speech merged into <= 30-s chunks, decoded batched (``TranscribeOptions.vad_filter``,
   ``transcribe/vad.py``), non-speech never decoded;
+* ``vad-plain`` - the same speech chunks through the recipe's text-only ``transcribe`` (no timestamp tokens: one
+  segment per chunk, a chunk ending at a pause over 1 s), as faster-whisper's ``BatchedInferencePipeline`` decodes;
 * ``plain`` - 30-s chunks through the recipe's text-only ``transcribe`` (engines without timestamps);
 * ``native`` - the engine's own whole-file pipeline as its users run it (``Runtime.transcribe_file``, where a
   recipe's runtime declares ``native_long_form``): the labelled peer rows.
@@ -40,11 +42,12 @@ from ..metrics.resources import CpuMeter, RssSampler, peak_rss_mb
 from ..models.synthetic import is_synthetic
 from .results import append_row, read_rows, repair_rows
 
-MODES = ("sequential", "batched", "vad", "plain", "native")
+MODES = ("sequential", "batched", "vad", "vad-plain", "plain", "native")
 # the Transcriber's settings each mode fixes; everything else is the caller's TranscribeOptions (default: openai-
 # whisper's transcribe() defaults, greedy with temperature fallback, batch_size 8)
 MODE_FIELDS = {"sequential": {"mode": "sequential"}, "batched": {"mode": "batched"},
-               "vad": {"mode": "batched", "vad_filter": True}, "plain": {"mode": "plain"}}
+               "vad": {"mode": "batched", "vad_filter": True}, "vad-plain": {"mode": "plain", "vad_filter": True},
+               "plain": {"mode": "plain"}}
 _SEGMENT_KEYS = ("avg_logprob", "no_speech_prob", "temperature", "compression_ratio")
 
 
