@@ -133,11 +133,10 @@ HEADERS = ("RTFx", "speed-up", "WER % [95 % CI]", "ΔWER points [95 % CI]", "ins
            "words in stretches (silence/noise/music)", "Δ stretch words", "loops", "start error median / p90 s",
            "run RAM MiB")
 NOTE = ("RTFx: audio seconds per wall second, per file from the call to its last segment (audio decoding included). "
-        "Words in stretches: hypothesis words placed (word times, else spread over the segment, or over the speech a "
-        "VAD pipeline kept in it) inside an inserted non-speech stretch shrunk by 0.5 s: with segment timing, real "
-        "words of a segment whose timestamps span a stretch count too (compare with the inserted words, an upper "
-        "bound on made-up words). train-clean-5 is not a test split. The machine may be shared: times are "
-        "indicative.")
+        "Words in stretches: made-up words - hypothesis words placed (word times, else spread over the segment, or "
+        "over the speech a VAD pipeline kept in it) inside an inserted non-speech stretch shrunk by 0.5 s that the "
+        "word alignment against the reference calls inserted (a real word of a segment spanning a stretch is not "
+        "counted). train-clean-5 is not a test split. The machine may be shared: times are indicative.")
 
 
 def title(summary: dict) -> str:
