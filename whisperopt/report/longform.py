@@ -13,6 +13,7 @@ from ..bench.longform_runner import RESULTS_FILE
 from ..errors import WhisperoptError
 from ..files import read_json
 from .recommend import recommend_long
+from .tables import wer_text
 
 NA = "n/a"
 STRETCH_KINDS = ("silence", "noise", "music")
@@ -154,11 +155,7 @@ def winner_text(rec: dict) -> str:
     if rec.get("speedup") is not None:
         parts.append(f"{rec['speedup']:.2f}× {rec.get('reference')}")
     if rec.get("wer") is not None:
-        wer = f"WER {rec['wer']:.2f} %"
-        if rec.get("wer_delta") is not None and rec.get("wer_delta_ci"):
-            lo, hi = rec["wer_delta_ci"]
-            wer += f" (ΔWER {rec['wer_delta']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}])"
-        parts.append(wer)
+        parts.append(wer_text(rec))
     if rec.get("peak_ram_mb") is not None:
         parts.append(f"peak RAM {rec['peak_ram_mb']:.0f} MiB")
     return ", ".join(parts)

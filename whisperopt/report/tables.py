@@ -235,6 +235,15 @@ def _md_notes(summary: dict) -> list[str]:
     return notes
 
 
+def wer_text(rec: dict) -> str:
+    """A recommended row's WER, with its paired delta and interval when it has them (both workloads)."""
+    wer = f"WER {rec['wer']:.2f} %"
+    if rec.get("wer_delta") is not None and rec.get("wer_delta_ci"):
+        lo, hi = rec["wer_delta_ci"]
+        wer += f" (ΔWER {rec['wer_delta']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}])"
+    return wer
+
+
 def winner_text(rec: dict, baseline: str) -> str:
     """The recommended recipe's figures in one line (speed-up against ``baseline``)."""
     parts = []
@@ -243,11 +252,7 @@ def winner_text(rec: dict, baseline: str) -> str:
     if rec.get("eval_s") is not None:
         parts.append(f"eval {rec['eval_s']:.1f} s")
     if rec.get("wer") is not None:
-        wer = f"WER {rec['wer']:.2f} %"
-        if rec.get("wer_delta") is not None and rec.get("wer_delta_ci"):
-            lo, hi = rec["wer_delta_ci"]
-            wer += f" (ΔWER {rec['wer_delta']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}])"
-        parts.append(wer)
+        parts.append(wer_text(rec))
     else:
         parts.append("WER n/a")
         if rec.get("teacher_forced_agreement") is not None:
