@@ -247,7 +247,9 @@ class Loop:
         return (self.repeats - 1) * len(self.ngram)
 
 
-def _loops(words: Sequence[str], min_repeats: int, max_ngram: int) -> list[Loop]:
+def find_loops(words: Sequence[str], min_repeats: int, max_ngram: int) -> list[Loop]:
+    """Every n-gram of 1 to ``max_ngram`` of ``words`` said ``min_repeats`` times or more back to back, left to
+    right, each at its smallest period (also the transcriber's repetition guard, ``transcribe/guards.py``)."""
     loops = []
     i = 0
     while i < len(words):
@@ -271,9 +273,9 @@ def repetition_loops(hypothesis: str, reference: str = "", min_repeats: int = MI
                      max_ngram: int = MAX_NGRAM) -> list[Loop]:
     """Loops in the normalised ``hypothesis`` that the normalised ``reference`` does not hold as many times."""
     in_reference: dict[tuple[str, ...], int] = {}
-    for loop in _loops(normalise(reference).split(), min_repeats, max_ngram):
+    for loop in find_loops(normalise(reference).split(), min_repeats, max_ngram):
         in_reference[loop.ngram] = max(in_reference.get(loop.ngram, 0), loop.repeats)
-    return [loop for loop in _loops(normalise(hypothesis).split(), min_repeats, max_ngram)
+    return [loop for loop in find_loops(normalise(hypothesis).split(), min_repeats, max_ngram)
             if loop.repeats > in_reference.get(loop.ngram, 0)]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..constants import FRAMES_PER_SECOND
+from ..metrics.longform import find_loops
 from .writers import Segment
 
 PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"  # openai-whisper's: not counted as words
@@ -95,19 +96,9 @@ def _norm(word: str) -> str:
 def find_loop(words: list[str], repeats: int) -> tuple[int, int, int] | None:
     """The first n-gram (1 to ``MAX_NGRAM`` words) said ``repeats`` times or more in a row in ``words``:
     (where it starts, its length, how many times), compared without case and punctuation; None if there is none."""
-    norm = [_norm(w) for w in words]
-    for start in range(len(norm)):
-        for n in range(1, MAX_NGRAM + 1):
-            if start + n * repeats > len(norm):
-                break
-            gram = norm[start:start + n]
-            if not any(gram):
-                continue
-            times = 1
-            while norm[start + times * n:start + (times + 1) * n] == gram:
-                times += 1
-            if times >= repeats:
-                return start, n, times
+    for loop in find_loops([_norm(w) for w in words], repeats, MAX_NGRAM):
+        if any(loop.ngram):
+            return loop.start, len(loop.ngram), loop.repeats
     return None
 
 

@@ -39,7 +39,14 @@ from ..metrics.hardware import threads_or_default
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult, check_decode_limits
 from .guards import cut_loops, find_loop, skip_hallucinations
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
-from .segments import Vocabulary, compression_ratio, group_words, resolve_language, split_window
+from .segments import (
+    Vocabulary,
+    compression_ratio,
+    group_words,
+    resolve_language,
+    single_timestamp_ending,
+    split_window,
+)
 from .tails import decode_to_end
 from .vad import VAD_DEFAULTS, check_vad, restore_clips, speech_clips, speech_segments
 from .writers import Segment, TranscriptResult
@@ -490,8 +497,7 @@ class Transcriber:
                 continue
             segs, raw, advance = self._segments(r, t, offset, frames, final=False, repeats=opts.loop_repeats)
             if opts.hallucination_silence_threshold is not None:
-                ending = len(r.tokens) >= 2 and not self.vocab.is_timestamp(r.tokens[-2]) \
-                    and self.vocab.is_timestamp(r.tokens[-1])
+                ending = single_timestamp_ending(r.tokens, self.vocab)
                 content_end = offset + frames / FRAMES_PER_SECOND if frames * HOP_LENGTH < N_SAMPLES else None
                 segs, after = skip_hallucinations(segs, opts.hallucination_silence_threshold, seek, frames, advance,
                                                   ending, last_speech, content_end)

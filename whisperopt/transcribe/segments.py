@@ -31,6 +31,11 @@ class RawSegment:
     index: int = 0  # where ``tokens`` starts in the window's tokens
 
 
+def single_timestamp_ending(tokens: list[int], vocab: Vocabulary) -> bool:
+    """Does a window's output end on one timestamp after text (the model heard the rest of the window as silence)?"""
+    return len(tokens) >= 2 and not vocab.is_timestamp(tokens[-2]) and vocab.is_timestamp(tokens[-1])
+
+
 def split_window(tokens: list[int], vocab: Vocabulary, time_offset: float, window_frames: int,
                  final: bool = False) -> tuple[list[RawSegment], int]:
     """Cut one window's tokens into segments; return them and how many frames the next window starts later.
@@ -45,7 +50,7 @@ def split_window(tokens: list[int], vocab: Vocabulary, time_offset: float, windo
         return min(max(time_offset + (token - vocab.timestamp_begin) * TIME_PRECISION, time_offset), window_end)
 
     is_ts = [vocab.is_timestamp(t) for t in tokens]
-    single_ending = len(tokens) >= 2 and not is_ts[-2] and is_ts[-1]
+    single_ending = single_timestamp_ending(tokens, vocab)
     cuts = [i for i in range(1, len(tokens)) if is_ts[i] and is_ts[i - 1]]
     segments: list[RawSegment] = []
     if cuts:
