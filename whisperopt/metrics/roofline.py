@@ -37,6 +37,8 @@ from ..constants import CHUNK_LENGTH
 PROBE_SIZE = 1024  # square GEMM: large enough to reach the kernels' peak, small enough for ~1 s per probe
 PROBE_REPEATS = 8
 SLOW_PROBE_S = 0.05  # a GEMM slower than this per call (bf16 without a bf16 unit) is probed on a smaller square
+# names the probe: a record of peaks probed by another version of it is not reused (bench.runner keeps one a day)
+PEAKS_METHOD = 2
 INT8_BACKENDS = ("fbgemm", "onednn")  # torch's quantised engines: fbgemm (VNNI/AVX2), oneDNN (AMX-INT8, VNNI)
 # the peaks a precision's matrix products can use (the fp32 kernels are always there)
 PEAK_FOR = {"fp32": ("fp32",), "bf16": ("bf16", "fp32"), "fp16": ("bf16", "fp32"), "int8": ("int8", "fp32")}
@@ -287,5 +289,5 @@ def peaks_text(peaks: dict) -> str:
             f"on {peaks['threads']} threads")
 
 
-__all__ = ["PEAK_FOR", "WhisperCost", "fit_fixed_per_token", "peaks_text", "precision_peak", "probe_peaks",
+__all__ = ["PEAK_FOR", "PEAKS_METHOD", "WhisperCost", "fit_fixed_per_token", "peaks_text", "precision_peak", "probe_peaks",
            "roofline", "whisper_cost"]
