@@ -34,6 +34,7 @@ def _summary(out: Path) -> dict:
     return {r["recipe"]: r for r in json.loads((out / "summary.json").read_text())["recipes"]}
 
 
+@pytest.mark.slow
 def test_throughput_mode_reports_rtfx_per_batch(bench_dir):
     rows = _summary(bench_dir)
     for name in ("torch-fp32", "torch-int8-dynamic"):
@@ -51,6 +52,7 @@ def test_throughput_mode_reports_rtfx_per_batch(bench_dir):
     assert "best_batch" in (bench_dir / "summary.csv").read_text().splitlines()[0]
 
 
+@pytest.mark.slow
 def test_every_column_is_filled(bench_dir):
     rows = _summary(bench_dir)
     assert rows["torch-fp16"]["status"] == "skipped" and "CUDA" in rows["torch-fp16"]["reason"]
@@ -80,6 +82,7 @@ def test_every_column_is_filled(bench_dir):
     assert env["threads"] == 2 and "avx2" in env["cpu"]["isa"] and env["versions"]["torch"]
 
 
+@pytest.mark.slow
 def test_forced_decode_length_equals_reference_tokens(bench_dir, tiny_model):
     from transformers import WhisperTokenizerFast
 
@@ -92,6 +95,7 @@ def test_forced_decode_length_equals_reference_tokens(bench_dir, tiny_model):
             assert row["tokens"] == row["forced_tokens"], (name, row["id"])
 
 
+@pytest.mark.slow
 def test_report_rerenders(bench_dir, capsys):
     (bench_dir / "summary.md").unlink()
     assert main(["report", str(bench_dir), "--format", "markdown"]) == 0
@@ -99,6 +103,7 @@ def test_report_rerenders(bench_dir, capsys):
     assert "| torch-bf16 |" in out and (bench_dir / "summary.md").exists()
 
 
+@pytest.mark.slow
 def test_rerun_is_resumed_not_remeasured(bench_dir):
     before = {name: read_rows(bench_dir / f"{name}.rows.jsonl") for name in ("torch-fp32", "torch-bf16")}
     assert main(["bench", "--model", "synthetic:tiny", "--recipes", "torch-fp32,torch-bf16", "--limit", "3",
@@ -110,6 +115,7 @@ def test_rerun_is_resumed_not_remeasured(bench_dir):
                  "--out", str(bench_dir), "--beam-size", "2"]) == 2
 
 
+@pytest.mark.slow
 def test_sigkill_loses_no_completed_row(tmp_path, tiny_model, librispeech):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "whisperopt.cli", "bench", "--model", "synthetic:tiny", "--recipes", "torch-fp32",
@@ -131,6 +137,7 @@ def test_sigkill_loses_no_completed_row(tmp_path, tiny_model, librispeech):
     assert summary["status"] == "ok" and summary["utterances"] == 8
 
 
+@pytest.mark.slow
 def test_a_crashing_recipe_is_recorded_and_others_still_run(tmp_path, tiny_model, librispeech):
     from whisperopt.recipes import get_recipe
     from whisperopt.recipes.artifacts import build_artifact
@@ -151,6 +158,7 @@ def test_a_crashing_recipe_is_recorded_and_others_still_run(tmp_path, tiny_model
     assert rows["torch-fp32"]["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_fidelity_check_catches_a_corrupted_artifact(tmp_path, tiny_model, librispeech):
     """Swapping two encoder layers in a bf16 artifact must fail the floors the bf16 recipe passes."""
     import shutil

@@ -55,6 +55,8 @@ def test_one_baseline():
 
 
 CPU_RECIPES = [n for n, r in RECIPES.items() if "cpu" in r.devices]
+# the fast tier (`-m "not slow"`) builds the baseline and one converted engine; every other build is the slow tier's
+FAST_BUILDS = {baseline_recipe().name, "ct2-int8"}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,8 @@ def utterance(tiny_model, librispeech):
     return load_audio(u.audio), forced_length(load_processor(tiny_model.path).tokenizer, u.text)
 
 
-@pytest.mark.parametrize("name", CPU_RECIPES)
+@pytest.mark.parametrize("name", [n if n in FAST_BUILDS else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in CPU_RECIPES])
 def test_every_installed_recipe_builds_validates_and_transcribes(name, tiny_model, utterance):
     recipe = get_recipe(name)
     reason = recipe.unavailable_reason("cpu")

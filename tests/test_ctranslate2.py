@@ -96,6 +96,7 @@ def test_max_length_rule():
             assert min(ml // 2, ml - start) == n
 
 
+@pytest.mark.slow
 def test_forced_lengths_sequential(fp32, utterances):
     _, art, rt = fp32
     audios, forced = utterances
@@ -115,6 +116,7 @@ def test_forced_lengths_sequential(fp32, utterances):
         assert (art.dir / f).is_file()
 
 
+@pytest.mark.slow
 def test_forced_lengths_beam(fp32, utterances):
     _, _, rt = fp32
     audios, forced = utterances
@@ -122,6 +124,7 @@ def test_forced_lengths_beam(fp32, utterances):
     assert len(results[0].tokens) == forced[0]
 
 
+@pytest.mark.slow
 def test_forced_lengths_batched(tiny_model, utterances):
     recipe, art, _ = _build("ct2-int8-batched", tiny_model, batch_size=2)
     rt = recipe.load(art, "cpu", 2)
@@ -135,6 +138,7 @@ def test_forced_lengths_batched(tiny_model, utterances):
     rt.close()
 
 
+@pytest.mark.slow
 def test_fidelity_fp32(fp32, reference, probes):
     enc, agree = fidelity(fp32[2], reference, probes)
     print(f"ct2-fp32 vs torch-fp32: encoder rel. error {enc:.2e}, teacher-forced agreement {agree:.4f}")
@@ -142,6 +146,7 @@ def test_fidelity_fp32(fp32, reference, probes):
     assert passes(enc, agree)
 
 
+@pytest.mark.slow
 def test_fidelity_int8(tiny_model, fp32, reference, probes):
     recipe, art, _ = _build("ct2-int8", tiny_model)
     rt = recipe.load(art, "cpu", 2)
@@ -185,6 +190,7 @@ def ct2_variables(path: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+@pytest.mark.slow
 def test_corrupted_artifact_fails(fp32, reference, probes, tmp_path):
     """Swap encoder layers 0 and 1 inside model.bin: the artifact still loads and runs, the fidelity check fails."""
     recipe, art, _ = fp32
@@ -214,6 +220,7 @@ def test_corrupted_artifact_fails(fp32, reference, probes, tmp_path):
         validate_artifact(recipe, bad)
 
 
+@pytest.mark.slow
 def test_cache_hit_on_rebuild(tiny_model, fp32):
     recipe, art, _ = fp32
     again, hit = build_artifact(recipe, tiny_model.path, art.options)
@@ -245,6 +252,7 @@ def test_options_and_devices():
         assert get_recipe(name).unavailable_reason("cpu") is None
 
 
+@pytest.mark.slow
 def test_bench_end_to_end(tiny_model, librispeech, tmp_path):
     """One bench with the sequential and the batched recipe on 3 utterances, pipeline batches of 2."""
     out = tmp_path / "bench"

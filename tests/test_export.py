@@ -56,6 +56,7 @@ def exports(real_bench, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 def test_card_holds_the_measured_numbers(real_bench, exports):
     from huggingface_hub import ModelCard
 
@@ -102,6 +103,7 @@ def test_card_holds_the_measured_numbers(real_bench, exports):
     assert "beam_size=1" in card.text and f"--model {exports['recommended'].name}" in card.text
 
 
+@pytest.mark.slow
 def test_synthetic_weights_get_no_wer(real_bench, exports):
     """A card never states a WER for random weights (it would measure nothing), and says why."""
     from whisperopt.export import model_card
@@ -115,6 +117,7 @@ def test_synthetic_weights_get_no_wer(real_bench, exports):
     assert "**Synthetic weights**" in card.text and "WER and CER measure nothing" in card.text
 
 
+@pytest.mark.slow
 def test_exported_files_are_complete_copies_with_their_digests(real_bench, exports):
     _, _, rows = real_bench
     for d in exports.values():
@@ -139,6 +142,7 @@ def test_exported_files_are_complete_copies_with_their_digests(real_bench, expor
     assert not (exports["torch-fp32"] / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_transcribe_an_export_with_an_empty_cache(real_bench, exports, librispeech, tmp_path, monkeypatch):
     """Greedy, no timestamps, fixed language: the exported artifact transcribes as it did in the bench, with nothing
     in the cache (no build, no conversion, no source checkpoint)."""
@@ -156,6 +160,7 @@ def test_transcribe_an_export_with_an_empty_cache(real_bench, exports, librispee
     assert not [p for p in empty.rglob("*") if p.is_file()]  # nothing was built, converted or downloaded
 
 
+@pytest.mark.slow
 def test_the_cards_engine_example_runs(real_bench, exports, librispeech, tmp_path):
     """The card's 'engine's own API' code, run as it is written (no whisperopt import), transcribes the utterance."""
     results, _, _ = real_bench
@@ -177,6 +182,7 @@ def test_the_cards_engine_example_runs(real_bench, exports, librispeech, tmp_pat
             assert same >= 0.8 * len(hyp.split()), (said, hyp)
 
 
+@pytest.mark.slow
 def test_bench_an_export(real_bench, exports, tmp_path, monkeypatch, capsys):
     """bench --model EXPORTED runs the exported recipe alone: absolute WER, no baseline to compare with."""
     results, _, _ = real_bench
@@ -227,6 +233,7 @@ def _rebuilt(summary, status):
     entry["sha256"] = "0" * 64
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(real_bench, exports, tmp_path, capsys):
     results, _, _ = real_bench
     out, flac = str(tmp_path / "out"), _any_flac()
@@ -276,6 +283,7 @@ def _any_flac() -> str:
     return str(load_dataset("librispeech:test-clean").utterances[0].audio)
 
 
+@pytest.mark.slow
 def test_push_to_hub_offline_keeps_the_export(real_bench, tmp_path, capsys, monkeypatch):
     import huggingface_hub.constants
 

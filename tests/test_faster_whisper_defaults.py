@@ -38,6 +38,7 @@ def test_declared_as_ct2_int8_run_differently():
     assert "faster-whisper's defaults" in recipe.description and "not the bench's settings" in recipe.description
 
 
+@pytest.mark.slow
 def test_trained_runs_faster_whisper_defaults(tiny_en, librispeech):
     recipe, art, rt = _load(tiny_en)
     try:
@@ -64,6 +65,7 @@ def test_trained_runs_faster_whisper_defaults(tiny_en, librispeech):
     assert "not_comparable" not in info and "not the bench's decoding" in info["own_settings"]
 
 
+@pytest.mark.slow
 def test_synthetic_not_comparable(tiny_model, librispeech):
     recipe, art, rt = _load(tiny_model)
     u = _utterances(1)[0]

@@ -78,6 +78,7 @@ def _artifact(cache: Path, recipe: str) -> Path:
     return next((cache / "artifacts").glob(f"synthetic-tiny-*/{recipe}"))
 
 
+@pytest.mark.slow
 def test_an_uncreatable_cache_is_one_line_in_bench_and_transcribe(tmp_path, librispeech):
     bench = _cli(["bench", "--model", "synthetic:tiny", "--recipes", "torch-fp32", "--limit", "3",
                   "--out", str(tmp_path / "res")], cache="/proc/wo-cache")
@@ -87,6 +88,7 @@ def test_an_uncreatable_cache_is_one_line_in_bench_and_transcribe(tmp_path, libr
     assert "WHISPEROPT_CACHE" in _one_line_error(tr)
 
 
+@pytest.mark.slow
 def test_a_damaged_artifact_is_found_and_rebuilt(own_cache, monkeypatch, capsys):
     monkeypatch.setenv("WHISPEROPT_CACHE", str(own_cache))
     args = ["build", "--model", "synthetic:tiny", "--recipes", "ct2-int8"]
@@ -115,6 +117,7 @@ def test_a_damaged_artifact_is_found_and_rebuilt(own_cache, monkeypatch, capsys)
     assert main(args) == 0 and "cached ct2-int8" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sizes_are_checked_on_every_load_digests_with_verify(own_cache, tmp_path, librispeech):
     weights = _artifact(own_cache, "ct2-int8") / "model.bin"
     flipped = bytearray(weights.read_bytes())
@@ -129,6 +132,7 @@ def test_sizes_are_checked_on_every_load_digests_with_verify(own_cache, tmp_path
     assert "sha256 differs" in verified.stdout and "ct2-int8: built" in verified.stdout
 
 
+@pytest.mark.slow
 def test_read_only_cache_serves_what_it_holds_and_names_rebuild_when_damaged(can_mount, own_cache, tmp_path,
                                                                                librispeech):
     ro = tmp_path / "ro-cache"
@@ -160,6 +164,7 @@ def test_read_only_cache_serves_what_it_holds_and_names_rebuild_when_damaged(can
         subprocess.run(["umount", str(ro)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_results_disk_is_one_line_and_leaves_no_temp_files(can_mount, tmp_path, tiny_model, librispeech):
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -195,6 +200,7 @@ def _report(out: Path, capsys) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["empty", "torn", "not an object"])
 def test_report_on_a_damaged_results_dir(results, tmp_path, capsys, damage):
     text = {"empty": "", "torn": '{"config": {"model": "synth', "not an object": "[1, 2]"}[damage]
@@ -214,6 +220,7 @@ def test_report_on_a_damaged_results_dir(results, tmp_path, capsys, damage):
     assert {r["recipe"]: r["status"] for r in summary["recipes"]} == {"torch-fp32": "ok", "ct2-int8": "failed"}
 
 
+@pytest.mark.slow
 def test_a_damaged_status_is_measured_again_by_the_next_run(results, tmp_path):
     out = tmp_path / "res"
     subprocess.run(["cp", "-a", str(results), str(out)], check=True)
@@ -242,6 +249,7 @@ def test_bench_rejects_absurd_flags_before_any_work(tmp_path, capsys, flag, valu
     assert not (tmp_path / "res").exists()
 
 
+@pytest.mark.slow
 def test_a_full_cache_says_no_space_left(can_mount, tmp_path, tiny_model):
     """torch.save on a full disk says "inline_container.cc: unexpected pos"; the user must read "no space left"."""
     disk = tmp_path / "disk"
@@ -286,6 +294,7 @@ def test_a_manifest_that_is_not_utf8_names_its_line(tmp_path, librispeech, capsy
     assert rc == 2 and f"{manifest}:2: not UTF-8 text" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_into_a_closed_pipe_is_quiet(results):
     proc = subprocess.Popen([*CLI, "report", str(results), "--format", "markdown"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -309,6 +318,7 @@ def test_an_abandoned_half_build_is_cleared(tmp_path):
     assert not left.exists() and alive.exists() and (tmp_path / "ct2-int8" / "model.bin").read_bytes() == b"whole"
 
 
+@pytest.mark.slow
 def test_truncated_synthetic_weights_are_made_again(own_cache, monkeypatch):
     from whisperopt.models import resolve_model
 

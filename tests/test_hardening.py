@@ -55,6 +55,7 @@ def _wait_for(condition, timeout: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_second_bench_on_the_same_results_dir_refuses(tmp_path, tiny_model, librispeech):
     out = tmp_path / "res"
     first = subprocess.Popen(_bench(out, 6), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -77,6 +78,7 @@ def test_second_bench_on_the_same_results_dir_refuses(tmp_path, tiny_model, libr
     assert subprocess.run(_bench(out, 6), capture_output=True, timeout=300).returncode == 0
 
 
+@pytest.mark.slow
 def test_torn_last_row_is_dropped_and_measured_again(tmp_path, tiny_model, librispeech):
     out = tmp_path / "res"
     assert subprocess.run(_bench(out, 4), capture_output=True, timeout=600).returncode == 0
@@ -104,6 +106,7 @@ def test_repair_rows_cuts_only_a_torn_tail(tmp_path):
     assert [r["id"] for r in read_rows(path)] == ["a", "b"]  # a doubled or invalid line never counts twice
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_stopping_the_runner_stops_its_worker(tmp_path, tiny_model, librispeech, sig):
     out = tmp_path / "res"
@@ -125,6 +128,7 @@ def test_stopping_the_runner_stops_its_worker(tmp_path, tiny_model, librispeech,
     assert len(read_rows(out / "torch-fp32.rows.jsonl")) == before  # nobody writes rows any more
 
 
+@pytest.mark.slow
 def test_a_killed_runner_takes_its_worker_down(tmp_path, tiny_model, librispeech):
     out = tmp_path / "res"
     runner = subprocess.Popen(_bench(out, 40), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

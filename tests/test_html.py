@@ -100,6 +100,7 @@ def _check_self_contained(browser, page) -> None:
         [u[:80] for u in requested if not u.startswith("data:")]
 
 
+@pytest.mark.slow
 def test_summary_html_renders_sorts_and_shows_everything(browser, report):
     out, summary = report
     page = out / "summary.html"
@@ -165,6 +166,7 @@ def test_summary_html_renders_sorts_and_shows_everything(browser, report):
     _check_self_contained(browser, page)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Tight layout not applied")  # the long hostile name in the latency plot
 def test_hostile_text_is_escaped(browser, report, tmp_path):
     _, summary = report
@@ -195,6 +197,7 @@ def test_a_run_where_nothing_finished_has_a_page_without_plots(tmp_path):
     assert "failed: out of memory" in text and BY_KEY["wer"].header.replace("\n", "<br>") in text
 
 
+@pytest.mark.slow
 def test_long_form_workload_alone_and_beside_the_short_form_one(browser, tmp_path):
     """summary.html of a long-form folder (no sortable table: the script must not fail) and of one holding both
     workloads (the headline's recommendation on top, both sections, the short-form table still sorts)."""

@@ -50,6 +50,7 @@ def _transcribe(capsys, audio, out, *args) -> dict:
     return json.loads((out / f"{Path(audio).stem}.json").read_text())
 
 
+@pytest.mark.slow
 def test_detects_english_on_test_clean(base, librispeech, tmp_path, capsys):
     from whisperopt.data import load_dataset
 
@@ -59,6 +60,7 @@ def test_detects_english_on_test_clean(base, librispeech, tmp_path, capsys):
     assert "stew for dinner" in result["text"].lower()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", sorted(SPEECH))
 def test_detects_generated_speech(base, spoken, tmp_path, capsys, lang):
     result = _transcribe(capsys, spoken / f"{lang}.wav", tmp_path, "--language", "auto")
@@ -66,6 +68,7 @@ def test_detects_generated_speech(base, spoken, tmp_path, capsys, lang):
     assert ("noticias" if lang == "es" else "morgen") in result["text"].lower()
 
 
+@pytest.mark.slow
 def test_translate_to_english(base, spoken, tmp_path, capsys):
     result = _transcribe(capsys, spoken / "es.wav", tmp_path, "--language", "es", "--task", "translate")
     text = result["text"].lower()

@@ -67,6 +67,7 @@ def test_synthetic_tiny_is_a_complete_hf_directory(tiny_model):
     assert resolve_model("synthetic:tiny").path == path
 
 
+@pytest.mark.slow
 def test_sharded_build_needs_one_shard_of_memory_and_is_deterministic(tmp_path, monkeypatch, tiny_model):
     """Large sizes are written shard by shard; with tiny shards the result must equal the one-file build."""
     from safetensors.torch import load_file
@@ -88,6 +89,7 @@ def test_sharded_build_needs_one_shard_of_memory_and_is_deterministic(tmp_path, 
         assert torch.equal(merged[key], single[key]), key
 
 
+@pytest.mark.slow
 def test_openai_checkpoint_is_converted_exactly(tmp_path, whisperopt_cache):
     """A .pt in openai-whisper's format converts to a HF directory whose outputs equal openai-whisper's."""
     import whisper

@@ -31,6 +31,7 @@ def artifacts(tiny_model, librispeech):
     return built
 
 
+@pytest.mark.slow
 def test_export_is_cached_with_a_manifest(artifacts, tiny_model):
     recipe = get_recipe("onnx-fp32")
     again, hit = build_artifact(recipe, tiny_model.path, recipe.resolve_options({}))
@@ -63,6 +64,7 @@ def test_isa_presets(flags, machine, isa, reduce_range, weight_type):
     assert preset["reduce_range"] is reduce_range and preset["weight_type"] == weight_type
 
 
+@pytest.mark.slow
 def test_int8_dynamic_preset_follows_this_cpu(artifacts):
     q = artifacts["onnx-int8-dynamic"].manifest["quantization"]
     here = onnx_tools.detect_isa()
@@ -76,6 +78,7 @@ def test_int8_dynamic_preset_follows_this_cpu(artifacts):
     assert v["passed"] and v["teacher_forced_agreement"] >= get_recipe("onnx-int8-dynamic").fidelity_floor
 
 
+@pytest.mark.slow
 def test_static_is_calibrated_on_dev_clean(artifacts):
     q = artifacts["onnx-int8-static"].manifest["quantization"]
     cal = q["calibration"]
@@ -89,6 +92,7 @@ def test_static_is_calibrated_on_dev_clean(artifacts):
     assert q["ops_after"][ortr.DECODER_MERGED]["If"] == 1  # re-merged after quantising both decoders
 
 
+@pytest.mark.slow
 def test_float_layers_name_the_export_nodes(artifacts):
     """``float_layers`` groups select the intended MatMuls of the Optimum export (and only those)."""
     import onnx
@@ -109,6 +113,7 @@ def test_float_layers_name_the_export_nodes(artifacts):
         static.resolve_options({"encoder": "int4"})
 
 
+@pytest.mark.slow
 def test_int4_uses_matmulnbits(artifacts):
     q = artifacts["onnx-int4"].manifest["quantization"]
     assert q["bits"] == 4 and q["block_size"] == 32
@@ -148,6 +153,7 @@ def _swap_fc1(path: Path, a: int, b: int) -> None:
     onnx.save(model, str(path))
 
 
+@pytest.mark.slow
 def test_corrupted_export_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
     recipe = get_recipe("onnx-fp32")
     bad = tmp_path / "bad"
@@ -159,6 +165,7 @@ def test_corrupted_export_fails_the_fidelity_check(artifacts, tiny_model, tmp_pa
     assert validate_artifact(recipe, artifacts["onnx-fp32"])["passed"]
 
 
+@pytest.mark.slow
 def test_dropped_kv_cache_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
     """A decoder whose KV-cache branch ignores the cached self-attention keys/values must fail the check."""
     import onnx
@@ -186,6 +193,7 @@ def test_dropped_kv_cache_fails_the_fidelity_check(artifacts, tiny_model, tmp_pa
         validate_artifact(recipe, Artifact(recipe.name, bad, tiny_model.path, {}, recipe.resolve_options({})))
 
 
+@pytest.mark.slow
 def test_bench_rows_for_every_onnx_recipe(tmp_path, artifacts, tiny_model):
     out = tmp_path / "bench"
     code = main(["bench", "--model", "synthetic:tiny", "--recipes",

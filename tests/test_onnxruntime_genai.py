@@ -58,6 +58,7 @@ def torch_wer(tiny_en, test_clean):
         rt.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ortgenai-fp32", "ortgenai-int8"])
 def test_trained_tiny_en_transcribes_test_clean(name, tiny_en, test_clean, torch_wer):
     recipe, art = _built(name, tiny_en)
@@ -83,6 +84,7 @@ def test_trained_tiny_en_transcribes_test_clean(name, tiny_en, test_clean, torch
     assert info["decode_settings"]["intra_op_num_threads"] == 2 and info["decoder_step_ms_median"] > 0
 
 
+@pytest.mark.slow
 def test_synthetic_fp32_fidelity_and_forced_lengths(tiny_model, test_clean):
     recipe, art = _built("ortgenai-fp32", tiny_model)
     assert art.manifest["validation"]["decode_check"].startswith("skipped")
@@ -112,6 +114,7 @@ def test_synthetic_fp32_fidelity_and_forced_lengths(tiny_model, test_clean):
         ref_rt.close()
 
 
+@pytest.mark.slow
 def test_synthetic_int8_builds_matmulnbits(tiny_model):
     _, art = _built("ortgenai-int8", tiny_model)
     import onnx
@@ -126,6 +129,7 @@ def test_synthetic_int8_builds_matmulnbits(tiny_model):
     assert art.manifest["validation"]["teacher_forced_agreement"] >= 0.80
 
 
+@pytest.mark.slow
 def test_bad_options_and_builder_failure_are_one_line(tmp_path):
     with pytest.raises(WhisperoptError, match="block_size"):
         get_recipe("ortgenai-int8").resolve_options({"block_size": "48"})

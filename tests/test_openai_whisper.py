@@ -49,6 +49,7 @@ def _utterances(n=N_UTT):
 
 # --- the .pt format ---
 
+@pytest.mark.slow
 def test_round_trip_hf_pt_hf(tiny_model, tmp_path):
     import torch
     import whisper
@@ -105,6 +106,7 @@ def synthetic(tiny_model):
     rt.close()
 
 
+@pytest.mark.slow
 def test_build_check_and_artifact(synthetic):
     recipe, art, _ = synthetic
     v = art.manifest["validation"]
@@ -114,6 +116,7 @@ def test_build_check_and_artifact(synthetic):
     assert recipe.size_bytes(art) > 30e6  # tiny's 39 M float32 parameters
 
 
+@pytest.mark.slow
 def test_forced_lengths_batch_and_beam(synthetic, librispeech):
     _, art, rt = synthetic
     tok = load_processor(art.model_dir).tokenizer
@@ -135,6 +138,7 @@ def test_forced_lengths_batch_and_beam(synthetic, librispeech):
     assert "openai-whisper" in s["engine"] and "log_mel_spectrogram" in s["front_end"]
 
 
+@pytest.mark.slow
 def test_corrupted_artifact_is_one_line(synthetic, tmp_path):
     recipe, art, _ = synthetic
     (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
@@ -170,6 +174,7 @@ def trained(tiny_en, librispeech):
     ref_rt.close()
 
 
+@pytest.mark.slow
 def test_trained_transcripts_match_torch_fp32(trained):
     art, rt, ref_rt = trained
     # the build check on trained weights also decoded dev-clean against torch-fp32
@@ -188,6 +193,7 @@ def test_trained_transcripts_match_torch_fp32(trained):
     assert 100 * corpus_rate([utterance_errors(u.text, t.text)[0] for u, t in zip(utts[1:], beam)]) <= MAX_WER
 
 
+@pytest.mark.slow
 def test_trained_probes_agree_with_torch_fp32(trained, tiny_en):
     _, rt, ref_rt = trained
     errors, matches, positions = [], 0, 0
@@ -200,6 +206,7 @@ def test_trained_probes_agree_with_torch_fp32(trained, tiny_en):
     assert positions > 50 and matches / positions >= MIN_AGREEMENT
 
 
+@pytest.mark.slow
 def test_trained_long_form_windows(trained):
     art, rt, _ = trained
     tok = load_processor(art.model_dir).tokenizer

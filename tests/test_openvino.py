@@ -35,6 +35,7 @@ def artifacts(tiny_model, librispeech):
     return built
 
 
+@pytest.mark.slow
 def test_builds_are_cached_with_a_manifest(artifacts, tiny_model):
     for name, opts in BUILDS:
         recipe = get_recipe(name)
@@ -64,12 +65,14 @@ def test_builds_are_cached_with_a_manifest(artifacts, tiny_model):
     assert cal["fast_bias_correction"] is True
 
 
+@pytest.mark.slow
 def test_fp32_ir_matches_torch(artifacts):
     v = artifacts["openvino-fp32"].manifest["validation"]
     assert v["teacher_forced_agreement"] >= 0.999 and v["teacher_forced_positions"] > 20
     assert v["encoder_rel_error"] < 1e-5
 
 
+@pytest.mark.slow
 def test_compression_per_component(artifacts):
     fp32 = ovr.component_bytes(artifacts["openvino-fp32"].dir)
     fp16 = artifacts["openvino-fp16"].manifest["components"]
@@ -109,6 +112,7 @@ def test_calibration_refuses_test_data(tmp_path):
         recipe.calibration_set(opts)
 
 
+@pytest.mark.slow
 def test_bad_options_are_clear_errors(artifacts, tiny_model, tmp_path):
     with pytest.raises(WhisperoptError, match="option mode: expected one of"):
         get_recipe("openvino-int8-weights").resolve_options({"mode": "int3"})
@@ -137,6 +141,7 @@ def _swap_decoder_fc1(src: Path, dst: Path) -> None:
     ov.save_model(model, str(dst / f"{ovr.DECODER}.xml"), compress_to_fp16=False)
 
 
+@pytest.mark.slow
 def test_corrupted_ir_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
     recipe = get_recipe("openvino-fp32")
     good = artifacts["openvino-fp32"].dir
@@ -150,6 +155,7 @@ def test_corrupted_ir_fails_the_fidelity_check(artifacts, tiny_model, tmp_path):
     assert validate_artifact(recipe, artifacts["openvino-fp32"])["passed"]
 
 
+@pytest.mark.slow
 def test_bench_rows_for_every_openvino_recipe(tmp_path, artifacts, tiny_model):
     out = tmp_path / "bench"
     # fp32 (the reference IR), a compressed IR and its -genai twin; fp16 and the weight-only int8/int4 IRs are built and

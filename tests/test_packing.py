@@ -218,6 +218,7 @@ def test_bench_pack_gap_bad(tmp_path, capsys):
 
 # --- real tiny.en ---
 
+@pytest.mark.slow
 def test_transcribe_pack_matches_unpacked(tiny_en, librispeech, tmp_path, capsys):
     """Four short test-clean utterances (18 s) through `transcribe --pack`: one packed window, each input's files with
     times inside its own duration, and words within a WER bound of the unpacked transcripts."""
@@ -245,6 +246,7 @@ def test_transcribe_pack_matches_unpacked(tiny_en, librispeech, tmp_path, capsys
     assert corpus_rate(counts) <= 0.10, counts  # packed against unpacked words: close, not identical
 
 
+@pytest.mark.slow
 def test_bench_pack_reports_packed_pass(tiny_en, librispeech, tmp_path):
     out = tmp_path / "res"
     assert main(["bench", "--model", "tiny.en", "--recipes", "torch-fp32", "--limit", "3", "--pack", "--threads",

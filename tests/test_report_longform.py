@@ -137,6 +137,7 @@ def test_report_renders_a_long_form_folder_in_every_format(tmp_path, capsys):
     assert "holds no short-form results" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_both_workloads_side_by_side_the_headline_chosen(tmp_path, capsys):
     out = _write_results(tmp_path / "both")
     (out / "longform.json").write_text(json.dumps(long_record()))

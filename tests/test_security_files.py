@@ -75,6 +75,7 @@ def test_cli_files_from_dev_zero_is_one_line(tmp_path, capsys):
     assert "larger than 16 MiB" in _error(capsys)
 
 
+@pytest.mark.slow
 def test_same_file_name_in_two_folders_keeps_both_transcripts(tmp_path, tiny_model, librispeech, capsys):
     for sub, k in (("a", 0), ("b", 1)):
         (tmp_path / sub).mkdir()

@@ -146,6 +146,7 @@ def test_docs_on_request_are_behind_the_key(guarded):
 
 # --- uploads: deadline, the queue bound counts them, disconnects free their place and file ---
 
+@pytest.mark.slow
 def test_stalled_uploads_hold_the_queue_until_their_deadline(guarded, utts):
     audio = Path(utts[0].audio).read_bytes()
     t0 = time.monotonic()
@@ -163,6 +164,7 @@ def test_stalled_uploads_hold_the_queue_until_their_deadline(guarded, utts):
     assert guarded.health()["queue"]["depth"] == 0
 
 
+@pytest.mark.slow
 def test_a_client_that_hangs_up_frees_its_place_and_file_at_once(guarded, long_talk):
     """The issue's row: the engine busy with long audio, more long uploads whose clients leave. The bound holds (one
     waits, the rest are refused), and the one that waited leaves the queue and the temp dir as its client goes."""

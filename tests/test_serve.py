@@ -156,6 +156,7 @@ def test_models_and_health(main_server):
     assert health["queue"] == {"depth": 0, "receiving": 0, "waiting": 0, "running": 0, "max": 32}
 
 
+@pytest.mark.slow
 def test_start_line_says_whether_a_key_is_required(main_server, batch_server):
     assert "API key required, docs off)" in main_server.log.read_text().splitlines()[0]
     assert "no API key (loopback only), docs off)" in batch_server.log.read_text().splitlines()[0]
@@ -170,6 +171,7 @@ def test_docs_are_off_by_default(main_server):
         assert without.status_code == 401 and without.json()["error"]["code"] == "invalid_api_key", path
 
 
+@pytest.mark.slow
 def test_every_response_format(main_server, utts):
     import soundfile as sf
 
@@ -202,6 +204,7 @@ def test_every_response_format(main_server, utts):
     assert " ".join(s.text.strip() for s in verbose.segments) == text
 
 
+@pytest.mark.slow
 def test_long_form_mp3(main_server, long_mp3):
     path, reference = long_mp3
     before = main_server.health()["requests"]["long"]
@@ -213,6 +216,7 @@ def test_long_form_mp3(main_server, long_mp3):
     assert main_server.health()["requests"]["long"] == before + 1
 
 
+@pytest.mark.slow
 def test_concurrent_requests_get_their_own_answers(main_server, utts):
     client = main_server.client()
 
@@ -335,6 +339,7 @@ def _until(server: Server, condition, timeout: float = 60) -> dict:
     return health
 
 
+@pytest.mark.slow
 def test_client_disconnect_leaves_the_server_healthy(main_server, utts):
     audio = Path(utts[2].audio).read_bytes()
     _upload(main_server, audio, cut=len(audio) // 3).close()  # hangs up mid-upload
@@ -357,6 +362,7 @@ def _concurrently(fn, items) -> list:
         return list(pool.map(fn, items))
 
 
+@pytest.mark.slow
 def test_simultaneous_requests_are_decoded_as_one_batch_with_word_timestamps(batch_server, utts):
     client = batch_server.client()
 
@@ -379,6 +385,7 @@ def test_simultaneous_requests_are_decoded_as_one_batch_with_word_timestamps(bat
     assert batching["sizes"] == {"4": 1} and batching["batched_requests"] == 4, batching
 
 
+@pytest.mark.slow
 def test_a_request_whose_client_hangs_up_leaves_the_queue(batch_server, utts):
     """A waits for three more requests like it; B (another prompt) waits behind it; B's client hangs up, so B leaves
     the queue at once, undecoded; three requests like A then fill A's batch."""
@@ -405,6 +412,7 @@ def test_a_request_whose_client_hangs_up_leaves_the_queue(batch_server, utts):
     assert after["requests"]["done"] == before["requests"]["done"] + 4
 
 
+@pytest.mark.slow
 def test_full_queue_answers_503(batch_server, utts):
     """Three requests wait for a fourth like them and B (another prompt) waits behind them: four of --max-queue 4,
     so the next request is refused; B hangs up, and a fourth request like the three completes their batch."""
@@ -437,6 +445,7 @@ def test_full_queue_answers_503(batch_server, utts):
 
 # --- base: real translation ---
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # openai 3 marks audio.translations so
 def test_translation_with_a_multilingual_model(base_server, spoken):
     with open(spoken / "es.wav", "rb") as f:  # 22.05 kHz WAV from espeak-ng: resampled on the way in

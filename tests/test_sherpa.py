@@ -46,6 +46,7 @@ def utterances(tiny_model, librispeech):
     return [load_audio(u.audio) for u in utts], [forced_length(tok, u.text) for u in utts]
 
 
+@pytest.mark.slow
 def test_export_format_and_cache(built, tiny_model):
     import onnx
 
@@ -70,6 +71,7 @@ def test_export_format_and_cache(built, tiny_model):
     assert get_recipe("sherpa-int8").size_bytes(built["sherpa-int8"][1]) < 0.6 * recipe.size_bytes(art)
 
 
+@pytest.mark.slow
 def test_fidelity(built, tiny_model, reference):
     for name, max_enc in (("sherpa-fp32", 1e-4), ("sherpa-int8", 0.05)):
         recipe, art = built[name]
@@ -80,6 +82,7 @@ def test_fidelity(built, tiny_model, reference):
         assert res["passed"] and res["encoder_rel_error"] <= max_enc
 
 
+@pytest.mark.slow
 def test_sherpa_runs_and_marks_not_comparable(built, utterances):
     recipe, art = built["sherpa-int8"]
     rt = recipe.load(art, "cpu", 2)
@@ -94,6 +97,7 @@ def test_sherpa_runs_and_marks_not_comparable(built, utterances):
     rt.close()
 
 
+@pytest.mark.slow
 def test_corrupted_artifact_fails(built, tiny_model, reference, tmp_path):
     """Permute the rows of the decoder's token embedding (tied output projection): loads, runs, fails the check."""
     import onnx
@@ -125,6 +129,7 @@ def test_corrupted_artifact_fails(built, tiny_model, reference, tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_bench_end_to_end(built, tiny_model, librispeech, tmp_path):
     out = tmp_path / "bench"
     code = main(["bench", "--model", "synthetic:tiny", "--recipes", "sherpa-fp32,sherpa-int8", "--limit", "2",

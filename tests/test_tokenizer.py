@@ -27,6 +27,7 @@ def texts():
     return texts + [t.capitalize() for t in texts] + [" " + t.lower() + "." for t in texts[:3000]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "english_only,num_languages,vocab",
     [(False, 99, 51865), (True, 99, 51864), (False, 100, 51866)],
@@ -57,6 +58,7 @@ def test_tokenizer_matches_tiktoken(tmp_path, texts, english_only, num_languages
         assert fast.convert_tokens_to_ids(token) == token_id, token
 
 
+@pytest.mark.slow
 def test_special_token_ids_of_real_models(tmp_path):
     from transformers import WhisperTokenizerFast
 

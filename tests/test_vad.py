@@ -162,6 +162,7 @@ def test_a_region_longer_than_a_chunk_is_split_not_truncated(monkeypatch):
     assert np.array_equal(np.concatenate([c.audio for c in chunks]), audio)
 
 
+@pytest.mark.slow
 def test_detection_memory_is_bounded_by_the_span(made_up):
     """Five, then twenty minutes of audio (utterances, silence, noise) through the detector in 60-s spans: what it
     allocates at once does not grow with the input, and stays below the 77 MB that twenty minutes of float32 are."""

@@ -167,6 +167,7 @@ def test_failed_build_is_one_line_and_skips_cleanly(tiny_model, tmp_path):
 
 # --- synthetic weights: the build check's probe and what the runtime reports ---
 
+@pytest.mark.slow
 def test_synthetic_build_probe_and_run_info(tiny_model, librispeech):
     recipe, art = _build("whispercpp-q8_0", tiny_model)
     assert art.manifest["ggml_ftype"] == "q8_0" and art.manifest["ggml_ftype_id"] == 7
@@ -194,6 +195,7 @@ def test_synthetic_build_probe_and_run_info(tiny_model, librispeech):
 
 # --- trained weights: real transcripts ---
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MAX_WER))
 def test_real_wer(name, tiny_en, test_clean):
     recipe, art = _build(name, tiny_en)
@@ -211,6 +213,7 @@ def test_real_wer(name, tiny_en, test_clean):
     assert "stew for dinner" in hyps[0].lower()
 
 
+@pytest.mark.slow
 def test_real_beam_search(tiny_en, test_clean):
     recipe, art = _build("whispercpp-f16", tiny_en)
     audios, refs = test_clean
