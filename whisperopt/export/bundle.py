@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..bench.results import read_status, recipe_paths
+from ..bench.records import read_status
+from ..bench.results import recipe_paths
 from ..errors import WhisperoptError, described, first_line
 from ..files import atomic_dir, atomic_write_json, atomic_write_text, confined, read_json
 from ..models.export_record import CARD, EXPORT_RECORD, table_digest

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..bench.config import load_run
-from ..bench.results import ROW_FIELDS, SEGMENT_FIELDS, check_status, read_rows, read_status, recipe_paths
+from ..bench.records import read_status
+from ..bench.results import ROW_FIELDS, SEGMENT_FIELDS, read_rows, recipe_paths
 from ..errors import WhisperoptError
 from ..files import read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
@@ -332,11 +333,10 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
     rows_out, counts, measured = [], {}, {}
     for name in cfg.recipes:
         paths = recipe_paths(out_dir, name)  # run.json's names are checked; every path stays in out_dir
-        status = read_status(paths["status"])
+        status = read_status(paths["status"], expect=name)
         if not status:
             rows_out.append({"recipe": name, "status": "not run"})
             continue
-        check_status(status, paths["status"], name)
         rows = read_rows(paths["rows"], fields=ROW_FIELDS)
         rows_out.append(recipe_summary(status, rows, wanted, read_rows(paths["segments"], key=None,
                                                                       fields=SEGMENT_FIELDS)))
