@@ -38,6 +38,7 @@ from ..models.sizes import SIZES
 from ..models.vocabulary import Vocabulary
 from ..recipes import Recipe, find_recipe, get_recipe
 from ..recipes.artifacts import MANIFEST, artifact_path, damage, model_fingerprint, sha256_file
+from ..report.records import read_summary
 from .target import check_target
 
 EXPORT_FORMAT = "whisperopt-export/1"
@@ -104,23 +105,6 @@ def _written(path: Path) -> dict:
 
 
 # --- reading the results ---
-
-def read_summary(results_dir: Path) -> dict:
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise WhisperoptError(f"results directory {results_dir} does not exist (give the --out of a `whisperopt bench` "
-                              "run)")
-    path = results_dir / "summary.json"
-    if not path.is_file():
-        raise WhisperoptError(f"{results_dir} holds no summary.json: run `whisperopt report {results_dir}` (or the "
-                              "bench that writes it) first")
-    summary = read_json(path, "benchmark summary", f"run `whisperopt report {results_dir}` to rewrite it")
-    if not isinstance(summary, dict) or not isinstance(summary.get("recipes"), list) \
-            or not isinstance(summary.get("config"), dict):
-        raise WhisperoptError(f"{path} is not a whisperopt benchmark summary; run `whisperopt report {results_dir}` "
-                              "to rewrite it")
-    return summary
-
 
 def select_row(summary: dict, results_dir: Path, recipe: str | None, recommended: bool) -> dict:
     """The summary row to export: ``recipe``'s, or the recommendation's; a recipe that did not finish complete in
