@@ -11,6 +11,7 @@ from ..files import atomic_write_json, read_json
 from ..metrics.hardware import default_threads
 from ..recipes.base import DecodeOptions, check_decode_limits
 from ..transcribe.packing import DEFAULT_GAP_S, check_gap
+from .records import RecipeStatus
 
 DEFAULT_DATASET = "librispeech:test-clean"
 
@@ -69,7 +70,7 @@ class BenchConfig:
             raise WhisperoptError("--throughput-batches lists a batch size twice")
         check_gap(self.pack_gap)
 
-    def extra_passes_done(self, status: dict) -> bool:
+    def extra_passes_done(self, status: RecipeStatus) -> bool:
         """Whether a recipe's status already holds every extra pass this run asks for (throughput batch sizes, the
         packed pass at this gap), so a re-run with all rows measured has nothing left to do for it."""
         batches = {t["batch"] for t in status.get("throughput") or []}

@@ -31,6 +31,7 @@ from pathlib import Path
 from ..cluster import alive_nodes, connect, ray_module, this_node
 from ..errors import WhisperoptError
 from ..recipes import Recipe
+from .records import WorkerResult, failure
 from .results import append_row, read_rows, recipe_paths
 from .steps import Executor, Outcome, RecipeRun, merged_result, run_worker, worker_env
 from .worker import Job
@@ -62,7 +63,7 @@ def _on_node(job: dict, model_spec: str, tmp: Path) -> tuple[Job, dict]:
     return replace(job, model_dir=str(model.path)), worker_env(job.threads)
 
 
-def build_task(job: dict, model_spec: str) -> dict:
+def build_task(job: dict, model_spec: str) -> WorkerResult:
     """Build (or reuse) one recipe's artifact on this node. Returns the worker's build result and the node."""
     ray = ray_module()
     with tempfile.TemporaryDirectory(prefix="whisperopt-ray-build-") as tmp:
@@ -146,13 +147,14 @@ class _Recipe:
     def __init__(self, run: RecipeRun, artifacts: dict[str, str]):
         self.run = run
         self.artifacts = artifacts  # node id -> artifact directory there
-        self.shards_left, self.results, self.errors, self.nodes = 0, [], [], set()
+        self.shards_left, self.errors, self.nodes = 0, [], set()
+        self.results: list[WorkerResult] = []
         self.measured = len(run.done)
-        self.final: dict | None = None
+        self.final: WorkerResult | None = None
         self.seen: set[str] = set()  # utterance ids in its rows file
 
     def outcome(self) -> Outcome:
-        result = {"ok": False, "error": self.errors[0]} if self.errors else merged_result(self.results, self.final)
+        result = failure(self.errors[0]) if self.errors else merged_result(self.results, self.final)
         return Outcome(self.run, result, {"ray": {"nodes": sorted(n for n in self.nodes if n),
                                                   "shards": len(self.results)}})
 
@@ -171,12 +173,12 @@ class RayExecutor(Executor):
         self.task = {"num_cpus": cfg.threads, "num_gpus": gpus}
         self.artifacts: dict[str, dict[str, str]] = {}  # recipe -> node id -> artifact directory there
 
-    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, dict]]:
+    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, WorkerResult]]:
         """On the first node, then on the others (a shared cache makes those hits)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         build_remote = self.ray.remote(build_task)
-        builds: dict[str, dict[str, dict]] = {r.name: {} for r, _ in jobs}
+        builds: dict[str, dict[str, WorkerResult]] = {r.name: {} for r, _ in jobs}
         for wave in (self.nodes[:1], self.nodes[1:]):
             refs = {}
             for recipe, job in jobs:
@@ -191,7 +193,7 @@ class RayExecutor(Executor):
                 try:
                     built = self.ray.get(ref)
                 except self.ray.exceptions.RayError as exc:
-                    built = {"ok": False, "error": _error(exc), "log": ""}
+                    built = failure(_error(exc), log="")
                 builds[recipe.name][node["id"]] = built
                 _append_log(recipe_paths(self.out_dir, recipe.name)["log"], f"build on node {node['name']}",
                             built.get("log", ""))

@@ -1,5 +1,6 @@
-"""A results directory's files: one fsync'ed JSON line per measured utterance (rows) or worker segment, and the
-per-recipe paths the runner, the worker and the report share."""
+"""A results directory's files: one fsync'ed JSON line per measured utterance (rows) or worker segment, the
+per-recipe paths the runner, the worker and the report share, and what the report needs of each record it reads (a
+status file itself is read and written by ``records``)."""
 
 from __future__ import annotations
 
@@ -161,35 +162,16 @@ STATUS_FIELDS = {"recipe": need(_text), "status": need(lambda v: v in ("ok", "fa
                                   "decoder_step_ms_median"), optional(_num))}
 
 
-def check_status(status: dict, path: Path, name: str) -> dict:
-    """A status file as the report reads it: the fields it uses of the types it needs, for recipe ``name``; else a
-    one-line error naming the file."""
+def status_problem(status: dict, name: str) -> str | None:
+    """Why a status file is not one the report can read (the fields it uses of the types it needs, for recipe
+    ``name``), or None (``records.read_status`` reads it)."""
     problem = _problem(status, STATUS_FIELDS)
     if problem is None and status["recipe"] != name:
         problem = f"it is the status of {status['recipe'][:80]!r}"
     packed = (status or {}).get("packed") if problem is None else None
     if packed and not packed.get("skipped") and not all(_count(packed.get(k)) for k in ("windows", "utterances")):
         problem = "its packed pass has no window or utterance count"
-    if problem:
-        raise WhisperoptError(f"status file {path} is not a whisperopt status ({problem}); delete it and re-run the "
-                              "bench to measure that recipe again (its rows are kept)")
-    return status
-
-
-def read_status(path: Path) -> dict:
-    """A recipe's status file: {} when there is none; a damaged one (torn, empty, not JSON) reads as a failure
-    saying so, and the next bench run measures that recipe again (its saved rows are kept)."""
-    try:
-        status = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        status = f"{type(exc).__name__}"
-    if isinstance(status, dict) and isinstance(status.get("status"), str):
-        return status
-    return {"recipe": Path(path).name.removesuffix(".status.json"), "status": "failed", "stage": "status",
-            "error": f"status file {path} is damaged ({status if isinstance(status, str) else 'not a status'}); "
-                     "re-run the bench to measure it again"}
+    return problem
 
 
 def read_rows(path: Path, key: str | None = "id", fields: dict | None = None) -> list[dict]:

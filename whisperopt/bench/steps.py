@@ -30,9 +30,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write_json
 from ..recipes import Recipe, baseline_recipe
-from .results import read_rows, read_status, recipe_paths, repair_rows
+from .records import (
+    RecipeStatus,
+    WorkerResult,
+    failed_status,
+    failure,
+    read_result,
+    read_status,
+    skipped_status,
+    write_status,
+)
+from .results import read_rows, recipe_paths, repair_rows
 from .worker import Job
 
 REFERENCE_FILE = "fidelity_reference.npz"
@@ -79,8 +88,8 @@ def worker_env(threads: int) -> dict:
     return env
 
 
-def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], None] | None = None) -> dict:
-    """Run one worker step; return its result dict (``ok`` False with ``error`` on any failure, kill included)."""
+def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], None] | None = None) -> WorkerResult:
+    """Run one worker step; return its result (``ok`` False with ``error`` on any failure, kill included)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="whisperopt-job-") as tmp:
         job = replace(job, result_path=str(Path(tmp) / "result.json"))
@@ -100,15 +109,13 @@ def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], Non
                 with _deaf():  # a second Ctrl-C must not cut the stopping short
                     _stop(proc)
                 raise
-        result_file = Path(job.result_path)
-        if result_file.exists():
-            result = json.loads(result_file.read_text())
-        elif proc.returncode < 0:  # crashed: no result of its own (a --ray task is retried on another try)
+        result = read_result(Path(job.result_path))
+        if result is None and proc.returncode < 0:  # crashed: no result of its own (a --ray task is retried)
             sig = -proc.returncode
-            why = "killed by SIGKILL (out of memory?)" if sig == 9 else f"killed by signal {sig}"
-            result = {"ok": False, "error": why, "crashed": True}
-        else:
-            result = {"ok": False, "error": f"worker exited with code {proc.returncode} (see {log})", "crashed": True}
+            result = failure("killed by SIGKILL (out of memory?)" if sig == 9 else f"killed by signal {sig}",
+                             crashed=True)
+        elif result is None:
+            result = failure(f"worker exited with code {proc.returncode} (see {log})", crashed=True)
     if poll:
         poll()
     return result
@@ -122,7 +129,7 @@ class RecipeRun:
 
     recipe: Recipe
     options: dict
-    built: dict  # the build worker's result (artifact_dir, size_bytes, manifest ...)
+    built: WorkerResult  # the build worker's result (artifact_dir, size_bytes, manifest ...)
     paths: dict  # bench.results.recipe_paths
     job: Job  # the bench's job for this recipe (no artifact or results file: those are where it runs)
     wanted: list[str]  # the dataset's utterance ids, in order
@@ -137,11 +144,11 @@ class RecipeRun:
 
 @dataclass
 class Outcome:
-    """A recipe's measurement as an executor hands it back: the worker's result (``{"ok": True, **figures}`` or
-    ``{"ok": False, "error": ...}``) and the executor's own record (Ray: nodes and shards), for its status."""
+    """A recipe's measurement as an executor hands it back: the worker's result (``ok`` with its figures, or ``ok``
+    False with ``error``) and the executor's own record (Ray: nodes and shards), for its status."""
 
     run: RecipeRun
-    result: dict
+    result: WorkerResult
     extra: dict = field(default_factory=dict)
 
 
@@ -156,7 +163,7 @@ class Executor(ABC):
         """Before the first step (Ray: connect to the cluster)."""
 
     @abstractmethod
-    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, dict]]:
+    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, WorkerResult]]:
         """Build each recipe's artifact; yield (recipe, the build worker's result). A failure is ``ok`` False with
         ``error``, and ``where`` when it happened somewhere other than here (``on node NAME``)."""
 
@@ -174,22 +181,20 @@ def available(recipes, device: str, out_dir: Path, log) -> list:
         reason = recipe.unavailable_reason(device)
         if reason:
             log(f"skip  {recipe.name}: {reason}")
-            atomic_write_json(recipe_paths(out_dir, recipe.name)["status"],
-                              {"recipe": recipe.name, "status": "skipped", "reason": reason})
+            write_status(recipe_paths(out_dir, recipe.name)["status"], skipped_status(recipe.name, reason))
         else:
             out.append(recipe)
     return out
 
 
-def _built(recipe: Recipe, built: dict, out_dir: Path, log) -> bool:
+def _built(recipe: Recipe, built: WorkerResult, out_dir: Path, log) -> bool:
     """Whether a build succeeded; a failed one is logged and recorded as the recipe's status."""
     if built.get("ok"):
         return True
     where = built.get("where")
     log(f"fail  {recipe.name} (build{' ' + where if where else ''}): {built['error']}")
-    atomic_write_json(recipe_paths(out_dir, recipe.name)["status"], {
-        "recipe": recipe.name, "status": "failed", "stage": "build",
-        "error": f"build {where}: {built['error']}" if where else built["error"]})
+    write_status(recipe_paths(out_dir, recipe.name)["status"], failed_status(
+        recipe.name, "build", f"build {where}: {built['error']}" if where else built["error"]))
     return False
 
 
@@ -204,7 +209,7 @@ def make_reference(cfg, job: Job, out_dir: Path, log) -> None:
         log(f"warn  fidelity reference failed: {ref['error']}")
 
 
-def pending_run(recipe: Recipe, built: dict, options: dict, job: Job, wanted: list[str], cfg, out_dir: Path,
+def pending_run(recipe: Recipe, built: WorkerResult, options: dict, job: Job, wanted: list[str], cfg, out_dir: Path,
                 progress, log) -> RecipeRun | None:
     """The resume test: the recipe's run if anything is left to measure (utterances, or an extra pass this run asks
     for, or a status that is not ok), else None (logged)."""
@@ -219,10 +224,10 @@ def pending_run(recipe: Recipe, built: dict, options: dict, job: Job, wanted: li
     return RecipeRun(recipe, options, built, paths, job, wanted, done, bar)
 
 
-def merged_result(shards: list[dict], final: dict | None) -> dict:
+def merged_result(shards: list[WorkerResult], final: WorkerResult | None) -> WorkerResult:
     """One result from a recipe's shard results and its final task's (which measured nothing, so its resource
     figures are left out): what a single run worker over every utterance returns."""
-    info = {}
+    info: WorkerResult = {}
     for result in shards + ([final] if final else []):
         extra = {k: v for k, v in result.items() if k != "ok"}
         if result is final:
@@ -232,21 +237,21 @@ def merged_result(shards: list[dict], final: dict | None) -> dict:
     return {"ok": True, **info}
 
 
-def write_status(outcome: Outcome) -> None:
-    """A recipe's status file: its build, then its run's figures (or why it failed), then the executor's record."""
+def status_record(outcome: Outcome) -> RecipeStatus:
+    """A recipe's status: its build, then its run's figures (or why it failed), then the executor's record."""
     run, result = outcome.run, outcome.result
     recipe, built = run.recipe, run.built
-    status = {"recipe": recipe.name, "engine": recipe.engine, "options": run.options,
-              "artifact_dir": built["artifact_dir"], "size_bytes": built["size_bytes"],
-              "build_s": built["build_s"], "cache_hit": built["cache_hit"],
-              "manifest": built["manifest"], "description": recipe.description,
-              "baseline": recipe.baseline, "component_baseline": recipe.component_baseline}
+    status = RecipeStatus(recipe=recipe.name, engine=recipe.engine, options=run.options,
+                          artifact_dir=built["artifact_dir"], size_bytes=built["size_bytes"],
+                          build_s=built["build_s"], cache_hit=built["cache_hit"],
+                          manifest=built["manifest"], description=recipe.description,
+                          baseline=recipe.baseline, component_baseline=recipe.component_baseline)
     if result.get("ok"):
         status.update(status="ok", **{k: v for k, v in result.items() if k != "ok"})
     else:
         status.update(status="failed", stage="run", error=result["error"])
     status.update(outcome.extra)
-    atomic_write_json(run.paths["status"], status)
+    return status
 
 
 def run_steps(executor: Executor, recipes: list[Recipe], options: dict, dataset, job: Job) -> None:
@@ -264,4 +269,4 @@ def run_steps(executor: Executor, recipes: list[Recipe], options: dict, dataset,
             if (run := pending_run(recipe, built, options[recipe.name], recipe_jobs[recipe.name], wanted, cfg,
                                    out_dir, executor.progress, log)) is not None)
     for outcome in executor.measure(runs):  # lazily: a local bench tests each recipe for resume as it comes to it
-        write_status(outcome)
+        write_status(outcome.run.paths["status"], status_record(outcome))

@@ -18,7 +18,8 @@ from ..cluster import host_name
 from ..constants import FRAMES_PER_SECOND, MAX_NEW_TOKENS
 from ..data.references import forced_length
 from ..errors import WhisperoptError
-from ..files import atomic_write_json, read_json, write_failure
+from ..files import read_json, write_failure
+from .records import BuildFigures, RunFigures, WorkerResult, failure, write_result
 from .results import append_row, read_rows, repair_rows
 
 
@@ -74,7 +75,7 @@ def _artifact(job: Job):
     return recipe, Artifact(recipe.name, adir, Path(job.model_dir), manifest, job.options)
 
 
-def do_build(job: Job) -> dict:
+def do_build(job: Job) -> BuildFigures:
     from ..models.resolve import exported_recipe
     from ..recipes import get_recipe
     from ..recipes.artifacts import build_artifact
@@ -89,17 +90,17 @@ def do_build(job: Job) -> dict:
     else:
         artifact, hit = build_artifact(recipe, Path(job.model_dir), job.options, rebuild=job.rebuild,
                                        verify=job.verify, log=lambda m: (notes.append(m), print(m, file=sys.stderr)))
-    return {"artifact_dir": str(artifact.dir), "cache_hit": hit, "build_s": round(time.perf_counter() - t0, 2),
-            "size_bytes": recipe.size_bytes(artifact), "manifest": artifact.manifest, "notes": notes}
+    return BuildFigures(artifact_dir=str(artifact.dir), cache_hit=hit, build_s=round(time.perf_counter() - t0, 2),
+                        size_bytes=recipe.size_bytes(artifact), manifest=artifact.manifest, notes=notes)
 
 
-def do_reference(job: Job) -> dict:
+def do_reference(job: Job) -> WorkerResult:
     """Encoder outputs and teacher-forced top-1 tokens of the baseline on CPU, the bench's fidelity reference."""
     from ..recipes.validation import torch_reference
 
     ref = torch_reference(Path(job.model_dir), threads=job.threads, **job.probes())
     ref.save(Path(job.reference_path))
-    return {"utterances": list(ref)}
+    return WorkerResult(reference_ids=list(ref))
 
 
 def _fidelity(runtime, job: Job) -> dict:
@@ -110,7 +111,7 @@ def _fidelity(runtime, job: Job) -> dict:
     return compare(runtime, Path(job.model_dir), Reference.load(Path(job.reference_path)), **job.probes())
 
 
-def do_run(job: Job) -> dict:
+def do_run(job: Job) -> RunFigures:
     from ..data import load_dataset
     from ..metrics.hardware import cpu_info
     from ..metrics.resources import RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
@@ -158,7 +159,7 @@ def do_run(job: Job) -> dict:
     if todo:  # resource figures of a process that measured nothing would mislead; keep only real segments
         with open(job.segments_path, "a", encoding="utf-8") as f:
             append_row(f, segment)
-    info = dict(segment)
+    info = RunFigures(**segment)
     info.update(runtime.run_info())  # the settings the engine ran with; why its rows are not comparable, if so
     info["fidelity_method"] = runtime.fidelity_method
     info["window"] = runtime.window
@@ -335,18 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     result_path = Path(job.result_path)
     try:
         fn = {"build": do_build, "reference": do_reference, "run": do_run}[mode]
-        result = {"ok": True, **fn(job)}
+        result: WorkerResult = {"ok": True, **fn(job)}
         code = 0
     except WhisperoptError as exc:
-        result, code = {"ok": False, "error": str(exc)}, 2
+        result, code = failure(str(exc)), 2
     except MemoryError:
-        result, code = {"ok": False, "error": "out of memory"}, 3
+        result, code = failure("out of memory"), 3
     except Exception as exc:  # any engine failure is recorded, the other recipes still run
         tb = traceback.format_exc()
         disk = write_failure(exc, Path(job.rows_path).parent if job.rows_path else Path(job.model_dir))
-        result, code = {"ok": False, "error": str(disk) if disk else f"{type(exc).__name__}: {exc}",
-                        "traceback": tb}, 1
-    atomic_write_json(result_path, result)
+        result, code = failure(str(disk) if disk else f"{type(exc).__name__}: {exc}", traceback=tb), 1
+    write_result(result_path, result)
     return code
 
 

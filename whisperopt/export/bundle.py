@@ -29,14 +29,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..bench.results import read_status, recipe_paths
+from ..bench.records import RecipeStatus, read_status
+from ..bench.results import recipe_paths
 from ..errors import WhisperoptError, described, first_line
 from ..files import atomic_dir, atomic_write_json, atomic_write_text, confined, read_json
-from ..models.export_record import CARD, EXPORT_RECORD, table_digest
+from ..models.export_record import (
+    CARD,
+    ExportBenchmark,
+    ExportBuild,
+    ExportRecord,
+    SourceModel,
+    table_digest,
+    write_export,
+)
 from ..models.sizes import SIZES
 from ..models.vocabulary import Vocabulary
 from ..recipes import Recipe, find_recipe, get_recipe
 from ..recipes.artifacts import MANIFEST, artifact_path, damage, model_fingerprint, sha256_file
+from ..report.records import Summary, SummaryRow, read_summary
 from .target import check_target
 
 EXPORT_FORMAT = "whisperopt-export/1"
@@ -57,7 +67,7 @@ MIT_ORGS = ("openai/", "distil-whisper/")
 class ExportResult:
     out: Path
     recipe: str
-    record: dict
+    record: ExportRecord
     bytes: int
 
 
@@ -104,24 +114,7 @@ def _written(path: Path) -> dict:
 
 # --- reading the results ---
 
-def read_summary(results_dir: Path) -> dict:
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise WhisperoptError(f"results directory {results_dir} does not exist (give the --out of a `whisperopt bench` "
-                              "run)")
-    path = results_dir / "summary.json"
-    if not path.is_file():
-        raise WhisperoptError(f"{results_dir} holds no summary.json: run `whisperopt report {results_dir}` (or the "
-                              "bench that writes it) first")
-    summary = read_json(path, "benchmark summary", f"run `whisperopt report {results_dir}` to rewrite it")
-    if not isinstance(summary, dict) or not isinstance(summary.get("recipes"), list) \
-            or not isinstance(summary.get("config"), dict):
-        raise WhisperoptError(f"{path} is not a whisperopt benchmark summary; run `whisperopt report {results_dir}` "
-                              "to rewrite it")
-    return summary
-
-
-def select_row(summary: dict, results_dir: Path, recipe: str | None, recommended: bool) -> dict:
+def select_row(summary: Summary, results_dir: Path, recipe: str | None, recommended: bool) -> SummaryRow:
     """The summary row to export: ``recipe``'s, or the recommendation's; a recipe that did not finish complete in
     that run is a one-line error."""
     rows = {r.get("recipe"): r for r in summary["recipes"] if isinstance(r, dict)}
@@ -146,7 +139,7 @@ def select_row(summary: dict, results_dir: Path, recipe: str | None, recommended
     return row
 
 
-def _build_command(summary: dict, recipe: str, rebuild: bool = False) -> str:
+def _build_command(summary: Summary, recipe: str, rebuild: bool = False) -> str:
     """The command that builds ``recipe`` as the bench did (its --option values included)."""
     opts = "".join(f" --option {recipe}:{k}={v}" for k, v in (summary["config"].get("recipe_options") or {})
                    .get(recipe, {}).items())
@@ -154,7 +147,7 @@ def _build_command(summary: dict, recipe: str, rebuild: bool = False) -> str:
             + (" --rebuild`" if rebuild else "`"))
 
 
-def _cached_artifact(summary: dict, results_dir: Path, recipe: Recipe, status: dict) -> tuple[Path, dict]:
+def _cached_artifact(summary: Summary, results_dir: Path, recipe: Recipe, status: RecipeStatus) -> tuple[Path, dict]:
     """The cache directory and manifest of the artifact the bench measured (where the run recorded it, else where
     this cache keeps it), checked to be that very build."""
     measured = status.get("manifest") or {}
@@ -185,7 +178,7 @@ def _cached_artifact(summary: dict, results_dir: Path, recipe: Recipe, status: d
     return adir, manifest
 
 
-def _source_model(manifest: dict, recipe: str, summary: dict) -> Path:
+def _source_model(manifest: dict, recipe: str, summary: Summary) -> Path:
     """The checkpoint directory the artifact was built from, as it was (its tokenizer and config are exported)."""
     source = Path(manifest.get("source_model") or "")
     if not (source / "config.json").is_file():
@@ -208,30 +201,13 @@ def _hub_id(spec: str) -> str | None:
 
 # --- writing the directory ---
 
-def export_results(results_dir: Path, out: Path, recipe: str | None = None, recommended: bool = False,
-                   overwrite: bool = False, repo_id: str | None = None,
-                   log: Callable[[str], None] | None = None) -> ExportResult:
-    """Export ``recipe`` (or the recommended one) of the benchmark in ``results_dir`` into ``out`` (which must be
-    empty or absent, unless ``overwrite``). ``repo_id``: the hub repository the card's examples name."""
-    from .card import model_card
-
-    log = log or (lambda m: None)
-    results_dir, out = Path(results_dir), Path(out)
-    if (recipe is None) == (not recommended):
-        raise WhisperoptError("give exactly one of --recipe NAME or --recommended")
-    summary = read_summary(results_dir)
-    row = select_row(summary, results_dir, recipe, recommended)
-    r = get_recipe(row["recipe"])
-    check_target(out, results_dir, overwrite)
-    status = read_status(recipe_paths(results_dir, r.name)["status"])
-    if status.get("status") != "ok" or not status.get("manifest"):
-        raise WhisperoptError(f"{r.name}.status.json in {results_dir} does not record the artifact it ran; re-run the "
-                              "bench, then export")
-    adir, manifest = _cached_artifact(summary, results_dir, r, status)
-    source = _source_model(manifest, r.name, summary)
-    weights_dir = Path(manifest.get("weights_dir") or adir)
+def _plan(summary: Summary, r: Recipe, adir: Path, manifest: dict, weights_dir: Path,
+          source: Path) -> list[tuple[Path, str, str | None, str]]:
+    """What the export copies, as (source file, exported path, the sha256 its build recorded, what to do if it
+    differs): the artifact's files, those it runs from elsewhere (a base artifact, or the checkpoint itself), and
+    the checkpoint's tokenizer, processor and config files (its weights too where the recipe loads them)."""
     rebuild = _build_command(summary, r.name, rebuild=True)
-    plan: list[tuple[Path, str, str | None, str]] = []  # (source file, exported path, recorded sha256, if damaged)
+    plan: list[tuple[Path, str, str | None, str]] = []
     for rel, entry in manifest["integrity"].items():
         plan.append((_inside(adir, rel, "artifact", links=True), f"{ARTIFACT_DIR}/{rel}", entry["sha256"],
                      f"rebuild it with {rebuild}"))
@@ -257,13 +233,100 @@ def export_results(results_dir: Path, out: Path, recipe: str | None = None, reco
     for p in sorted(source.iterdir()):
         if p.is_file() and (p.suffix in SIDE_SUFFIXES or (r.loads_source_weights and p.suffix in WEIGHT_SUFFIXES)):
             plan.append((p, p.name, None, "the checkpoint changed while it was read"))
-    vocab = Vocabulary.from_model_dir(source)
-    evidence = [results_dir / "summary.json", recipe_paths(results_dir, r.name)["rows"]]
+    return plan
+
+
+def _baseline_row(summary: Summary, results_dir: Path) -> tuple[str | None, SummaryRow | None]:
+    """The run's baseline recipe and its row (None where it did not finish)."""
     baseline = summary.get("baseline")
     if baseline is not None and (not isinstance(baseline, str) or find_recipe(baseline) is None):
         raise WhisperoptError(f"{results_dir}/summary.json names a baseline ({baseline!r}) that is no recipe; run "
                               f"`whisperopt report {results_dir}` to rewrite it")
-    base_row = next((x for x in summary["recipes"] if x.get("recipe") == baseline and x.get("status") == "ok"), None)
+    return baseline, next((x for x in summary["recipes"] if x.get("recipe") == baseline and x.get("status") == "ok"),
+                          None)
+
+
+def export_record(summary: Summary, results_dir: Path, r: Recipe, row: SummaryRow, status: RecipeStatus,
+                  manifest: dict, source: Path, vocab: Vocabulary, table: dict[str, dict]) -> ExportRecord:
+    """whisperopt_export.json: the recipe and its options, the checkpoint it was built from, the benchmark row (and
+    the baseline's), the decode settings, environment, versions and build, and ``table``, the files written."""
+    env = summary.get("environment") or {}
+    spec = str((env.get("model") or {}).get("spec") or summary["config"].get("model"))
+    hub_id = _hub_id(spec)
+    synthetic = bool(summary.get("synthetic"))
+    baseline, base_row = _baseline_row(summary, results_dir)
+    return ExportRecord({
+        "format": EXPORT_FORMAT,
+        "recipe": r.name,
+        "engine": r.engine,
+        "description": r.description,
+        "options": status.get("options") or {},
+        "weight_bits": r.weight_bits,
+        "artifact": ARTIFACT_DIR,
+        "loads_source_weights": r.loads_source_weights,
+        "source_model": SourceModel({
+            "spec": spec, "source": (env.get("model") or {}).get("source"), "path": str(source),
+            "fingerprint": manifest.get("model_fingerprint"), "hub_id": None if synthetic else hub_id,
+            "synthetic": synthetic, "license": "mit" if hub_id and hub_id.startswith(MIT_ORGS) and not synthetic
+            else None, "multilingual": vocab.multilingual, "languages": list(vocab.languages),
+        }),
+        "benchmark": ExportBenchmark({
+            "results_dir": str(results_dir.resolve()),
+            "dataset": {"spec": summary["config"].get("dataset"), "limit": summary["config"].get("limit"),
+                        **(env.get("dataset") or {})},
+            "row": row,
+            "baseline_recipe": baseline,
+            "baseline_row": base_row if baseline != r.name else None,
+            "recommendation": summary.get("recommendation"),
+            "recommended": (summary.get("recommendation") or {}).get("recipe") == r.name,
+            "units": summary.get("units"),
+            "bootstrap": summary.get("bootstrap"),
+            "fidelity_utterances": summary["config"].get("fidelity_utterances"),
+        }),
+        "decode": {"bench": summary["config"].get("decode"), "engine": row.get("decode_settings")},
+        "environment": {k: v for k, v in env.items() if k not in ("model", "dataset")},
+        "versions": {"whisperopt": __version__, "built_with": manifest.get("versions") or {}},
+        "build": ExportBuild({"built_at": manifest.get("built_at"), "build_seconds": manifest.get("build_seconds"),
+                              "validation": manifest.get("validation"),
+                              "fields": {k: v for k, v in manifest.items() if k not in BOOKKEEPING}}),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "files": dict(sorted(table.items())),  # what this export wrote (besides the record and the card)
+        "files_sha256": table_digest(dict(sorted(table.items()))),
+    })
+
+
+def _measured(results_dir: Path, r: Recipe) -> RecipeStatus:
+    """The recipe's status in the run, which must record the artifact it ran."""
+    status = read_status(recipe_paths(results_dir, r.name)["status"])
+    if status.get("status") != "ok" or not status.get("manifest"):
+        raise WhisperoptError(f"{r.name}.status.json in {results_dir} does not record the artifact it ran; re-run the "
+                              "bench, then export")
+    return status
+
+
+def export_results(results_dir: Path, out: Path, recipe: str | None = None, recommended: bool = False,
+                   overwrite: bool = False, repo_id: str | None = None,
+                   log: Callable[[str], None] | None = None) -> ExportResult:
+    """Export ``recipe`` (or the recommended one) of the benchmark in ``results_dir`` into ``out`` (which must be
+    empty or absent, unless ``overwrite``). ``repo_id``: the hub repository the card's examples name."""
+    from .card import model_card
+
+    log = log or (lambda m: None)
+    results_dir, out = Path(results_dir), Path(out)
+    if (recipe is None) == (not recommended):
+        raise WhisperoptError("give exactly one of --recipe NAME or --recommended")
+    summary = read_summary(results_dir)
+    row = select_row(summary, results_dir, recipe, recommended)
+    r = get_recipe(row["recipe"])
+    check_target(out, results_dir, overwrite)
+    status = _measured(results_dir, r)
+    adir, manifest = _cached_artifact(summary, results_dir, r, status)
+    source = _source_model(manifest, r.name, summary)
+    weights_dir = Path(manifest.get("weights_dir") or adir)
+    plan = _plan(summary, r, adir, manifest, weights_dir, source)
+    vocab = Vocabulary.from_model_dir(source)
+    evidence = [results_dir / "summary.json", recipe_paths(results_dir, r.name)["rows"]]
+    baseline, base_row = _baseline_row(summary, results_dir)
     if base_row is not None and baseline != r.name:
         evidence.append(recipe_paths(results_dir, baseline)["rows"])
 
@@ -284,49 +347,8 @@ def export_results(results_dir: Path, out: Path, recipe: str | None = None, reco
             if f.is_file():
                 src = _inside(results_dir, f.relative_to(results_dir), "results", links=True)
                 table[f"{EVIDENCE_DIR}/{f.name}"] = _copy(src, tmp / EVIDENCE_DIR / f.name, None, "")
-        env = summary.get("environment") or {}
-        spec = str((env.get("model") or {}).get("spec") or summary["config"].get("model"))
-        hub_id = _hub_id(spec)
-        synthetic = bool(summary.get("synthetic"))
-        record = {
-            "format": EXPORT_FORMAT,
-            "recipe": r.name,
-            "engine": r.engine,
-            "description": r.description,
-            "options": status.get("options") or {},
-            "weight_bits": r.weight_bits,
-            "artifact": ARTIFACT_DIR,
-            "loads_source_weights": r.loads_source_weights,
-            "source_model": {
-                "spec": spec, "source": (env.get("model") or {}).get("source"), "path": str(source),
-                "fingerprint": manifest.get("model_fingerprint"), "hub_id": None if synthetic else hub_id,
-                "synthetic": synthetic, "license": "mit" if hub_id and hub_id.startswith(MIT_ORGS) and not synthetic
-                else None, "multilingual": vocab.multilingual, "languages": list(vocab.languages),
-            },
-            "benchmark": {
-                "results_dir": str(results_dir.resolve()),
-                "dataset": {"spec": summary["config"].get("dataset"), "limit": summary["config"].get("limit"),
-                            **(env.get("dataset") or {})},
-                "row": row,
-                "baseline_recipe": baseline,
-                "baseline_row": base_row if baseline != r.name else None,
-                "recommendation": summary.get("recommendation"),
-                "recommended": (summary.get("recommendation") or {}).get("recipe") == r.name,
-                "units": summary.get("units"),
-                "bootstrap": summary.get("bootstrap"),
-                "fidelity_utterances": summary["config"].get("fidelity_utterances"),
-            },
-            "decode": {"bench": summary["config"].get("decode"), "engine": row.get("decode_settings")},
-            "environment": {k: v for k, v in env.items() if k not in ("model", "dataset")},
-            "versions": {"whisperopt": __version__, "built_with": manifest.get("versions") or {}},
-            "build": {"built_at": manifest.get("built_at"), "build_seconds": manifest.get("build_seconds"),
-                      "validation": manifest.get("validation"),
-                      "fields": {k: v for k, v in manifest.items() if k not in BOOKKEEPING}},
-            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "files": dict(sorted(table.items())),  # what this export wrote (besides the record and the card)
-            "files_sha256": table_digest(dict(sorted(table.items()))),
-        }
-        atomic_write_json(tmp / EXPORT_RECORD, record)
+        record = export_record(summary, results_dir, r, row, status, manifest, source, vocab, table)
+        write_export(tmp, record)
         atomic_write_text(tmp / CARD, str(model_card(record, out.name, repo_id)))
         tmp.chmod(0o777 & ~_umask())  # a temporary directory is private; the export is an ordinary one
     return ExportResult(out, r.name, record, sum(e["bytes"] for e in record["files"].values()))

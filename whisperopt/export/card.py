@@ -14,9 +14,10 @@ import json
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..models.export_record import CARD_DIGEST_LINE
+from ..models.export_record import CARD_DIGEST_LINE, ExportRecord
 from ..recipes import get_recipe
 from ..recipes.usage import PREAMBLE, native_usage
+from ..report.records import SummaryRow
 from ..report.tables import BY_KEY, NA
 
 # summary columns shown in the card's table, in the report's own formatting
@@ -28,7 +29,7 @@ LIBRISPEECH = {"test-clean": ("clean", "test"), "test-other": ("other", "test"),
                "dev-clean": ("clean", "validation"), "dev-other": ("other", "validation")}
 
 
-def precision(record: dict) -> str:
+def precision(record: ExportRecord) -> str:
     """The weights' number format as a tag: fp32, fp16/bf16, int8, int4, or N-bit."""
     bits, name = record.get("weight_bits") or 32, record["recipe"]
     if bits >= 32:
@@ -38,13 +39,13 @@ def precision(record: dict) -> str:
     return f"int{bits}" if bits in (8, 4) else f"{bits}-bit"
 
 
-def model_name(record: dict) -> str:
+def model_name(record: ExportRecord) -> str:
     src = record["source_model"]
     base = (src.get("hub_id") or src.get("spec") or "whisper").rstrip("/").split("/")[-1].replace(":", "-")
     return f"{base}-{record['recipe']}"
 
 
-def _librispeech(record: dict) -> tuple[str, str, str] | None:
+def _librispeech(record: ExportRecord) -> tuple[str, str, str] | None:
     """(split, config, hub split) when the benchmark ran on a LibriSpeech split."""
     ds = record["benchmark"]["dataset"]
     for name in (str(ds.get("spec") or "").removeprefix("librispeech:"), str(ds.get("name") or "")
@@ -54,7 +55,7 @@ def _librispeech(record: dict) -> tuple[str, str, str] | None:
     return None
 
 
-def _eval_results(record: dict) -> list[EvalResult] | None:
+def _eval_results(record: ExportRecord) -> list[EvalResult] | None:
     row, ds = record["benchmark"]["row"], record["benchmark"]["dataset"]
     split = _librispeech(record)
     if record["source_model"]["synthetic"] or row.get("wer") is None or split is None:
@@ -72,7 +73,7 @@ def _eval_results(record: dict) -> list[EvalResult] | None:
     return out
 
 
-def card_data(record: dict, name: str) -> ModelCardData:
+def card_data(record: ExportRecord, name: str) -> ModelCardData:
     src = record["source_model"]
     quantised = (record.get("weight_bits") or 32) < 16
     tags = list(dict.fromkeys(["whisper", "whisperopt", record["engine"], record["recipe"], precision(record)]
@@ -91,13 +92,13 @@ def card_data(record: dict, name: str) -> ModelCardData:
     )
 
 
-def _cell(row: dict | None, key: str) -> str:
+def _cell(row: SummaryRow | None, key: str) -> str:
     if row is None:
         return ""
     return BY_KEY[key].text(row) or NA
 
 
-def _table(record: dict) -> list[str]:
+def _table(record: ExportRecord) -> list[str]:
     bench = record["benchmark"]
     rows = [(f"**{record['recipe']}** (this model)", bench["row"])]
     if bench.get("baseline_row"):
@@ -108,7 +109,7 @@ def _table(record: dict) -> list[str]:
     return lines
 
 
-def _accuracy_lines(record: dict) -> list[str]:
+def _accuracy_lines(record: ExportRecord) -> list[str]:
     bench, row = record["benchmark"], record["benchmark"]["row"]
     base, boot = bench["baseline_recipe"], bench.get("bootstrap") or {}
     if record["source_model"]["synthetic"]:
@@ -140,7 +141,7 @@ def _accuracy_lines(record: dict) -> list[str]:
     return lines
 
 
-def _speed_lines(record: dict) -> list[str]:
+def _speed_lines(record: ExportRecord) -> list[str]:
     row, base = record["benchmark"]["row"], record["benchmark"]["baseline_recipe"]
     lines = []
     if row.get("speedup") is not None and record["recipe"] != base:
@@ -183,7 +184,7 @@ def _kv(d: dict) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in d.items())
 
 
-def _usage(record: dict, dirname: str, repo_id: str | None) -> list[str]:
+def _usage(record: ExportRecord, dirname: str, repo_id: str | None) -> list[str]:
     engine_settings = record["benchmark"]["row"].get("decode_settings") or {}
     bench_lang = (record["decode"].get("bench") or {}).get("language")
     multilingual = record["source_model"].get("multilingual")
@@ -212,12 +213,12 @@ def _usage(record: dict, dirname: str, repo_id: str | None) -> list[str]:
     return lines
 
 
-def _build_fields(record: dict) -> dict:
+def _build_fields(record: ExportRecord) -> dict:
     """What the build recorded about the artifact (quantisation, file names, converter), bookkeeping left out."""
     return (record.get("build") or {}).get("fields") or {}
 
 
-def body(record: dict, dirname: str, repo_id: str | None) -> str:
+def body(record: ExportRecord, dirname: str, repo_id: str | None) -> str:
     src, bench, row = record["source_model"], record["benchmark"], record["benchmark"]["row"]
     env = record.get("environment") or {}
     ds = bench["dataset"]
@@ -282,7 +283,7 @@ def body(record: dict, dirname: str, repo_id: str | None) -> str:
     return "\n".join(lines)
 
 
-def model_card(record: dict, dirname: str, repo_id: str | None = None) -> ModelCard:
+def model_card(record: ExportRecord, dirname: str, repo_id: str | None = None) -> ModelCard:
     """The card for ``record`` (whisperopt_export.json), its examples naming ``dirname`` (the exported directory)
     and, when given, the hub repository ``repo_id``."""
     name = model_name(record)

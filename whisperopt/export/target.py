@@ -5,11 +5,10 @@ nor around it. Checked before anything is read or written, so a refusal leaves e
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import WhisperoptError
-from ..models.export_record import EXPORT_RECORD, UNLISTED, file_table, on_disk
+from ..models.export_record import EXPORT_RECORD, UNLISTED, file_table, on_disk, read_export
 
 
 def _nested(out: Path, results_dir: Path) -> str | None:
@@ -29,10 +28,11 @@ def _earlier_export(out: Path) -> str | None:
     if record_file.is_symlink() or not record_file.is_file():
         return f"it holds no {EXPORT_RECORD}"
     try:
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-        listed = set(file_table(out, record if isinstance(record, dict) else {}))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = read_export(out, whole=False)
+    except WhisperoptError:
         return f"its {EXPORT_RECORD} is empty or not JSON"
+    try:
+        listed = set(file_table(out, record))
     except WhisperoptError:
         return f"its {EXPORT_RECORD} holds no valid list of the files it wrote"
     present, odd = on_disk(out)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..cache import models_dir
 from ..errors import WhisperoptError
-from .export_record import EXPORT_RECORD
+from .export_record import EXPORT_RECORD, read_export
 from .sizes import SIZES, get_dims
 from .synthetic import ensure_synthetic, is_synthetic
 
@@ -55,20 +55,6 @@ def _check_hf_dir(path: Path) -> None:
         raise WhisperoptError(f"{cfg} is not valid JSON: {exc}") from None
     if model_type != "whisper":
         raise WhisperoptError(f"{path} holds a {model_type!r} model, not a Whisper checkpoint")
-
-
-def read_export(path: Path) -> dict:
-    """The record ``whisperopt export`` wrote into ``path`` (recipe, options, artifact folder, benchmark); a damaged
-    one is a one-line error."""
-    record_file = Path(path) / EXPORT_RECORD
-    try:
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WhisperoptError(f"{record_file} is unreadable ({type(exc).__name__}); export the model again") from None
-    if not isinstance(record, dict) or not isinstance(record.get("recipe"), str) \
-            or not isinstance(record.get("artifact"), str) or not isinstance(record.get("options", {}), dict):
-        raise WhisperoptError(f"{record_file} is not a whisperopt export record; export the model again")
-    return record
 
 
 def exported_recipe(spec: str | Path) -> str | None:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from ..errors import WhisperoptError
 from ..files import confined, read_json
-from ..models.export_record import check_export
-from ..models.resolve import read_export
+from ..models.export_record import check_export, read_export
 from .artifacts import MANIFEST, damage
 from .base import Artifact, Recipe
 

@@ -16,6 +16,7 @@ from ..files import atomic_write_text
 from . import longform, longform_html
 from .plots import figures
 from .recommend import baseline_name, recommend
+from .records import LongSummary, Recommendation, Summary, SummaryRow
 from .tables import (
     COLUMNS,
     NA,
@@ -121,7 +122,7 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-def _recommendation(summary: dict, rec: dict, ident: str = "recommendation") -> str:
+def _recommendation(summary: Summary, rec: Recommendation, ident: str = "recommendation") -> str:
     if rec["recipe"] is None:
         parts = [f'<p class="winner">recommended: none ({escape(str(rec.get("reason")))})</p>']
     else:
@@ -142,7 +143,7 @@ def _flag_kind(flag: str) -> str:
     return "incomplete" if flag.startswith("incomplete") else flag
 
 
-def _legend(summary: dict) -> str:
+def _legend(summary: Summary) -> str:
     """The marks the table uses (tables.py's), each once."""
     marks = {mark: _flag_kind(flag) for row in summary["recipes"] for mark, flag in zip(_marks(row), flags(row))}
     shown = ["★ recommended", *(f"{m} {kind}" for m, kind in sorted(marks.items(), key=lambda kv: kv[1]))]
@@ -150,7 +151,7 @@ def _legend(summary: dict) -> str:
         " · n/a: not measured or not applicable"
 
 
-def _row_classes(row: dict, recommended: str | None) -> list[str]:
+def _row_classes(row: SummaryRow, recommended: str | None) -> list[str]:
     classes = ["status-" + re.sub(r"[^a-z]+", "-", str(row["status"]).lower())]
     classes += [_flag_kind(flag).replace(" ", "-") for flag in flags(row)]
     if row["status"] == "ok" and row["recipe"] == recommended:
@@ -158,7 +159,7 @@ def _row_classes(row: dict, recommended: str | None) -> list[str]:
     return classes
 
 
-def _name_cell(i: int, row: dict, recommended: str | None) -> str:
+def _name_cell(i: int, row: SummaryRow, recommended: str | None) -> str:
     name = escape(row["recipe"])
     star = '<span class="star" title="recommended">★</span> ' if "recommended" in _row_classes(row, recommended) \
         else ""
@@ -175,7 +176,7 @@ def _name_cell(i: int, row: dict, recommended: str | None) -> str:
     return out + "</th>"
 
 
-def _table(summary: dict, recommended: str | None) -> str:
+def _table(summary: Summary, recommended: str | None) -> str:
     shown = {c.key for c in select_columns(None, bool(summary.get("synthetic")))}
     extra = {c.key: "" if c.key in shown else ' class="extra"' for c in COLUMNS}
     head = ['<th scope="col" data-type="text"><button type="button">recipe</button></th>']
@@ -199,7 +200,7 @@ def _table(summary: dict, recommended: str | None) -> str:
             f'<tbody>{"".join(body)}</tbody></table>')
 
 
-def _notes(summary: dict) -> str:
+def _notes(summary: Summary) -> str:
     """Each recipe's notes (tables.py's, one recipe at a time), open where the row is flagged or did not run."""
     parts = []
     for i, row in enumerate(summary["recipes"]):
@@ -216,7 +217,7 @@ def _notes(summary: dict) -> str:
     return "".join(parts)
 
 
-def _throughput(summary: dict) -> str:
+def _throughput(summary: Summary) -> str:
     """tables.py's Throughput section (``--throughput-batches``) as a heading, its paragraph and a table; empty
     when no recipe ran it."""
     lines = throughput_lines(summary)
@@ -231,7 +232,7 @@ def _throughput(summary: dict) -> str:
             f'<div class="scroll"><table id="throughput"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>')
 
 
-def _plots(summary: dict, rec: dict) -> str:
+def _plots(summary: Summary, rec: Recommendation) -> str:
     """The plots of plots.py as SVG data URIs (an <img> each: their ids cannot clash, no script runs)."""
     import matplotlib
 
@@ -250,7 +251,7 @@ def _plots(summary: dict, rec: dict) -> str:
                    for stem, caption in PLOTS.items() if stem in svgs)
 
 
-def _short_body(summary: dict, rec: dict, header: list[str]) -> str:
+def _short_body(summary: Summary, rec: Recommendation, header: list[str]) -> str:
     """The short-form workload: results table, throughput, plots, notes per recipe, environment."""
     about = "".join(f"<li>{_inline(line[2:])}</li>" for line in header[1:] if line.startswith("- "))
     return f"""<h2>Results</h2>
@@ -268,7 +269,7 @@ def _short_body(summary: dict, rec: dict, header: list[str]) -> str:
 """
 
 
-def html_text(summary: dict) -> str:
+def html_text(summary: Summary | LongSummary) -> str:
     """The page, from the same summary dict as summary.md (its recommendation, or the default criteria's): the
     short-form workload, the long-form one, or both (``workloads``), the headline's recommendation at the top."""
     short, long = parts(summary)
@@ -309,7 +310,7 @@ def html_text(summary: dict) -> str:
 """
 
 
-def write_html(summary: dict, out_dir: Path) -> Path:
+def write_html(summary: Summary | LongSummary, out_dir: Path) -> Path:
     """``out_dir``/summary.html."""
     path = Path(out_dir) / "summary.html"
     atomic_write_text(path, html_text(summary))

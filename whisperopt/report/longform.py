@@ -13,6 +13,7 @@ from ..bench.longform_runner import RESULTS_FILE
 from ..errors import WhisperoptError
 from ..files import read_json
 from .recommend import recommend_long
+from .records import SUMMARY_FILE, LongRecommendation, LongSummary, read_summary
 from .tables import wer_text
 
 NA = "n/a"
@@ -71,7 +72,7 @@ def _problem(record) -> str | None:
     return None
 
 
-def read_longform(out_dir: Path) -> dict | None:
+def read_longform(out_dir: Path) -> LongSummary | None:
     """The long-form results of ``out_dir`` (its ``longform.json``; a results folder written before that file
     existed: its summary.json when it holds the long-form workload alone), or None where it holds none. A damaged
     file is a one-line error naming it."""
@@ -79,16 +80,13 @@ def read_longform(out_dir: Path) -> dict | None:
     path = out_dir / RESULTS_FILE
     fix = "re-run the long-form bench command with the same --out to rewrite it (decoded files are kept)"
     if not path.is_file():
-        legacy = out_dir / "summary.json"
-        if (out_dir / "run.json").exists() or not legacy.is_file():
+        path = out_dir / SUMMARY_FILE
+        if (out_dir / "run.json").exists() or not path.is_file():
             return None
         try:
-            record = read_json(legacy, "benchmark summary")
-        except WhisperoptError:  # damaged: no results to go by (the long-form bench writes longform.json now)
+            record = read_summary(out_dir, workload="long")
+        except WhisperoptError:  # damaged, or no long-form summary: no results to go by (longform.json is written now)
             return None
-        if not isinstance(record, dict) or record.get("workload") != "long":
-            return None
-        path = legacy
     else:
         record = read_json(path, "long-form results", fix)
     why = _problem(record)
@@ -98,9 +96,9 @@ def read_longform(out_dir: Path) -> dict | None:
         ({"synthetic": True} if record.get("wer_note") else {})
 
 
-def summarise_long(record: dict, wer_budget: float = 1.0, rank_by: str = "eval_s") -> dict:
+def summarise_long(record: LongSummary, wer_budget: float = 1.0, rank_by: str = "eval_s") -> LongSummary:
     """The long-form record with its recommendation for these criteria (``recommend.recommend_long``)."""
-    summary = {**record, "workload": "long", "budget": wer_budget, "rank_by": rank_by}
+    summary: LongSummary = {**record, "workload": "long", "budget": wer_budget, "rank_by": rank_by}
     summary["recommendation"] = recommend_long(summary, wer_budget, rank_by)
     return summary
 
@@ -140,7 +138,7 @@ NOTE = ("RTFx: audio seconds per wall second, per file from the call to its last
         "counted). train-clean-5 is not a test split. The machine may be shared: times are indicative.")
 
 
-def title(summary: dict) -> str:
+def title(summary: LongSummary) -> str:
     return f"Long-form benchmark: {summary.get('model')}, {summary.get('threads')} threads, {summary.get('cpu')}"
 
 
@@ -149,7 +147,7 @@ def block_heading(name: str, block: dict) -> str:
             f"non-speech); deltas against {block.get('reference') or 'no reference'}")
 
 
-def winner_text(rec: dict) -> str:
+def winner_text(rec: LongRecommendation) -> str:
     """The recommended recipe and mode's figures in one line."""
     parts = [f"RTFx {_fmt(rec.get('rtfx'), 1)}"]
     if rec.get("speedup") is not None:
@@ -161,7 +159,7 @@ def winner_text(rec: dict) -> str:
     return ", ".join(parts)
 
 
-def recommendation_lines(name: str, rec: dict, bullet: str = "- ", bold: str = "**",
+def recommendation_lines(name: str, rec: LongRecommendation, bullet: str = "- ", bold: str = "**",
                          label: str = "recommended") -> list[str]:
     """One dataset's recommendation: winner, criterion, runner-ups, exclusions (as tables.recommendation_lines)."""
     if rec["recipe"] is None:
@@ -177,7 +175,7 @@ def recommendation_lines(name: str, rec: dict, bullet: str = "- ", bold: str = "
     return lines
 
 
-def markdown_lines(summary: dict, depth: int = 1) -> list[str]:
+def markdown_lines(summary: LongSummary, depth: int = 1) -> list[str]:
     """summary.md's long-form part; ``depth``: the level of its title (2 inside a report of both workloads)."""
     h = "#" * depth
     lines = [f"{h} {title(summary)}", ""]
@@ -195,7 +193,7 @@ def markdown_lines(summary: dict, depth: int = 1) -> list[str]:
     return lines + [NOTE]
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: LongSummary) -> str:
     return "\n".join(markdown_lines(summary)) + "\n"
 
 
@@ -223,7 +221,7 @@ def _csv_value(value):
     return value
 
 
-def csv_text(summary: dict) -> str:
+def csv_text(summary: LongSummary) -> str:
     """summary-long.csv: one line per dataset, recipe and mode (intervals split into _lo/_hi, stretch words by
     kind), ``recommended`` true on the row recommended for its dataset."""
     buf = io.StringIO()
@@ -245,7 +243,7 @@ TERMINAL_HEADERS = ("RTFx", "speed\nup", "WER %\n[95 % CI]", "ΔWER pts\n[95 % C
                     "run RAM\nMiB")
 
 
-def rich_tables(summary: dict) -> list:
+def rich_tables(summary: LongSummary) -> list:
     """One terminal table per long-form dataset (every column: the long-form table has no --columns); a row not
     run says so, its reason in the caption."""
     from rich import box
@@ -273,7 +271,7 @@ def rich_tables(summary: dict) -> list:
     return tables
 
 
-def recommended_row(summary: dict, name: str, row: dict) -> bool:
+def recommended_row(summary: LongSummary, name: str, row: dict) -> bool:
     rec = (summary.get("recommendation") or {}).get(name) or {}
     return row["status"] == "ok" and (row["recipe"], row["mode"]) == (rec.get("recipe"), rec.get("mode"))
 

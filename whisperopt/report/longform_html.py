@@ -7,9 +7,10 @@ from __future__ import annotations
 from html import escape
 
 from . import longform
+from .records import LongSummary
 
 
-def recommendation(long: dict, ident: str) -> str:
+def recommendation(long: LongSummary, ident: str) -> str:
     """The long-form recommendation of every dataset, one box (``ident``: its id)."""
     parts = []
     for name, rec in (long.get("recommendation") or {}).items():
@@ -32,7 +33,7 @@ def recommendation(long: dict, ident: str) -> str:
     return f'<section id="{ident}" class="recommendation">' + "".join(parts) + "</section>"
 
 
-def _table(long: dict, name: str, block: dict, i: int) -> str:
+def _table(long: LongSummary, name: str, block: dict, i: int) -> str:
     head = "".join(f"<th scope=\"col\">{escape(h)}</th>" for h in ("recipe", "mode", *longform.HEADERS))
     body = []
     for r in block["rows"]:
@@ -49,7 +50,7 @@ def _table(long: dict, name: str, block: dict, i: int) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
-def about(long: dict) -> str:
+def about(long: LongSummary) -> str:
     boot = long.get("bootstrap") or {}
     items = [f"model: {long.get('model')}; device: {long.get('device')}; threads: {long.get('threads')}; CPU: "
              f"{long.get('cpu')}; batched modes: {long.get('batch_size')} windows per call",
@@ -61,7 +62,7 @@ def about(long: dict) -> str:
     return "<ul>" + "".join(f"<li>{escape(str(t))}</li>" for t in items) + "</ul>"
 
 
-def section(long: dict, with_recommendation: bool) -> str:
+def section(long: LongSummary, with_recommendation: bool) -> str:
     """The long-form workload: its recommendation (unless it is the page's headline, shown at the top), a table per
     dataset, and how it was measured."""
     parts = [recommendation(long, "recommendation-long")] if with_recommendation else []

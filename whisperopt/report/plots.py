@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .recommend import baseline_name, recommend
+from .records import LongSummary, Recommendation, Summary, SummaryRow
 from .tables import flags
 
 
@@ -21,11 +22,11 @@ def _save(fig, path: Path, **kwargs) -> None:
     finally:
         tmp.unlink(missing_ok=True)
 
-def _title(summary: dict) -> str:
+def _title(summary: Summary) -> str:
     return f"{summary['config']['model']} — {summary['config']['dataset']}"
 
 
-def _speedup_vs_size(plt, summary: dict, rows: list[dict]):
+def _speedup_vs_size(plt, summary: Summary, rows: list[SummaryRow]):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         if r.get("size_mb") and r.get("speedup"):
@@ -40,7 +41,7 @@ def _speedup_vs_size(plt, summary: dict, rows: list[dict]):
     return fig
 
 
-def _latency(plt, summary: dict, rows: list[dict]):
+def _latency(plt, summary: Summary, rows: list[SummaryRow]):
     fig, ax = plt.subplots(figsize=(7, 1.6 + 0.4 * len(rows)))
     names = [r["recipe"] for r in rows]
     p50 = [1000 * (r.get("latency_p50_s") or 0) for r in rows]
@@ -55,7 +56,7 @@ def _latency(plt, summary: dict, rows: list[dict]):
     return fig
 
 
-def accuracy_axis(summary: dict) -> tuple[str, bool]:
+def accuracy_axis(summary: Summary) -> tuple[str, bool]:
     """(the row key on the y axis, whether lower is better): WER % for real weights; teacher-forced agreement for
     synthetic weights (and whenever no recipe has a WER), whose WER is noise."""
     has_wer = any(r.get("wer") is not None for r in summary["recipes"] if r["status"] == "ok")
@@ -78,16 +79,16 @@ def pareto_front(points: list[tuple[float, float, str]], lower_is_better: bool) 
     return sorted(front)
 
 
-def _pareto_points(rows: list[dict], key: str, scale: float) -> list[tuple[float, float, str]]:
+def _pareto_points(rows: list[SummaryRow], key: str, scale: float) -> list[tuple[float, float, str]]:
     return [(r["speedup"], scale * r[key], r["recipe"]) for r in rows
             if r.get("speedup") is not None and r.get(key) is not None]
 
 
-def _comparable(r: dict) -> bool:
+def _comparable(r: SummaryRow) -> bool:
     return bool(r.get("complete", True)) and not r.get("not_comparable") and not r.get("own_settings")
 
 
-def _pareto(plt, summary: dict, rows: list[dict], recommendation: dict | None):
+def _pareto(plt, summary: Summary, rows: list[SummaryRow], recommendation: Recommendation | None):
     key, lower = accuracy_axis(summary)
     scale = 1.0 if key == "wer" else 100.0  # agreement is a fraction in the summary; plotted in percent
     fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -122,7 +123,7 @@ def _pareto(plt, summary: dict, rows: list[dict], recommendation: dict | None):
     return fig
 
 
-def _mark_recommended(ax, rows: list[dict], recommendation: dict | None, key: str, scale: float) -> None:
+def _mark_recommended(ax, rows: list[SummaryRow], recommendation: Recommendation | None, key: str, scale: float) -> None:
     name = (recommendation or {}).get("recipe")
     row = next((r for r in rows if r["recipe"] == name), None)
     if row is None or row.get("speedup") is None or row.get(key) is None:
@@ -134,7 +135,8 @@ def _mark_recommended(ax, rows: list[dict], recommendation: dict | None, key: st
 
 
 @contextmanager
-def figures(summary: dict, recommendation: dict | None = None) -> Iterator[list[tuple[str, object, dict]]]:
+def figures(summary: Summary | LongSummary,
+            recommendation: Recommendation | None = None) -> Iterator[list[tuple[str, object, dict]]]:
     """Every plot as (file name, matplotlib figure, savefig keywords), closed on exit; none when no recipe
     finished. The recommendation defaults to the summary's own (or one computed with the default criteria)."""
     import matplotlib
@@ -158,7 +160,7 @@ def figures(summary: dict, recommendation: dict | None = None) -> Iterator[list[
             plt.close(fig)
 
 
-def write_plots(summary: dict, out_dir: Path, recommendation: dict | None = None) -> list[Path]:
+def write_plots(summary: Summary | LongSummary, out_dir: Path, recommendation: Recommendation | None = None) -> list[Path]:
     """speedup_vs_size.png, latency.png and pareto.png (see ``figures``)."""
     paths = []
     with figures(summary, recommendation) as made:

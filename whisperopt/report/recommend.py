@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import WhisperoptError
 from ..recipes import baseline_recipe
+from .records import LongRecommendation, LongSummary, Recommendation, Summary, SummaryRow
 
 # --rank-by value -> (summary key minimised, what the ranking means)
 RANK_BY = {
@@ -21,7 +22,7 @@ FIGURES = ("eval_s", "speedup", "wer", "wer_delta", "wer_delta_ci", "size_mb", "
            "teacher_forced_agreement")
 
 
-def baseline_name(summary: dict | None = None) -> str:
+def baseline_name(summary: Summary | LongSummary | None = None) -> str:
     """The recipe every speed-up and delta of ``summary`` is against: the one it names, else the registry's."""
     return (summary or {}).get("baseline") or baseline_recipe().name
 
@@ -40,11 +41,11 @@ def _points(value: float) -> str:
     return f"{value:g} percentage point" + ("" if value == 1 else "s")
 
 
-def _level(summary: dict) -> str:
+def _level(summary: Summary | LongSummary) -> str:
     return f"{100 * (summary.get('bootstrap') or {}).get('level', 0.95):g} %"
 
 
-def _wer_exclusion(r: dict, wer_budget: float, level: str, baseline: str) -> str | None:
+def _wer_exclusion(r: SummaryRow | dict, wer_budget: float, level: str, baseline: str) -> str | None:
     ci = r.get("wer_delta_ci")
     if r.get("wer_delta") is None or not ci:
         return f"no WER paired with {baseline}"
@@ -56,7 +57,7 @@ def _wer_exclusion(r: dict, wer_budget: float, level: str, baseline: str) -> str
     return f"ΔWER {r['wer_delta']:+.2f} points ({level} CI up to {ci[1]:+.2f}) exceeds the {wer_budget:g}-point budget"
 
 
-def _agreement_exclusion(r: dict, min_agreement: float) -> str | None:
+def _agreement_exclusion(r: SummaryRow, min_agreement: float) -> str | None:
     agreement = r.get("teacher_forced_agreement")
     if agreement is None:
         return "no teacher-forced agreement measured"
@@ -65,7 +66,7 @@ def _agreement_exclusion(r: dict, min_agreement: float) -> str | None:
     return None
 
 
-def exclusion(r: dict, by_wer: bool, wer_budget: float, min_agreement: float, key: str, level: str,
+def exclusion(r: SummaryRow, by_wer: bool, wer_budget: float, min_agreement: float, key: str, level: str,
               baseline: str) -> str | None:
     """Why ``r`` cannot be recommended, or None."""
     if r["status"] != "ok":
@@ -85,7 +86,7 @@ def exclusion(r: dict, by_wer: bool, wer_budget: float, min_agreement: float, ke
     return None
 
 
-def _criterion(summary: dict, base: dict | None, by_wer: bool, wer_budget: float, min_agreement: float,
+def _criterion(summary: Summary, base: SummaryRow | None, by_wer: bool, wer_budget: float, min_agreement: float,
                rank_by: str) -> str:
     ranking, baseline = RANK_BY[rank_by][1], baseline_name(summary)
     if by_wer:
@@ -96,8 +97,9 @@ def _criterion(summary: dict, base: dict | None, by_wer: bool, wer_budget: float
             f"(WER is n/a: {why})")
 
 
-def recommend(summary: dict, wer_budget: float = 1.0, min_agreement: float = 0.95, rank_by: str = "eval_s") -> dict:
-    """The best eligible recipe under ``rank_by`` (eval_s, peak_ram or size: lowest wins), as a plain dict.
+def recommend(summary: Summary, wer_budget: float = 1.0, min_agreement: float = 0.95,
+              rank_by: str = "eval_s") -> Recommendation:
+    """The best eligible recipe under ``rank_by`` (eval_s, peak_ram or size: lowest wins).
 
     Eligible: status ok, complete, comparable, and (real weights) the upper bound of the paired ΔWER interval
     <= ``wer_budget`` percentage points (the baseline itself, delta 0, qualifies); without a WER, teacher-forced
@@ -123,7 +125,7 @@ def recommend(summary: dict, wer_budget: float = 1.0, min_agreement: float = 0.9
     if best is None:
         ok = any(r["status"] == "ok" for r in rows)
         reason = "no recipe meets the criterion" if ok else "no recipe finished successfully"
-    return {
+    return Recommendation({
         "recipe": best["recipe"] if best else None,
         "reason": reason,
         "criterion": _criterion(summary, base, by_wer, wer_budget, min_agreement, rank_by),
@@ -134,7 +136,7 @@ def recommend(summary: dict, wer_budget: float = 1.0, min_agreement: float = 0.9
         **{k: (best.get(k) if best else None) for k in FIGURES},
         "ranking": [r["recipe"] for r in eligible],
         "excluded": excluded,
-    }
+    })
 
 
 # the long-form workload (bench/longform_runner.py's rows, one table per dataset): --rank-by value -> (row key, the
@@ -169,7 +171,8 @@ def _long_exclusion(r: dict, reference: str | None, wer_budget: float, level: st
     return None
 
 
-def recommend_long(summary: dict, wer_budget: float = 1.0, rank_by: str = "eval_s") -> dict[str, dict]:
+def recommend_long(summary: LongSummary, wer_budget: float = 1.0,
+                   rank_by: str = "eval_s") -> dict[str, LongRecommendation]:
     """Per long-form dataset: the best recipe and mode under ``rank_by`` (eval_s: highest RTFx; peak_ram: lowest
     peak RAM) among those whose paired ΔWER against the baseline in mode sequential (same files, bootstrap over
     files) has its CI upper bound <= ``wer_budget`` points, the reference row itself included. A peer row decoded
@@ -203,9 +206,9 @@ def recommend_long(summary: dict, wer_budget: float = 1.0, rank_by: str = "eval_
         elif best is None:
             reason = ("no reference run (the baseline in mode sequential)" if reference is None else
                       "no recipe and mode meets the criterion")
-        out[name] = {"recipe": best["recipe"] if best else None, "mode": best["mode"] if best else None,
-                     "reason": reason, "criterion": criterion, "basis": "wer", "rank_by": rank_by,
-                     "wer_budget": wer_budget, "reference": reference,
-                     **{k: (best.get(k) if best else None) for k in LONG_FIGURES},
-                     "ranking": [long_label(r) for r in eligible], "excluded": excluded}
+        out[name] = LongRecommendation({
+            "recipe": best["recipe"] if best else None, "mode": best["mode"] if best else None, "reason": reason,
+            "criterion": criterion, "basis": "wer", "rank_by": rank_by, "wer_budget": wer_budget,
+            "reference": reference, **{k: (best.get(k) if best else None) for k in LONG_FIGURES},
+            "ranking": [long_label(r) for r in eligible], "excluded": excluded})
     return out

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..bench.config import load_run
-from ..bench.results import ROW_FIELDS, SEGMENT_FIELDS, check_status, read_rows, read_status, recipe_paths
+from ..bench.records import RecipeStatus, read_status
+from ..bench.results import ROW_FIELDS, SEGMENT_FIELDS, read_rows, recipe_paths
 from ..errors import WhisperoptError
 from ..files import read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
@@ -17,6 +18,7 @@ from ..metrics.roofline import WhisperCost, roofline, whisper_cost
 from ..metrics.wer import ErrorCounts, corpus_rate
 from ..recipes import Recipe, baseline_recipe, find_recipe
 from .recommend import recommend
+from .records import Summary, SummaryRow
 
 
 def model_cost(model_dir: str | None) -> WhisperCost | None:
@@ -37,7 +39,7 @@ def roofline_fields(rows: list[dict], cost: WhisperCost | None, peaks: dict | No
     return roofline(rows, cost, peaks, recipe.weight_bits, precision)
 
 
-def isa_path_fields(status: dict, name: str, cpu: dict | None, device: str) -> dict | None:
+def isa_path_fields(status: RecipeStatus, name: str, cpu: dict | None, device: str) -> dict | None:
     """The precision and ISA path a recipe's matrix products ran on: what its engine reported
     (``run_info()["isa_path"]``), else its declared ``Recipe.compute_precision`` on the fastest path the benchmarked
     CPU's recorded flags give it (the engine picks its kernels from CPUID and does not say which)."""
@@ -141,8 +143,10 @@ def wanted_rows(rows: list[dict], wanted_ids: list[str]) -> list[dict]:
     return [by_id[i] for i in wanted_ids if i in by_id]
 
 
-def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segments: list[dict] | None = None) -> dict:
-    out = {"recipe": status["recipe"], "status": status["status"]}
+def recipe_summary(status: RecipeStatus, rows: list[dict], wanted_ids: list[str],
+                   segments: list[dict] | None = None) -> SummaryRow:
+    """A recipe's row from its status and rows; the accuracy, speed-up and hardware figures are ``summarise``'s."""
+    out = SummaryRow(recipe=status["recipe"], status=status["status"])
     if status["status"] != "ok":
         out["reason"] = status.get("reason") or status.get("error")
         return out
@@ -184,7 +188,7 @@ def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segmen
     return out
 
 
-def throughput_fields(status: dict, rows: list[dict], rtfx: float | None, run_ram_mb: float | None) -> dict:
+def throughput_fields(status: RecipeStatus, rows: list[dict], rtfx: float | None, run_ram_mb: float | None) -> dict:
     """Throughput mode (``--throughput-batches``): RTFx per batch size, the measured pass's included, the best batch
     and its gain over batch 1 (over the measured pass's batch size when batch 1 was not run)."""
     extra = status.get("throughput") or []
@@ -202,7 +206,7 @@ def throughput_fields(status: dict, rows: list[dict], rtfx: float | None, run_ra
             "throughput_gain": best["rtfx"] / ref["rtfx"] if ref["rtfx"] else None}
 
 
-def packed_fields(status: dict, rtfx: float | None) -> dict:
+def packed_fields(status: RecipeStatus, rtfx: float | None) -> dict:
     """The packed pass (``--pack``): its record as the worker wrote it, plus flat figures for the CSV: RTFx, its gain
     over the measured pass (same utterances and batch size, unpacked), windows, and the paired ΔWER against the
     measured pass in points with its interval (None on synthetic weights or where the engine cannot pack)."""
@@ -218,7 +222,7 @@ def packed_fields(status: dict, rtfx: float | None) -> dict:
 COMPONENT_TIMES = ("encoder_ms_median", "decoder_ms_median", "decoder_first_ms_median", "decoder_step_ms_median")
 
 
-def component_fields(status: dict) -> dict:
+def component_fields(status: RecipeStatus) -> dict:
     """Per-component (encoder / decoder) weight bytes and median per-call times, where an engine records them
     (``components`` in the manifest, ``*_ms_median`` from its runtime)."""
     out = {}
@@ -242,7 +246,7 @@ def component_baseline(recipe: Recipe | None, names: set[str]) -> str | None:
     return None
 
 
-def add_component_speedups(rows: list[dict]) -> None:
+def add_component_speedups(rows: list[SummaryRow]) -> None:
     """Median per-call encoder/decoder speed-up and whole-run speed-up against the same loop's fp32."""
     ok = {r["recipe"]: r for r in rows if r["status"] == "ok"}
     for r in ok.values():
@@ -271,7 +275,7 @@ def accuracy_fields(counts: dict, base_counts: dict | None) -> dict:
     return out
 
 
-def add_accuracy(rows_out: list[dict], counts: dict[str, dict], synthetic: bool, baseline: str) -> None:
+def add_accuracy(rows_out: list[SummaryRow], counts: dict[str, dict], synthetic: bool, baseline: str) -> None:
     """Fill the accuracy keys of every ok row. Synthetic weights decode noise: accuracy is not a measurement, so
     every figure stays None (n/a), never a number."""
     base_counts = counts.get(baseline)
@@ -310,7 +314,8 @@ def speedup_within_hardware(base_rows: list[dict], rows: list[dict], baseline: s
          f"utterances measured on the same CPU model as {baseline}'s")
 
 
-def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.95, rank_by: str = "eval_s") -> dict:
+def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.95,
+              rank_by: str = "eval_s") -> Summary:
     """Everything the report shows, as plain data, including the recommendation for these criteria
     (``wer_budget`` in WER percentage points; see ``recommend``)."""
     from ..data import load_dataset
@@ -329,14 +334,14 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
         wanted = [u.id for u in load_dataset(cfg.dataset).limit(cfg.limit).utterances]
     except WhisperoptError as exc:  # moved or deleted since the bench, or run.json edited
         raise WhisperoptError(f"{out_dir / 'run.json'}: its dataset cannot be read here ({exc})") from None
-    rows_out, counts, measured = [], {}, {}
+    rows_out: list[SummaryRow] = []
+    counts, measured = {}, {}
     for name in cfg.recipes:
         paths = recipe_paths(out_dir, name)  # run.json's names are checked; every path stays in out_dir
-        status = read_status(paths["status"])
+        status = read_status(paths["status"], expect=name)
         if not status:
-            rows_out.append({"recipe": name, "status": "not run"})
+            rows_out.append(SummaryRow(recipe=name, status="not run"))
             continue
-        check_status(status, paths["status"], name)
         rows = read_rows(paths["rows"], fields=ROW_FIELDS)
         rows_out.append(recipe_summary(status, rows, wanted, read_rows(paths["segments"], key=None,
                                                                       fields=SEGMENT_FIELDS)))
@@ -360,9 +365,9 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
                                                                    baseline) if same_set and r["eval_s"] else (None, None)
         r["compression"] = ref_bytes / 1024 / 1024 / r["size_mb"] if ref_bytes and r.get("size_mb") else None
     add_component_speedups(rows_out)
-    summary = {"config": cfg.to_dict(), "environment": env, "synthetic": synthetic, "baseline": baseline,
-               "units": units(baseline), "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED,
-                                             "unit": "utterance", "interval": "percentile"},
-               "recipes": rows_out}
+    summary = Summary(config=cfg.to_dict(), environment=env, synthetic=synthetic, baseline=baseline,
+                      units=units(baseline), bootstrap={"resamples": RESAMPLES, "level": LEVEL, "seed": SEED,
+                                                        "unit": "utterance", "interval": "percentile"},
+                      recipes=rows_out)
     summary["recommendation"] = recommend(summary, wer_budget, min_agreement, rank_by)
     return summary

@@ -6,13 +6,12 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import WhisperoptError
-from ..files import atomic_write_json, atomic_write_text
 from ..metrics.isa import path_text
 from ..metrics.roofline import peaks_text
-from .recommend import baseline_name, recommend
+from .recommend import baseline_name
+from .records import LongRecommendation, Recommendation, Summary, SummaryRow
 
 NA = "n/a"
 
@@ -21,23 +20,23 @@ NA = "n/a"
 class Column:
     key: str  # the name --columns takes
     header: str  # a line break stacks it in the terminal (narrow columns); Markdown joins the lines
-    text: Callable[[dict], str | None]  # None: n/a
+    text: Callable[[SummaryRow], str | None]  # None: n/a
 
 
-def _figure(key: str, fmt: str, scale: float = 1.0) -> Callable[[dict], str | None]:
+def _figure(key: str, fmt: str, scale: float = 1.0) -> Callable[[SummaryRow], str | None]:
     return lambda r: None if r.get(key) is None else fmt.format(scale * r[key])
 
 
-def _interval(key: str, fmt: str) -> Callable[[dict], str | None]:
-    def text(r: dict) -> str | None:
+def _interval(key: str, fmt: str) -> Callable[[SummaryRow], str | None]:
+    def text(r: SummaryRow) -> str | None:
         ci = r.get(key)
         return None if not ci or ci[0] is None else f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
     return text
 
 
-def _delta(name: str) -> Callable[[dict], str | None]:
+def _delta(name: str) -> Callable[[SummaryRow], str | None]:
     """Signed points with ``*`` when the paired interval excludes 0 (a real difference, not resampling noise)."""
-    def text(r: dict) -> str | None:
+    def text(r: SummaryRow) -> str | None:
         d = r.get(f"{name}_delta")
         if d is None:
             return None
@@ -46,9 +45,9 @@ def _delta(name: str) -> Callable[[dict], str | None]:
     return text
 
 
-def _roof(key: str, fmt: str, scale: float = 1.0, full_window: bool = False) -> Callable[[dict], str | None]:
+def _roof(key: str, fmt: str, scale: float = 1.0, full_window: bool = False) -> Callable[[SummaryRow], str | None]:
     """A ``roofline`` figure (None: no fit; ``full_window``: only where the fixed part holds a whole encoder pass)."""
-    def text(r: dict) -> str | None:
+    def text(r: SummaryRow) -> str | None:
         roof = r.get("roofline") or {}
         if roof.get(key) is None or (full_window and not roof.get("full_window")):
             return None
@@ -56,7 +55,7 @@ def _roof(key: str, fmt: str, scale: float = 1.0, full_window: bool = False) -> 
     return text
 
 
-def roofline_text(r: dict) -> str | None:
+def roofline_text(r: SummaryRow) -> str | None:
     """One recipe's roofline figures in words (``metrics.roofline``)."""
     roof = r.get("roofline")
     if not roof:
@@ -75,12 +74,12 @@ def roofline_text(r: dict) -> str | None:
             f"{roof['weight_bits']}-bit decoder weights); {roof['headroom']:.1f}× its floor on this machine")
 
 
-def isa_text(r: dict) -> str | None:
+def isa_text(r: SummaryRow) -> str | None:
     """The precision and ISA path a recipe's matrix products ran on (``metrics.isa``), e.g. ``int8 avx512_vnni``."""
     return path_text(r.get("isa_path"))
 
 
-def _utterances(r: dict) -> str | None:
+def _utterances(r: SummaryRow) -> str | None:
     return None if r.get("utterances") is None else f"{r['utterances']}/{r.get('expected_utterances', '?')}"
 
 
@@ -139,7 +138,7 @@ def select_columns(spec: str | None, synthetic: bool = False) -> list[Column]:
     return [BY_KEY[k] for k in dict.fromkeys(keys)]
 
 
-def flags(row: dict) -> list[str]:
+def flags(row: SummaryRow) -> list[str]:
     """Why a row's figures are not like the others' (kept in the table, never recommended)."""
     out = []
     if row.get("status") == "ok" and row.get("complete") is False:
@@ -151,14 +150,14 @@ def flags(row: dict) -> list[str]:
     return out
 
 
-def cells(row: dict, columns: list[Column] = COLUMNS) -> list[str]:
+def cells(row: SummaryRow, columns: list[Column] = COLUMNS) -> list[str]:
     if row["status"] != "ok":
         text = f"{row['status']}: {row['reason']}" if row.get("reason") else row["status"]
         return ([text] + [""] * (len(columns) - 1))[:len(columns)]
     return [c.text(row) or NA for c in columns]
 
 
-def _md_header(summary: dict) -> list[str]:
+def _md_header(summary: Summary) -> list[str]:
     lines, baseline = [], baseline_name(summary)
     cfg, env = summary["config"], summary.get("environment", {})
     cpu = env.get("cpu", {})
@@ -200,7 +199,7 @@ def _md_header(summary: dict) -> list[str]:
     return lines
 
 
-def _md_table(summary: dict) -> list[str]:
+def _md_table(summary: Summary) -> list[str]:
     header = ["recipe"] + [c.header.replace("\n", " ") for c in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
     for row in summary["recipes"]:
@@ -209,7 +208,7 @@ def _md_table(summary: dict) -> list[str]:
     return lines
 
 
-def _md_notes(summary: dict) -> list[str]:
+def _md_notes(summary: Summary) -> list[str]:
     notes = []
     for r in summary["recipes"]:
         if r.get("not_comparable"):
@@ -235,7 +234,7 @@ def _md_notes(summary: dict) -> list[str]:
     return notes
 
 
-def wer_text(rec: dict) -> str:
+def wer_text(rec: Recommendation | LongRecommendation) -> str:
     """A recommended row's WER, with its paired delta and interval when it has them (both workloads)."""
     wer = f"WER {rec['wer']:.2f} %"
     if rec.get("wer_delta") is not None and rec.get("wer_delta_ci"):
@@ -244,7 +243,7 @@ def wer_text(rec: dict) -> str:
     return wer
 
 
-def winner_text(rec: dict, baseline: str) -> str:
+def winner_text(rec: Recommendation, baseline: str) -> str:
     """The recommended recipe's figures in one line (speed-up against ``baseline``)."""
     parts = []
     if rec.get("speedup") is not None:
@@ -264,7 +263,7 @@ def winner_text(rec: dict, baseline: str) -> str:
     return ", ".join(parts)
 
 
-def recommendation_lines(rec: dict, bullet: str = "- ", bold: str = "**", label: str = "recommended",
+def recommendation_lines(rec: Recommendation, bullet: str = "- ", bold: str = "**", label: str = "recommended",
                          baseline: str | None = None) -> list[str]:
     """Winner, criterion, runner-ups and exclusions (Markdown bullets, or plain text with other arguments);
     ``baseline``: the recipe speed-ups are against (default: the registry's)."""
@@ -282,7 +281,7 @@ def recommendation_lines(rec: dict, bullet: str = "- ", bold: str = "**", label:
     return lines
 
 
-def throughput_lines(summary: dict) -> list[str]:
+def throughput_lines(summary: Summary) -> list[str]:
     """Throughput mode (``--throughput-batches``): RTFx at each batch size, the best batch and its gain, the run RAM
     there, and whether batching changed any transcript; with ``--pack`` also the packed pass (``packed_cells``).
     Empty when no recipe ran either."""
@@ -323,7 +322,7 @@ PACKED_TEXT = ("Packed (`--pack`): the same utterances joined several to a 30-s 
                "bootstrap CI, `*` when it excludes 0.")
 
 
-def packed_cells(r: dict) -> list[str]:
+def packed_cells(r: SummaryRow) -> list[str]:
     """RTFx packed, packed gain, windows, ΔWER packed [CI] of one summary row (n/a where not measured)."""
     p = r.get("packed") or {}
     if not p or p.get("skipped"):
@@ -335,7 +334,7 @@ def packed_cells(r: dict) -> list[str]:
             else "n/a", windows, f"{delta} {ci}" if delta is not None else "n/a"]
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: Summary) -> str:
     lines = _md_header(summary) + [""] + _md_table(summary)
     notes = _md_notes(summary)
     if notes:
@@ -348,7 +347,7 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def component_text(r: dict) -> str:
+def component_text(r: SummaryRow) -> str:
     """Encoder / decoder: median ms per call, speed-up vs the same loop's fp32 IR, weight MB and compression."""
     comps, ms, sp = r.get("components") or {}, r.get("component_ms") or {}, r.get("component_speedup") or {}
     parts = []
@@ -393,7 +392,7 @@ CSV_FIELDS: list[tuple[str, int | str | None]] = [
 ]
 
 
-def _flat(row: dict) -> dict:
+def _flat(row: SummaryRow) -> dict:
     """The row with each [lo, hi] interval split into ``<key>_lo`` / ``<key>_hi``."""
     out = dict(row)
     for key in ("wer_ci", "cer_ci", "wer_delta_ci", "cer_delta_ci", "packed_wer_delta_ci"):
@@ -410,7 +409,7 @@ def _csv_value(value, rounding: int | str | None):
     return f"{value:.2e}" if rounding == "e" else round(float(value), rounding)
 
 
-def csv_text(summary: dict) -> str:
+def csv_text(summary: Summary) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow([name for name, _ in CSV_FIELDS])
@@ -420,20 +419,7 @@ def csv_text(summary: dict) -> str:
     return buf.getvalue()
 
 
-def write_reports(summary: dict, out_dir: Path) -> dict[str, Path]:
-    """summary.md, summary.csv and summary.json; the recommendation is saved with them (computed with the
-    default criteria if ``summarise`` did not attach one)."""
-    if "recommendation" not in summary:
-        summary["recommendation"] = recommend(summary)
-    out_dir = Path(out_dir)
-    paths = {"md": out_dir / "summary.md", "csv": out_dir / "summary.csv", "json": out_dir / "summary.json"}
-    atomic_write_text(paths["md"], markdown(summary))
-    atomic_write_text(paths["csv"], csv_text(summary))
-    atomic_write_json(paths["json"], summary, default=str)
-    return paths
-
-
-def _caption(summary: dict, columns: list[Column]) -> str | None:
+def _caption(summary: Summary, columns: list[Column]) -> str | None:
     """What the marks mean, and why rows are flagged or empty (the table has no room for reasons)."""
     lines = []
     if summary.get("synthetic"):
@@ -451,11 +437,11 @@ def _caption(summary: dict, columns: list[Column]) -> str | None:
     return "\n".join(lines) or None
 
 
-def _marks(row: dict) -> list[str]:
+def _marks(row: SummaryRow) -> list[str]:
     return ["†" if flag.startswith("incomplete") else "§" if flag == "own settings" else "‡" for flag in flags(row)]
 
 
-def rich_table(summary: dict, columns: str | None = None):
+def rich_table(summary: Summary, columns: str | None = None):
     """The terminal table: ``columns`` as --columns takes them (None: the default set, sized for 100 columns)."""
     from rich import box
     from rich.table import Table

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ..bench.longform_runner import RESULTS_FILE
 from ..errors import WhisperoptError
-from ..files import atomic_write_json, atomic_write_text
+from ..files import atomic_write_text
 from . import longform, tables
 from .recommend import baseline_name, check_criteria, recommend
+from .records import SUMMARY_FILE, LongSummary, Summary, write_summary
 from .summary import summarise
 
 WORKLOADS = ("short", "long")
@@ -24,7 +25,7 @@ LONG_CSV = "summary-long.csv"
 
 
 def summarise_results(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.95, rank_by: str = "eval_s",
-                      workload: str | None = None) -> dict:
+                      workload: str | None = None) -> Summary | LongSummary:
     """Every workload ``out_dir`` holds, each with its recommendation for these criteria; ``workload``: the headline
     (default: short-form where it was run, else long-form), one the folder must hold."""
     out_dir = Path(out_dir)
@@ -51,35 +52,35 @@ def summarise_results(out_dir: Path, wer_budget: float = 1.0, min_agreement: flo
     return summary
 
 
-def parts(summary: dict) -> tuple[dict | None, dict | None]:
+def parts(summary: Summary | LongSummary) -> tuple[Summary | None, LongSummary | None]:
     """(the short-form summary, the long-form summary) of a summary dict; None for a workload not run."""
     if summary.get("workload") == "long":
         return None, summary
     return summary, summary.get("longform")
 
 
-def headline(summary: dict) -> str:
+def headline(summary: Summary | LongSummary) -> str:
     short, _ = parts(summary)
     return summary.get("headline") or ("short" if short is not None else "long")
 
 
-def order(summary: dict) -> list[str]:
+def order(summary: Summary | LongSummary) -> list[str]:
     """The workloads ``summary`` holds, the headline first."""
     held = [w for w, part in zip(WORKLOADS, parts(summary)) if part is not None]
     return sorted(held, key=lambda w: w != headline(summary))
 
 
-def short_recommendation_lines(short: dict, **kwargs) -> list[str]:
+def short_recommendation_lines(short: Summary, **kwargs) -> list[str]:
     return tables.recommendation_lines(short.get("recommendation") or recommend(short),
                                        baseline=baseline_name(short), **kwargs)
 
 
-def long_recommendation_lines(long: dict, **kwargs) -> list[str]:
+def long_recommendation_lines(long: LongSummary, **kwargs) -> list[str]:
     return [line for name, rec in (long.get("recommendation") or {}).items()
             for line in longform.recommendation_lines(name, rec, **kwargs)]
 
 
-def headline_lines(summary: dict, **kwargs) -> list[str]:
+def headline_lines(summary: Summary | LongSummary, **kwargs) -> list[str]:
     """The headline workload's winner and criterion (per dataset for the long-form workload)."""
     short, long = parts(summary)
     if headline(summary) == "short":
@@ -95,7 +96,7 @@ def _section(lines: list[str], label: str) -> list[str]:
     return [f"## {label} workload — {first}"] + [f"#{line}" if line.startswith("#") else line for line in lines[1:]]
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: Summary | LongSummary) -> str:
     """summary.md: a workload's report as it is when the folder holds one; both, the headline first, otherwise."""
     short, long = parts(summary)
     if long is None:
@@ -113,7 +114,7 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def terminal_parts(summary: dict, columns: str | None = None) -> list:
+def terminal_parts(summary: Summary | LongSummary, columns: str | None = None) -> list:
     """What the terminal shows, in order: per workload (the headline first) its table(s) (rich renderables), then
     its recommendation as plain text."""
     short, long = parts(summary)
@@ -129,7 +130,7 @@ def terminal_parts(summary: dict, columns: str | None = None) -> list:
     return out
 
 
-def write_reports(summary: dict, out_dir: Path) -> dict[str, Path]:
+def write_reports(summary: Summary | LongSummary, out_dir: Path) -> dict[str, Path]:
     """summary.md and summary.json, summary.csv (short-form) and summary-long.csv (long-form) for the workloads
     held; ``csv`` names the headline's. The short-form recommendation is computed with the default criteria if
     ``summarise`` did not attach one."""
@@ -137,7 +138,7 @@ def write_reports(summary: dict, out_dir: Path) -> dict[str, Path]:
     if short is not None and "recommendation" not in short:
         short["recommendation"] = recommend(short)
     out_dir = Path(out_dir)
-    paths = {"md": out_dir / "summary.md", "json": out_dir / "summary.json"}
+    paths = {"md": out_dir / "summary.md", "json": out_dir / SUMMARY_FILE}
     if short is not None:
         paths["csv"] = paths["csv_short"] = out_dir / "summary.csv"
         atomic_write_text(paths["csv_short"], tables.csv_text(short))
@@ -147,5 +148,5 @@ def write_reports(summary: dict, out_dir: Path) -> dict[str, Path]:
         if headline(summary) == "long" or short is None:
             paths["csv"] = paths["csv_long"]
     atomic_write_text(paths["md"], markdown(summary))
-    atomic_write_json(paths["json"], summary, default=str)
+    write_summary(out_dir, summary)
     return paths
