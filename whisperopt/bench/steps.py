@@ -33,7 +33,7 @@ from typing import Any
 from ..files import atomic_write_json
 from ..recipes import Recipe, baseline_recipe
 from .results import read_rows, read_status, recipe_paths, repair_rows
-from .worker import Job
+from .worker import WorkerJob
 
 REFERENCE_FILE = "fidelity_reference.npz"
 # the keys of a run worker's result that describe its resource segment (not the final task's: it measures nothing)
@@ -79,7 +79,7 @@ def worker_env(threads: int) -> dict:
     return env
 
 
-def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], None] | None = None) -> dict:
+def run_worker(mode: str, job: WorkerJob, log: Path, env: dict, poll: Callable[[], None] | None = None) -> dict:
     """Run one worker step; return its result dict (``ok`` False with ``error`` on any failure, kill included)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="whisperopt-job-") as tmp:
@@ -124,12 +124,12 @@ class RecipeRun:
     options: dict
     built: dict  # the build worker's result (artifact_dir, size_bytes, manifest ...)
     paths: dict  # bench.results.recipe_paths
-    job: Job  # the bench's job for this recipe (no artifact or results file: those are where it runs)
+    job: WorkerJob  # the bench's job for this recipe (no artifact or results file: those are where it runs)
     wanted: list[str]  # the dataset's utterance ids, in order
     done: set[str]  # those already measured (rows on disk)
     bar: Any = None  # its progress bar, if the bench shows progress
 
-    def worker_job(self) -> Job:
+    def worker_job(self) -> WorkerJob:
         """The run worker's job on this machine: this artifact, this results directory's rows and segments."""
         return replace(self.job, artifact_dir=self.built["artifact_dir"], rows_path=str(self.paths["rows"]),
                        segments_path=str(self.paths["segments"]))
@@ -156,7 +156,7 @@ class Executor(ABC):
         """Before the first step (Ray: connect to the cluster)."""
 
     @abstractmethod
-    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, dict]]:
+    def build(self, jobs: list[tuple[Recipe, WorkerJob]]) -> Iterator[tuple[Recipe, dict]]:
         """Build each recipe's artifact; yield (recipe, the build worker's result). A failure is ``ok`` False with
         ``error``, and ``where`` when it happened somewhere other than here (``on node NAME``)."""
 
@@ -193,7 +193,7 @@ def _built(recipe: Recipe, built: dict, out_dir: Path, log) -> bool:
     return False
 
 
-def make_reference(cfg, job: Job, out_dir: Path, log) -> None:
+def make_reference(cfg, job: WorkerJob, out_dir: Path, log) -> None:
     """The baseline's encoder outputs and teacher-forced tokens, on this machine's CPU, once per results directory."""
     if (out_dir / REFERENCE_FILE).exists():
         return
@@ -204,7 +204,7 @@ def make_reference(cfg, job: Job, out_dir: Path, log) -> None:
         log(f"warn  fidelity reference failed: {ref['error']}")
 
 
-def pending_run(recipe: Recipe, built: dict, options: dict, job: Job, wanted: list[str], cfg, out_dir: Path,
+def pending_run(recipe: Recipe, built: dict, options: dict, job: WorkerJob, wanted: list[str], cfg, out_dir: Path,
                 progress, log) -> RecipeRun | None:
     """The resume test: the recipe's run if anything is left to measure (utterances, or an extra pass this run asks
     for, or a status that is not ok), else None (logged)."""
@@ -249,7 +249,7 @@ def write_status(outcome: Outcome) -> None:
     atomic_write_json(run.paths["status"], status)
 
 
-def run_steps(executor: Executor, recipes: list[Recipe], options: dict, dataset, job: Job) -> None:
+def run_steps(executor: Executor, recipes: list[Recipe], options: dict, dataset, job: WorkerJob) -> None:
     """Steps 1-5 (see the module's docstring) with ``executor``; ``job``: the bench's worker job, no recipe yet."""
     cfg, out_dir, log = executor.cfg, executor.out_dir, executor.log
     executor.start()

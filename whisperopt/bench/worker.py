@@ -23,7 +23,7 @@ from .results import append_row, read_rows, repair_rows
 
 
 @dataclass
-class Job:
+class WorkerJob:
     """What the runner asks a worker to do (written as JSON next to the worker's command line)."""
 
     model_dir: str
@@ -53,7 +53,7 @@ class Job:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Job:
+    def from_dict(cls, data: dict) -> WorkerJob:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -63,7 +63,7 @@ class Job:
                 "language": self.decode.get("language"), "task": self.decode.get("task", "transcribe")}
 
 
-def _artifact(job: Job):
+def _artifact(job: WorkerJob):
     from ..recipes import get_recipe
     from ..recipes.artifacts import MANIFEST
     from ..recipes.base import Artifact
@@ -74,7 +74,7 @@ def _artifact(job: Job):
     return recipe, Artifact(recipe.name, adir, Path(job.model_dir), manifest, job.options)
 
 
-def do_build(job: Job) -> dict:
+def do_build(job: WorkerJob) -> dict:
     from ..models.resolve import exported_recipe
     from ..recipes import get_recipe
     from ..recipes.artifacts import build_artifact
@@ -93,7 +93,7 @@ def do_build(job: Job) -> dict:
             "size_bytes": recipe.size_bytes(artifact), "manifest": artifact.manifest, "notes": notes}
 
 
-def do_reference(job: Job) -> dict:
+def do_reference(job: WorkerJob) -> dict:
     """Encoder outputs and teacher-forced top-1 tokens of the baseline on CPU, the bench's fidelity reference."""
     from ..recipes.validation import torch_reference
 
@@ -102,7 +102,7 @@ def do_reference(job: Job) -> dict:
     return {"utterances": list(ref)}
 
 
-def _fidelity(runtime, job: Job) -> dict:
+def _fidelity(runtime, job: WorkerJob) -> dict:
     from ..recipes.validation import Reference, compare
 
     if not job.reference_path or not Path(job.reference_path).exists():
@@ -110,7 +110,7 @@ def _fidelity(runtime, job: Job) -> dict:
     return compare(runtime, Path(job.model_dir), Reference.load(Path(job.reference_path)), **job.probes())
 
 
-def do_run(job: Job) -> dict:
+def do_run(job: WorkerJob) -> dict:
     from ..data import load_dataset
     from ..metrics.hardware import cpu_info
     from ..metrics.resources import RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _die_with_parent()
     mode, job_path = argv[0], Path(argv[1])
-    job = Job.from_dict(json.loads(job_path.read_text()))
+    job = WorkerJob.from_dict(json.loads(job_path.read_text()))
     result_path = Path(job.result_path)
     try:
         fn = {"build": do_build, "reference": do_reference, "run": do_run}[mode]
