@@ -95,9 +95,9 @@ def do_build(job: WorkerJob) -> dict:
 
 def do_reference(job: WorkerJob) -> dict:
     """Encoder outputs and teacher-forced top-1 tokens of the baseline on CPU, the bench's fidelity reference."""
-    from ..recipes.validation import torch_reference
+    from ..recipes.validation import baseline_reference
 
-    ref = torch_reference(Path(job.model_dir), threads=job.threads, **job.probes())
+    ref = baseline_reference(Path(job.model_dir), threads=job.threads, **job.probes())
     ref.save(Path(job.reference_path))
     return {"utterances": list(ref)}
 
