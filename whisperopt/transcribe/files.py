@@ -21,7 +21,8 @@ from ..errors import WhisperoptError, described
 from ..recipes.base import Recipe
 from .inputs import plan
 from .longform import TranscribeOptions, Transcriber, probe_duration
-from .writers import OutputError, Segment, TranscriptResult, write_outputs
+from .result import Segment, TranscriptResult
+from .writers import OutputError, write_outputs
 
 PACK_GROUP_S = 32 * 30.0  # audio loaded and packed at once by transcribe --pack (first fit over each group)
 

@@ -39,6 +39,7 @@ from ..metrics.hardware import threads_or_default
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult, check_decode_limits
 from .guards import cut_loops, find_loop, skip_hallucinations
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
+from .result import Segment, TranscriptResult
 from .segments import (
     Vocabulary,
     compression_ratio,
@@ -49,7 +50,6 @@ from .segments import (
 )
 from .tails import decode_to_end
 from .vad import VAD_DEFAULTS, check_vad, restore_clips, speech_clips, speech_segments
-from .writers import Segment, TranscriptResult
 
 MODES = ("sequential", "batched", "plain")
 TASKS = ("transcribe", "translate")
