@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from ..cluster import alive_nodes, connect, ray_module, this_node
+from ..cluster import alive_nodes, connect, ray_error, ray_module, this_node
 from ..errors import WhisperoptError
 from ..recipes import Recipe
 from .results import append_row, read_rows, recipe_paths
@@ -134,10 +134,8 @@ def _shards(ids: list[str], size: int) -> list[list[str]]:
 
 
 def _error(exc: BaseException) -> str:
-    """One line for a task's failure (a Ray error wraps the task's own exception)."""
-    cause = getattr(exc, "cause", None) or exc
-    text = str(cause).strip().splitlines()
-    return (text[-1] if text else type(cause).__name__)[:500]
+    """One line for a task's failure (a Ray error wraps the task's own exception), at most 500 characters."""
+    return ray_error(exc)[:500]
 
 
 class _Recipe:
