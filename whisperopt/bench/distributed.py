@@ -7,7 +7,7 @@ The work is Ray tasks, each holding ``--threads`` CPUs of one node (so no two ti
   the same worker process as locally, with the same manifest and fidelity gate;
 * **shard** — a recipe × a slice of the utterances still unmeasured: the same ``run`` worker process as locally; a
   Ray *streaming generator* that yields each row the moment the worker has written it, then the worker's resource
-  segment and result;
+  slice and result;
 * **final** — per recipe, after its shards: the fidelity probes and the throughput and packed passes, which need
   every row.
 
@@ -75,7 +75,7 @@ def build_task(job: dict, model_spec: str) -> dict:
 
 def shard_task(job: dict, model_spec: str, artifacts: dict, reference: bytes | None, rows: list[dict] | None):
     """Measure ``job.ids`` on this node (a streaming generator): yields {"row"} per utterance as the worker writes
-    it, then {"segment"} (if it measured any), then {"result"}. ``rows``: the recipe's rows so far, for the final
+    it, then {"slice"} (if it measured any), then {"result"}. ``rows``: the recipe's rows so far, for the final
     task, whose worker then measures nothing and runs the probes, throughput and packed passes only."""
     ray = ray_module()
     node, node_id = this_node(ray), ray.get_runtime_context().get_node_id()
@@ -89,11 +89,11 @@ def shard_task(job: dict, model_spec: str, artifacts: dict, reference: bytes | N
             if not built.get("ok"):
                 raise WhisperoptError(f"build on node {node}: {built['error']}")
             artifact_dir = built["artifact_dir"]
-        rows_path, segments_path, ref_path = tmp / "rows.jsonl", tmp / "segments.jsonl", tmp / "reference.npz"
+        rows_path, slices_path, ref_path = tmp / "rows.jsonl", tmp / "slices.jsonl", tmp / "reference.npz"
         rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows or []))
         if reference is not None:
             ref_path.write_bytes(reference)
-        job = replace(job, artifact_dir=artifact_dir, rows_path=str(rows_path), segments_path=str(segments_path),
+        job = replace(job, artifact_dir=artifact_dir, rows_path=str(rows_path), slices_path=str(slices_path),
                       reference_path=str(ref_path) if reference is not None else None, node=node)
         done: dict = {}
         worker = threading.Thread(target=lambda: done.update(result=run_worker("run", job, log, env)), daemon=True)
@@ -117,8 +117,8 @@ def shard_task(job: dict, model_spec: str, artifacts: dict, reference: bytes | N
             if result.get("crashed"):
                 raise WorkerCrashed(f"worker on node {node}: {result['error']}")
             raise WhisperoptError(f"node {node}: {result['error']}")
-        for segment in read_rows(segments_path, key=None):
-            yield {"segment": segment}
+        for resource_slice in read_rows(slices_path, key=None):
+            yield {"slice": resource_slice}
         yield {"result": result, "node": node, "log": _tail(log)}
 
 
@@ -294,7 +294,7 @@ class RayExecutor(Executor):
 
 
 def _take(item: dict, rec: _Recipe, kind: str, files: dict, progress) -> str | None:
-    """One streamed output of a task: a row (appended, fsync'ed, once per utterance), a segment, or a result.
+    """One streamed output of a task: a row (appended, fsync'ed, once per utterance), a resource slice, or a result.
     Returns "final" when it was the final task's result (the recipe's outcome is then known)."""
     run = rec.run
     name = run.recipe.name
@@ -311,9 +311,9 @@ def _take(item: dict, rec: _Recipe, kind: str, files: dict, progress) -> str | N
         rec.nodes.add(row.get("node"))
         if progress is not None:
             progress.update(run.bar, completed=min(rec.measured, len(run.wanted)))
-    elif "segment" in item:
-        with open(run.paths["segments"], "a", encoding="utf-8") as f:
-            append_row(f, item["segment"])
+    elif "slice" in item:
+        with open(run.paths["slices"], "a", encoding="utf-8") as f:
+            append_row(f, item["slice"])
     elif "result" in item:
         _append_log(run.paths["log"], f"{kind} task on node {item['node']}", item["log"])
         if kind == "final":

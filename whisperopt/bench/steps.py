@@ -36,8 +36,8 @@ from .results import read_rows, read_status, recipe_paths, repair_rows
 from .worker import WorkerJob
 
 REFERENCE_FILE = "fidelity_reference.npz"
-# the keys of a run worker's result that describe its resource segment (not the final task's: it measures nothing)
-SEGMENT_KEYS = ("utterances", "resumed_from", "load_s", "load_peak_ram_mb", "peak_ram_mb", "run_ram_mb",
+# the keys of a run worker's result that describe its resource slice (not the final task's: it measures nothing)
+SLICE_KEYS = ("utterances", "resumed_from", "load_s", "load_peak_ram_mb", "peak_ram_mb", "run_ram_mb",
                 "peak_vram_mb", "cpu_s", "wall_s")
 
 
@@ -130,9 +130,9 @@ class RecipeRun:
     bar: Any = None  # its progress bar, if the bench shows progress
 
     def worker_job(self) -> WorkerJob:
-        """The run worker's job on this machine: this artifact, this results directory's rows and segments."""
+        """The run worker's job on this machine: this artifact, this results directory's rows and slices."""
         return replace(self.job, artifact_dir=self.built["artifact_dir"], rows_path=str(self.paths["rows"]),
-                       segments_path=str(self.paths["segments"]))
+                       slices_path=str(self.paths["slices"]))
 
 
 @dataclass
@@ -226,7 +226,7 @@ def merged_result(shards: list[dict], final: dict | None) -> dict:
     for result in shards + ([final] if final else []):
         extra = {k: v for k, v in result.items() if k != "ok"}
         if result is final:
-            extra = {k: v for k, v in extra.items() if k not in SEGMENT_KEYS}
+            extra = {k: v for k, v in extra.items() if k not in SLICE_KEYS}
         info.update(extra)
     info["utterances"] = sum(r.get("utterances", 0) for r in shards)
     return {"ok": True, **info}

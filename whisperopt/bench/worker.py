@@ -42,7 +42,7 @@ class WorkerJob:
     verify: bool = False
     artifact_dir: str | None = None
     rows_path: str | None = None
-    segments_path: str | None = None
+    slices_path: str | None = None  # where the run's resource slice goes
     result_path: str | None = None
     throughput_batches: list[int] = field(default_factory=list)
     pack_gap: float | None = None  # the packed pass's gap in seconds (None: no packed pass)
@@ -144,7 +144,7 @@ def do_run(job: WorkerJob) -> dict:
     sampler.start()
     cpu = _measure(runtime, recipe.name, todo, decode, rows_path, tok, where)
     run_ram = sampler.stop()
-    segment = {
+    resource_slice = {
         "utterances": len(todo),
         "resumed_from": len(done),
         "load_s": load_s,
@@ -155,10 +155,10 @@ def do_run(job: WorkerJob) -> dict:
         "cpu_s": cpu.cpu_s,
         "wall_s": cpu.wall_s,
     }
-    if todo:  # resource figures of a process that measured nothing would mislead; keep only real segments
-        with open(job.segments_path, "a", encoding="utf-8") as f:
-            append_row(f, segment)
-    info = dict(segment)
+    if todo:  # resource figures of a process that measured nothing would mislead; keep only real slices
+        with open(job.slices_path, "a", encoding="utf-8") as f:
+            append_row(f, resource_slice)
+    info = dict(resource_slice)
     info.update(runtime.run_info())  # the settings the engine ran with; why its rows are not comparable, if so
     info["fidelity_method"] = runtime.fidelity_method
     info["window"] = runtime.window

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bench.config import load_run
-from ..bench.results import ROW_FIELDS, SEGMENT_FIELDS, check_status, read_rows, read_status, recipe_paths
+from ..bench.results import ROW_FIELDS, SLICE_FIELDS, check_status, read_rows, read_status, recipe_paths
 from ..errors import WhisperoptError
 from ..files import read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
@@ -111,23 +111,23 @@ def delta_fields(base: dict[str, ErrorCounts] | None, mine: dict[str, ErrorCount
             f"{name}_delta_significant": d["significant"]}
 
 
-def resources(segments: list[dict]) -> dict:
-    """Combine the resource figures of every process that measured utterances (several after a resume)."""
-    if not segments:
+def resources(slices: list[dict]) -> dict:
+    """Combine the resource slices of every process that measured utterances (several after a resume or on Ray)."""
+    if not slices:
         return {}
 
     def peak(key):
-        values = [s[key] for s in segments if s.get(key) is not None]
+        values = [s[key] for s in slices if s.get(key) is not None]
         return max(values) if values else None
 
-    wall = sum(s["wall_s"] for s in segments)
+    wall = sum(s["wall_s"] for s in slices)
     return {
-        "load_s": segments[-1]["load_s"],
+        "load_s": slices[-1]["load_s"],
         "peak_ram_mb": peak("peak_ram_mb"),
         "run_ram_mb": peak("run_ram_mb"),
         "peak_vram_mb": peak("peak_vram_mb"),
-        "cpu_percent": 100.0 * sum(s["cpu_s"] for s in segments) / wall if wall > 0 else None,
-        "processes": len(segments),
+        "cpu_percent": 100.0 * sum(s["cpu_s"] for s in slices) / wall if wall > 0 else None,
+        "processes": len(slices),
     }
 
 
@@ -141,7 +141,7 @@ def wanted_rows(rows: list[dict], wanted_ids: list[str]) -> list[dict]:
     return [by_id[i] for i in wanted_ids if i in by_id]
 
 
-def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segments: list[dict] | None = None) -> dict:
+def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], slices: list[dict] | None = None) -> dict:
     out = {"recipe": status["recipe"], "status": status["status"]}
     if status["status"] != "ok":
         out["reason"] = status.get("reason") or status.get("error")
@@ -177,7 +177,7 @@ def recipe_summary(status: dict, rows: list[dict], wanted_ids: list[str], segmen
         options=status.get("options"),
         manifest=status.get("manifest"),
     )
-    out.update(resources(segments or []))
+    out.update(resources(slices or []))
     out.update(component_fields(status))
     out.update(throughput_fields(status, rows, out["rtfx"], out["run_ram_mb"]))
     out.update(packed_fields(status, out["rtfx"]))
@@ -338,8 +338,8 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
             continue
         check_status(status, paths["status"], name)
         rows = read_rows(paths["rows"], fields=ROW_FIELDS)
-        rows_out.append(recipe_summary(status, rows, wanted, read_rows(paths["segments"], key=None,
-                                                                      fields=SEGMENT_FIELDS)))
+        rows_out.append(recipe_summary(status, rows, wanted, read_rows(paths["slices"], key=None,
+                                                                      fields=SLICE_FIELDS)))
         mine = measured[name] = wanted_rows(rows, wanted)
         if rows_out[-1]["status"] == "ok":
             isa_path = rows_out[-1]["isa_path"] = isa_path_fields(status, name, env.get("cpu"), cfg.device)
