@@ -6,6 +6,7 @@ import importlib
 import re
 
 from ..errors import WhisperoptError
+from ..models.resolve import exported_recipe
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 
 ENGINE_MODULES = [
@@ -78,8 +79,6 @@ def baseline_recipe() -> Recipe:
 def model_recipe(model, name: str | None = None) -> Recipe:
     """The recipe a command runs on ``model``: ``name`` (a recipe or a named variant) as given; else the recipe of a
     ``whisperopt export`` directory; else the baseline."""
-    from ..models.resolve import exported_recipe
-
     name = name or exported_recipe(model)
     return get_recipe(name) if name else baseline_recipe()
 
