@@ -168,7 +168,7 @@ def test_fidelity_check_catches_a_corrupted_artifact(tmp_path, tiny_model, libri
     from whisperopt.recipes import get_recipe
     from whisperopt.recipes.artifacts import build_artifact
     from whisperopt.recipes.base import Artifact
-    from whisperopt.recipes.validation import compare, torch_reference
+    from whisperopt.recipes.validation import baseline_reference, compare
 
     bf16 = get_recipe("torch-bf16")
     good, _ = build_artifact(bf16, tiny_model.path, {})
@@ -182,7 +182,7 @@ def test_fidelity_check_catches_a_corrupted_artifact(tmp_path, tiny_model, libri
     bad = Artifact(bf16.name, bad_dir, tiny_model.path, {**good.manifest, "weights_dir": str(bad_dir)}, {})
 
     probes = {"dataset": str(TEST_CLEAN), "utterances": 2}
-    ref = torch_reference(tiny_model.path, threads=2, **probes)
+    ref = baseline_reference(tiny_model.path, threads=2, **probes)
 
     def fidelity(runtime):  # the bench's and the build check's one comparison
         res = compare(runtime, tiny_model.path, ref, **probes)

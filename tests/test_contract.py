@@ -109,7 +109,23 @@ def test_no_engine_name_outside_recipes():
     import whisperopt
 
     root = Path(whisperopt.__file__).parent
-    found = [f"{path.relative_to(root)}:{i}" for sub in ("report", "bench", "transcribe")
+    found = [f"{path.relative_to(root)}:{i}" for sub in ("report", "bench", "transcribe", "cli")
              for path in (root / sub).rglob("*.py")
              for i, line in enumerate(path.read_text().splitlines(), 1) if any(n in line for n in ENGINE_NAMES)]
     assert not found, found
+
+
+def test_the_default_recipes_are_the_registry_s():
+    """The names commands run when not told (``recipes.BASELINE``, the bench's default lists) are registry recipes,
+    and ``BASELINE`` is the one recipe declaring ``baseline``."""
+    from whisperopt.recipes import (
+        BASELINE,
+        DEFAULT_BENCH_RECIPES,
+        DEFAULT_LONG_RECIPES,
+        baseline_recipe,
+        parse_recipe_list,
+    )
+
+    assert baseline_recipe().name == BASELINE
+    assert parse_recipe_list(DEFAULT_BENCH_RECIPES)[0].name == BASELINE
+    assert parse_recipe_list(",".join(x.split(":")[0] for x in DEFAULT_LONG_RECIPES.split(",")))

@@ -10,7 +10,7 @@ from whisperopt.errors import WhisperoptError
 from whisperopt.recipes.base import WindowResult
 from whisperopt.transcribe import TranscribeOptions, Transcriber, Vocabulary
 from whisperopt.transcribe.guards import cut_loops, find_loop, segment_anomaly, skip_hallucinations
-from whisperopt.transcribe.writers import Segment
+from whisperopt.transcribe.result import Segment
 
 
 @pytest.fixture(scope="module")

@@ -174,14 +174,14 @@ def test_serve_pack_batches_into_packed_windows(tiny_model):
     from dataclasses import replace
 
     from whisperopt.serve.app import ServeSettings, create_app
-    from whisperopt.serve.batcher import Job
+    from whisperopt.serve.batcher import QueuedRequest
 
     vocab = Vocabulary.from_model_dir(tiny_model.path)
     rt = Scripted(vocab)
     service = create_app(Transcriber(rt, tiny_model.path), ServeSettings(model_id="m", pack=True)).state.service
     options = replace(service.base, language="en", temperature=(0.0,))
     assert options.pack and options.pack_gap == 1.0
-    futures = [service.batcher.submit(Job(np.full(s(x), 0.1, np.float32), options)) for x in (3, 4, 5)]
+    futures = [service.batcher.submit(QueuedRequest(np.full(s(x), 0.1, np.float32), options)) for x in (3, 4, 5)]
     service.batcher.start()  # the three clips wait together: one batch, one packed window and the third alone
     try:
         texts = [[vocab.text_tokens(g.tokens) for g in f.result(timeout=60).segments] for f in futures]

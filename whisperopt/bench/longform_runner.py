@@ -28,7 +28,7 @@ from ..errors import WhisperoptError
 from ..files import atomic_write_json, confined, read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED
 from ..metrics.hardware import cpu_info
-from ..recipes import baseline_recipe, get_recipe
+from ..recipes import DEFAULT_LONG_RECIPES, baseline_recipe, get_recipe
 from .longform import MODES, LongformRun, evaluate_longform
 from .results import read_rows
 
@@ -138,10 +138,10 @@ def _synthetic(model: str) -> bool:
     return is_synthetic(resolve_model(model).path)
 
 
-def plan(recipes: str, modes: str, dataset: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+def plan(recipes: str | None, modes: str, dataset: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
     """The (recipe, modes) runs and the dataset specs of a long-form bench, checked: a bad recipe, mode or dataset
-    name is a one-line error before anything runs."""
-    runs = _runs(recipes, [m for m in modes.split(",") if m])
+    name is a one-line error before anything runs. ``recipes`` None: ``DEFAULT_LONG_RECIPES``."""
+    runs = _runs(recipes or DEFAULT_LONG_RECIPES, [m for m in modes.split(",") if m])
     datasets = [d.strip() for d in dataset.split(",") if d.strip()]
     for spec in datasets:
         if not spec.startswith(PREFIX):
@@ -150,7 +150,7 @@ def plan(recipes: str, modes: str, dataset: str) -> tuple[list[tuple[str, list[s
     return runs, datasets
 
 
-def run_longform_bench(model: str, recipes: str, modes: str, dataset: str, limit: int | None, threads: int,
+def run_longform_bench(model: str, recipes: str | None, modes: str, dataset: str, limit: int | None, threads: int,
                        device: str, batch_size: int, out: Path,
                        log: Callable[[str], None] = print) -> dict:
     """Run every (recipe, mode, dataset) in its own process, then score and pair the runs and write them to

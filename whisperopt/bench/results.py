@@ -1,6 +1,7 @@
-"""A results directory's files: one fsync'ed JSON line per measured utterance (rows) or worker segment, the
-per-recipe paths the runner, the worker and the report share, and what the report needs of each record it reads (a
-status file itself is read and written by ``records``)."""
+"""A results directory's files: one fsync'ed JSON line per measured utterance (rows) or resource slice (one worker
+process's share of a run: its wall, CPU and load seconds and its memory), the per-recipe paths the runner, the worker
+and the report share, and what the report needs of each record it reads (a status file itself is read and written by
+``records``)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def recipe_paths(out_dir: Path, recipe: str) -> dict[str, Path]:
     out_dir = Path(out_dir)
     return {
         "rows": confined(out_dir, f"{recipe}.rows.jsonl"),
-        "segments": confined(out_dir, f"{recipe}.segments.jsonl"),
+        "slices": confined(out_dir, f"{recipe}.segments.jsonl"),  # the file's name from before they were slices
         "status": confined(out_dir, f"{recipe}.status.json"),
         "log": confined(out_dir, f"logs/{recipe}.log"),
     }
@@ -138,8 +139,8 @@ def _problem(record, spec: dict) -> str | None:
 ROW_FIELDS = {"id": need(_text), "latency_s": need(_num), "duration_s": need(_num), "tokens": need(_count),
               "batch": _positive,
               "words": _error_counts, "chars": _error_counts, "cpu_model": optional(_text)}
-SEGMENT_FIELDS = {"wall_s": need(_num), "cpu_s": need(_num), "load_s": need(optional(_num)),
-                  "peak_ram_mb": optional(_num), "run_ram_mb": optional(_num), "peak_vram_mb": optional(_num)}
+SLICE_FIELDS = {"wall_s": need(_num), "cpu_s": need(_num), "load_s": need(optional(_num)),
+                "peak_ram_mb": optional(_num), "run_ram_mb": optional(_num), "peak_vram_mb": optional(_num)}
 _THROUGHPUT = {"batch": need(_positive), "rtfx": need(optional(_num)), "run_ram_mb": need(optional(_num)),
                "same_text": need(_num)}
 _PACKED = {"rtfx": optional(_num), "gap_s": need(_num), "windows": optional(_count), "alone": optional(_count),
@@ -176,8 +177,8 @@ def status_problem(status: dict, name: str) -> str | None:
 
 def read_rows(path: Path, key: str | None = "id", fields: dict | None = None) -> list[dict]:
     """Rows saved so far, one per ``key`` (the first; a row without it is not a row; None: every line, as in a
-    segments file); a torn or invalid line (a process killed mid-write) is ignored. With ``fields`` (``ROW_FIELDS``,
-    ``SEGMENT_FIELDS``) a whole JSON line that lacks one, or holds the wrong type, is a one-line error naming the
+    slices file); a torn or invalid line (a process killed mid-write) is ignored. With ``fields`` (``ROW_FIELDS``,
+    ``SLICE_FIELDS``) a whole JSON line that lacks one, or holds the wrong type, is a one-line error naming the
     file and line: it was not torn by a crash, so something other than whisperopt wrote it."""
     rows, seen = [], set()
     if not Path(path).exists():

@@ -28,7 +28,7 @@ from .environment import environment
 from .local import LocalExecutor
 from .results import ResultsLock
 from .steps import REFERENCE_FILE, run_steps
-from .worker import Job
+from .worker import WorkerJob
 
 
 class _Terminated(KeyboardInterrupt):
@@ -161,7 +161,7 @@ def _run(cfg: BenchConfig, recipes, options, dataset, stats, out_dir: Path, prog
     atomic_write_json(out_dir / "environment.json", {
         **env, "dataset": {"name": dataset.name, **stats}, "baseline": baseline_recipe().name,
         "model": {"spec": model.spec, "path": str(model.path), "synthetic": model.synthetic, "source": model.source}})
-    base_job = Job(model_dir=str(model.path), synthetic=model.synthetic, dataset=cfg.dataset, limit=cfg.limit,
+    base_job = WorkerJob(model_dir=str(model.path), synthetic=model.synthetic, dataset=cfg.dataset, limit=cfg.limit,
                    verify=cfg.verify,
                    decode=cfg.decode.to_dict(), threads=cfg.threads, device=cfg.device, warmup=cfg.warmup,
                    fidelity_utterances=cfg.fidelity_utterances, reference_path=str(out_dir / REFERENCE_FILE),

@@ -42,11 +42,11 @@ from .records import (
     write_status,
 )
 from .results import read_rows, recipe_paths, repair_rows
-from .worker import Job
+from .worker import WorkerJob
 
 REFERENCE_FILE = "fidelity_reference.npz"
-# the keys of a run worker's result that describe its resource segment (not the final task's: it measures nothing)
-SEGMENT_KEYS = ("utterances", "resumed_from", "load_s", "load_peak_ram_mb", "peak_ram_mb", "run_ram_mb",
+# the keys of a run worker's result that describe its resource slice (not the final task's: it measures nothing)
+SLICE_KEYS = ("utterances", "resumed_from", "load_s", "load_peak_ram_mb", "peak_ram_mb", "run_ram_mb",
                 "peak_vram_mb", "cpu_s", "wall_s")
 
 
@@ -88,7 +88,7 @@ def worker_env(threads: int) -> dict:
     return env
 
 
-def run_worker(mode: str, job: Job, log: Path, env: dict, poll: Callable[[], None] | None = None) -> WorkerResult:
+def run_worker(mode: str, job: WorkerJob, log: Path, env: dict, poll: Callable[[], None] | None = None) -> WorkerResult:
     """Run one worker step; return its result (``ok`` False with ``error`` on any failure, kill included)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="whisperopt-job-") as tmp:
@@ -131,15 +131,15 @@ class RecipeRun:
     options: dict
     built: WorkerResult  # the build worker's result (artifact_dir, size_bytes, manifest ...)
     paths: dict  # bench.results.recipe_paths
-    job: Job  # the bench's job for this recipe (no artifact or results file: those are where it runs)
+    job: WorkerJob  # the bench's job for this recipe (no artifact or results file: those are where it runs)
     wanted: list[str]  # the dataset's utterance ids, in order
     done: set[str]  # those already measured (rows on disk)
     bar: Any = None  # its progress bar, if the bench shows progress
 
-    def worker_job(self) -> Job:
-        """The run worker's job on this machine: this artifact, this results directory's rows and segments."""
+    def worker_job(self) -> WorkerJob:
+        """The run worker's job on this machine: this artifact, this results directory's rows and slices."""
         return replace(self.job, artifact_dir=self.built["artifact_dir"], rows_path=str(self.paths["rows"]),
-                       segments_path=str(self.paths["segments"]))
+                       slices_path=str(self.paths["slices"]))
 
 
 @dataclass
@@ -163,7 +163,7 @@ class Executor(ABC):
         """Before the first step (Ray: connect to the cluster)."""
 
     @abstractmethod
-    def build(self, jobs: list[tuple[Recipe, Job]]) -> Iterator[tuple[Recipe, WorkerResult]]:
+    def build(self, jobs: list[tuple[Recipe, WorkerJob]]) -> Iterator[tuple[Recipe, WorkerResult]]:
         """Build each recipe's artifact; yield (recipe, the build worker's result). A failure is ``ok`` False with
         ``error``, and ``where`` when it happened somewhere other than here (``on node NAME``)."""
 
@@ -198,7 +198,7 @@ def _built(recipe: Recipe, built: WorkerResult, out_dir: Path, log) -> bool:
     return False
 
 
-def make_reference(cfg, job: Job, out_dir: Path, log) -> None:
+def make_reference(cfg, job: WorkerJob, out_dir: Path, log) -> None:
     """The baseline's encoder outputs and teacher-forced tokens, on this machine's CPU, once per results directory."""
     if (out_dir / REFERENCE_FILE).exists():
         return
@@ -209,7 +209,7 @@ def make_reference(cfg, job: Job, out_dir: Path, log) -> None:
         log(f"warn  fidelity reference failed: {ref['error']}")
 
 
-def pending_run(recipe: Recipe, built: WorkerResult, options: dict, job: Job, wanted: list[str], cfg, out_dir: Path,
+def pending_run(recipe: Recipe, built: WorkerResult, options: dict, job: WorkerJob, wanted: list[str], cfg, out_dir: Path,
                 progress, log) -> RecipeRun | None:
     """The resume test: the recipe's run if anything is left to measure (utterances, or an extra pass this run asks
     for, or a status that is not ok), else None (logged)."""
@@ -231,7 +231,7 @@ def merged_result(shards: list[WorkerResult], final: WorkerResult | None) -> Wor
     for result in shards + ([final] if final else []):
         extra = {k: v for k, v in result.items() if k != "ok"}
         if result is final:
-            extra = {k: v for k, v in extra.items() if k not in SEGMENT_KEYS}
+            extra = {k: v for k, v in extra.items() if k not in SLICE_KEYS}
         info.update(extra)
     info["utterances"] = sum(r.get("utterances", 0) for r in shards)
     return {"ok": True, **info}
@@ -254,7 +254,7 @@ def status_record(outcome: Outcome) -> RecipeStatus:
     return status
 
 
-def run_steps(executor: Executor, recipes: list[Recipe], options: dict, dataset, job: Job) -> None:
+def run_steps(executor: Executor, recipes: list[Recipe], options: dict, dataset, job: WorkerJob) -> None:
     """Steps 1-5 (see the module's docstring) with ``executor``; ``job``: the bench's worker job, no recipe yet."""
     cfg, out_dir, log = executor.cfg, executor.out_dir, executor.log
     executor.start()

@@ -24,7 +24,7 @@ from .results import append_row, read_rows, repair_rows
 
 
 @dataclass
-class Job:
+class WorkerJob:
     """What the runner asks a worker to do (written as JSON next to the worker's command line)."""
 
     model_dir: str
@@ -43,7 +43,7 @@ class Job:
     verify: bool = False
     artifact_dir: str | None = None
     rows_path: str | None = None
-    segments_path: str | None = None
+    slices_path: str | None = None  # where the run's resource slice goes
     result_path: str | None = None
     throughput_batches: list[int] = field(default_factory=list)
     pack_gap: float | None = None  # the packed pass's gap in seconds (None: no packed pass)
@@ -54,7 +54,7 @@ class Job:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Job:
+    def from_dict(cls, data: dict) -> WorkerJob:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -64,7 +64,7 @@ class Job:
                 "language": self.decode.get("language"), "task": self.decode.get("task", "transcribe")}
 
 
-def _artifact(job: Job):
+def _artifact(job: WorkerJob):
     from ..recipes import get_recipe
     from ..recipes.artifacts import MANIFEST
     from ..recipes.base import Artifact
@@ -75,7 +75,7 @@ def _artifact(job: Job):
     return recipe, Artifact(recipe.name, adir, Path(job.model_dir), manifest, job.options)
 
 
-def do_build(job: Job) -> BuildFigures:
+def do_build(job: WorkerJob) -> BuildFigures:
     from ..models.resolve import exported_recipe
     from ..recipes import get_recipe
     from ..recipes.artifacts import build_artifact
@@ -94,16 +94,16 @@ def do_build(job: Job) -> BuildFigures:
                         size_bytes=recipe.size_bytes(artifact), manifest=artifact.manifest, notes=notes)
 
 
-def do_reference(job: Job) -> WorkerResult:
+def do_reference(job: WorkerJob) -> WorkerResult:
     """Encoder outputs and teacher-forced top-1 tokens of the baseline on CPU, the bench's fidelity reference."""
-    from ..recipes.validation import torch_reference
+    from ..recipes.validation import baseline_reference
 
-    ref = torch_reference(Path(job.model_dir), threads=job.threads, **job.probes())
+    ref = baseline_reference(Path(job.model_dir), threads=job.threads, **job.probes())
     ref.save(Path(job.reference_path))
     return WorkerResult(reference_ids=list(ref))
 
 
-def _fidelity(runtime, job: Job) -> dict:
+def _fidelity(runtime, job: WorkerJob) -> dict:
     from ..recipes.validation import Reference, compare
 
     if not job.reference_path or not Path(job.reference_path).exists():
@@ -111,7 +111,7 @@ def _fidelity(runtime, job: Job) -> dict:
     return compare(runtime, Path(job.model_dir), Reference.load(Path(job.reference_path)), **job.probes())
 
 
-def do_run(job: Job) -> RunFigures:
+def do_run(job: WorkerJob) -> RunFigures:
     from ..data import load_dataset
     from ..metrics.hardware import cpu_info
     from ..metrics.resources import RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
@@ -145,7 +145,7 @@ def do_run(job: Job) -> RunFigures:
     sampler.start()
     cpu = _measure(runtime, recipe.name, todo, decode, rows_path, tok, where)
     run_ram = sampler.stop()
-    segment = {
+    resource_slice = {
         "utterances": len(todo),
         "resumed_from": len(done),
         "load_s": load_s,
@@ -156,10 +156,10 @@ def do_run(job: Job) -> RunFigures:
         "cpu_s": cpu.cpu_s,
         "wall_s": cpu.wall_s,
     }
-    if todo:  # resource figures of a process that measured nothing would mislead; keep only real segments
-        with open(job.segments_path, "a", encoding="utf-8") as f:
-            append_row(f, segment)
-    info = RunFigures(**segment)
+    if todo:  # resource figures of a process that measured nothing would mislead; keep only real slices
+        with open(job.slices_path, "a", encoding="utf-8") as f:
+            append_row(f, resource_slice)
+    info = RunFigures(**resource_slice)
     info.update(runtime.run_info())  # the settings the engine ran with; why its rows are not comparable, if so
     info["fidelity_method"] = runtime.fidelity_method
     info["window"] = runtime.window
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _die_with_parent()
     mode, job_path = argv[0], Path(argv[1])
-    job = Job.from_dict(json.loads(job_path.read_text()))
+    job = WorkerJob.from_dict(json.loads(job_path.read_text()))
     result_path = Path(job.result_path)
     try:
         fn = {"build": do_build, "reference": do_reference, "run": do_run}[mode]

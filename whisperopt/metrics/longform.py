@@ -3,7 +3,7 @@
 A long-form file's reference is a ``LongformReference`` (built by ``data/longform.py``, read back from its JSON
 sidecar with ``LongformReference.from_dict``): its spoken utterances on the file's time line and the non-speech
 stretches inserted between them (the hard variant). A hypothesis is a sequence of segments with ``start``, ``end``,
-``text`` and optional ``words`` (``[{"start", "end", "word"}]``, as ``transcribe.writers.Segment`` has them): any
+``text`` and optional ``words`` (``[{"start", "end", "word"}]``, as ``transcribe.result.Segment`` has them): any
 object with those attributes or keys is read through ``hyp_segments``, so this layer imports nothing above it.
 
 Per file, ``score_file`` returns a ``FileScore``:
@@ -145,7 +145,7 @@ def _get(obj, key, default=None):
 
 
 def hyp_segments(segments: Iterable) -> list[HypSegment]:
-    """``HypSegment`` s from anything shaped like ``transcribe.writers.Segment`` (attributes or mapping keys
+    """``HypSegment`` s from anything shaped like ``transcribe.result.Segment`` (attributes or mapping keys
     ``start``, ``end``, ``text``, optional ``words`` as ``{"start", "end", "word"}`` mappings or objects)."""
     out = []
     for s in segments:

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import models_dir
+from ..cache import dir_size, models_dir
 from ..errors import WhisperoptError
 from .export_record import EXPORT_RECORD, read_export
 from .sizes import SIZES, get_dims
@@ -170,3 +170,22 @@ def resolve_model(spec: str) -> ResolvedModel:
         f"unknown model {spec!r}: give a hub id (openai/whisper-tiny), a size ({', '.join(SIZES)}), "
         f"a local Hugging Face directory, an openai-whisper .pt file, or synthetic:<size>"
     )
+
+
+def cached_models() -> list[tuple[str, int, Path]]:
+    """(model, bytes on disk, folder) of every model held here: whisperopt's model cache (synthetic checkpoints as
+    ``synthetic:<size>``, conversions), then the Hugging Face cache's Whisper repositories (where it can be read)."""
+    found = []
+    for p in sorted(models_dir().iterdir()):
+        if p.is_dir() and not p.name.startswith(".") and (p / "config.json").exists():
+            name = p.name.replace("synthetic-", "synthetic:", 1) if p.name.startswith("synthetic-") else p.name
+            found.append((name, dir_size(p), p))
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in scan_cache_dir().repos:
+            if repo.repo_type == "model" and "whisper" in repo.repo_id.lower():
+                found.append((repo.repo_id, repo.size_on_disk, Path(repo.repo_path)))
+    except Exception:
+        pass
+    return found

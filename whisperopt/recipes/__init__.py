@@ -6,6 +6,7 @@ import importlib
 import re
 
 from ..errors import WhisperoptError
+from ..models.resolve import exported_recipe
 from .base import Artifact, DecodeOptions, Recipe, Runtime, Transcription
 
 ENGINE_MODULES = [
@@ -19,6 +20,13 @@ ENGINE_MODULES = [
     "whisperopt.recipes.whispercpp",
     "whisperopt.recipes.onnxruntime_genai",
 ]
+
+# What a command runs when it is not told which recipe: the names live here, in the registry, not in the commands.
+BASELINE = "torch-fp32"  # the name of the one recipe declaring ``baseline`` (tests/test_contract.py checks they agree)
+DEFAULT_BENCH_RECIPES = f"{BASELINE},torch-int8-dynamic,torch-bf16"  # `bench` without --recipes
+# the long-form bench: the baseline in its reference mode, one fast engine in every mode, faster-whisper as its users
+# run it
+DEFAULT_LONG_RECIPES = f"{BASELINE}:sequential,ct2-int8:sequential+batched+vad,ct2-int8-fw-batched:native"
 
 
 def all_recipes() -> dict[str, Recipe]:
@@ -68,6 +76,26 @@ def baseline_recipe() -> Recipe:
     return found[0]
 
 
+def model_recipe(model, name: str | None = None) -> Recipe:
+    """The recipe a command runs on ``model``: ``name`` (a recipe or a named variant) as given; else the recipe of a
+    ``whisperopt export`` directory; else the baseline."""
+    name = name or exported_recipe(model)
+    return get_recipe(name) if name else baseline_recipe()
+
+
+def recipe_record(recipe: Recipe, device: str) -> dict:
+    """One recipe for ``whisperopt recipes --json``: read generically from the recipe object and its ``Option`` table
+    (so an option any engine adds later is listed by itself)."""
+    reason = recipe.unavailable_reason(device)
+    return {"name": recipe.name, "engine": recipe.engine, "description": recipe.description,
+            "devices": list(recipe.devices), "available": reason is None, "unavailable_reason": reason,
+            "compute_precision": recipe.compute_precision,
+            "window_unsupported": recipe.window_unsupported,
+            "options": [{"name": key, "default": opt.default, "choices": list(opt.choices),
+                         **({"help": opt.help} if opt.help else {})}
+                        for key, opt in recipe.options.items()]}
+
+
 def parse_recipe_list(text: str) -> list[Recipe]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -77,5 +105,6 @@ def parse_recipe_list(text: str) -> list[Recipe]:
     return [get_recipe(n) for n in names]
 
 
-__all__ = ["Artifact", "DecodeOptions", "Recipe", "Runtime", "Transcription", "all_recipes", "baseline_recipe", "find_recipe", "get_recipe",
-           "parse_recipe_list"]
+__all__ = ["BASELINE", "DEFAULT_BENCH_RECIPES", "DEFAULT_LONG_RECIPES", "Artifact", "DecodeOptions", "Recipe", "Runtime",
+           "Transcription", "all_recipes", "baseline_recipe", "find_recipe", "get_recipe", "model_recipe",
+           "parse_recipe_list", "recipe_record"]

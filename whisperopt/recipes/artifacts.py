@@ -159,3 +159,33 @@ def _build(recipe: Recipe, model_dir: Path, options: dict, verify: bool, log) ->
         manifest["integrity"] = file_table(tmp)
         atomic_write_json(tmp / MANIFEST, manifest)
     return Artifact(recipe.name, path, model_dir, manifest, options)
+
+
+def build_recipes(recipes: list[Recipe], model_dir: Path, given: dict[str, dict], rebuild: bool = False,
+                  log: Callable[[str], None] = print, error: Callable[[str], None] = print) -> None:
+    """``whisperopt build``: every recipe's artifact built (or an intact cached one reused: its digests checked), one
+    line each through ``log``; every recipe's options (``given``: {recipe: {key: value}}) are checked before any
+    build. A recipe that fails is one line through ``error`` and the others still build; then the failures are one
+    error. Builds run here, on the CPU: a CUDA-only recipe is built for a GPU machine (its build check is skipped)."""
+    options = {r.name: r.resolve_options(given.get(r.name)) for r in recipes}
+    failed: list[str] = []
+    for recipe in recipes:
+        reason = recipe.unavailable_reason("cpu") if "cpu" in recipe.devices else None
+        if reason:
+            log(f"skip  {recipe.name}: {reason}")
+            continue
+        try:
+            artifact, hit = build_artifact(recipe, model_dir, options[recipe.name], rebuild=rebuild, verify=True,
+                                           log=log)
+        except WhisperoptError as exc:
+            error(f"failed {recipe.name}: {exc}")
+            failed.append(recipe.name)
+            continue
+        except Exception as exc:  # an engine's own error: one line, and the other recipes still build
+            error(f"failed {recipe.name}: {type(exc).__name__}: {exc}")
+            failed.append(recipe.name)
+            continue
+        log(f"{'cached' if hit else 'built '} {recipe.name}: {artifact.dir} "
+            f"({recipe.size_bytes(artifact) / 1024 / 1024:.1f} MB)")
+    if failed:
+        raise WhisperoptError(f"{len(failed)} recipe(s) failed to build: {', '.join(failed)}")

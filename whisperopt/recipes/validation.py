@@ -159,7 +159,7 @@ def baseline_runtime(model_dir: Path, threads: int | None = None):
     return recipe.load(art, "cpu", threads or default_threads())
 
 
-def torch_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
+def baseline_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
                     threads: int | None = None, language: str | None = "en", task: str = "transcribe") -> Reference:
     """The baseline's encoder outputs and teacher-forced tokens on the probe utterances (computed once per model)."""
     key = (str(Path(model_dir).resolve()), dataset, utterances, language, task, "with-sound")
@@ -218,7 +218,7 @@ def fidelity_check(runtime, model_dir: Path, floor: float, *, dataset: str = VAL
     then the agreement alone decides.
     """
     if reference is None:
-        reference = torch_reference(model_dir, dataset, utterances, threads)
+        reference = baseline_reference(model_dir, dataset, utterances, threads)
     out = compare(runtime, model_dir, reference, dataset, utterances)
     synthetic = is_synthetic(model_dir)
     floor = floor if synthetic else max(floor, REAL_FLOOR)

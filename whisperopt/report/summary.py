@@ -9,7 +9,7 @@ import numpy as np
 
 from ..bench.config import load_run
 from ..bench.records import RecipeStatus, read_status
-from ..bench.results import ROW_FIELDS, SEGMENT_FIELDS, read_rows, recipe_paths
+from ..bench.results import ROW_FIELDS, SLICE_FIELDS, read_rows, recipe_paths
 from ..errors import WhisperoptError
 from ..files import read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED, paired_delta_ci, rate_ci
@@ -113,23 +113,23 @@ def delta_fields(base: dict[str, ErrorCounts] | None, mine: dict[str, ErrorCount
             f"{name}_delta_significant": d["significant"]}
 
 
-def resources(segments: list[dict]) -> dict:
-    """Combine the resource figures of every process that measured utterances (several after a resume)."""
-    if not segments:
+def resources(slices: list[dict]) -> dict:
+    """Combine the resource slices of every process that measured utterances (several after a resume or on Ray)."""
+    if not slices:
         return {}
 
     def peak(key):
-        values = [s[key] for s in segments if s.get(key) is not None]
+        values = [s[key] for s in slices if s.get(key) is not None]
         return max(values) if values else None
 
-    wall = sum(s["wall_s"] for s in segments)
+    wall = sum(s["wall_s"] for s in slices)
     return {
-        "load_s": segments[-1]["load_s"],
+        "load_s": slices[-1]["load_s"],
         "peak_ram_mb": peak("peak_ram_mb"),
         "run_ram_mb": peak("run_ram_mb"),
         "peak_vram_mb": peak("peak_vram_mb"),
-        "cpu_percent": 100.0 * sum(s["cpu_s"] for s in segments) / wall if wall > 0 else None,
-        "processes": len(segments),
+        "cpu_percent": 100.0 * sum(s["cpu_s"] for s in slices) / wall if wall > 0 else None,
+        "processes": len(slices),
     }
 
 
@@ -144,7 +144,7 @@ def wanted_rows(rows: list[dict], wanted_ids: list[str]) -> list[dict]:
 
 
 def recipe_summary(status: RecipeStatus, rows: list[dict], wanted_ids: list[str],
-                   segments: list[dict] | None = None) -> SummaryRow:
+                   slices: list[dict] | None = None) -> SummaryRow:
     """A recipe's row from its status and rows; the accuracy, speed-up and hardware figures are ``summarise``'s."""
     out = SummaryRow(recipe=status["recipe"], status=status["status"])
     if status["status"] != "ok":
@@ -181,7 +181,7 @@ def recipe_summary(status: RecipeStatus, rows: list[dict], wanted_ids: list[str]
         options=status.get("options"),
         manifest=status.get("manifest"),
     )
-    out.update(resources(segments or []))
+    out.update(resources(slices or []))
     out.update(component_fields(status))
     out.update(throughput_fields(status, rows, out["rtfx"], out["run_ram_mb"]))
     out.update(packed_fields(status, out["rtfx"]))
@@ -343,8 +343,8 @@ def summarise(out_dir: Path, wer_budget: float = 1.0, min_agreement: float = 0.9
             rows_out.append(SummaryRow(recipe=name, status="not run"))
             continue
         rows = read_rows(paths["rows"], fields=ROW_FIELDS)
-        rows_out.append(recipe_summary(status, rows, wanted, read_rows(paths["segments"], key=None,
-                                                                      fields=SEGMENT_FIELDS)))
+        rows_out.append(recipe_summary(status, rows, wanted, read_rows(paths["slices"], key=None,
+                                                                      fields=SLICE_FIELDS)))
         mine = measured[name] = wanted_rows(rows, wanted)
         if rows_out[-1]["status"] == "ok":
             isa_path = rows_out[-1]["isa_path"] = isa_path_fields(status, name, env.get("cpu"), cfg.device)

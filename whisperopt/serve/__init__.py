@@ -4,7 +4,7 @@ Names are imported on first use, so that ``serve.settings`` (the CLI's defaults)
 
 from importlib import import_module
 
-_HOMES = {"ServeSettings": "settings", "create_app": "app", "Batcher": "batcher", "Job": "batcher",
+_HOMES = {"ServeSettings": "settings", "create_app": "app", "Batcher": "batcher", "QueuedRequest": "batcher",
           "QueueFull": "batcher", "serve": "server"}
 
 __all__ = sorted(_HOMES)

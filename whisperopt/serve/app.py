@@ -35,7 +35,7 @@ from ..files import os_reason
 from ..transcribe import TranscribeOptions, Transcriber, TranscriptResult
 from ..transcribe.segments import resolve_language
 from ..transcribe.vad import VAD_FIELDS
-from .batcher import AudioTooLong, Batcher, Job, QueueFull, ShuttingDown
+from .batcher import AudioTooLong, Batcher, QueuedRequest, QueueFull, ShuttingDown
 from .formats import GRANULARITIES, RESPONSE_FORMATS, APIError, json_body, text_body
 from .gate import SLOT, BodyRefused, Gate, busy, stopping, too_large
 from .settings import MIB, ServeSettings
@@ -112,7 +112,7 @@ class _Service:
             raise APIError(400, str(exc)) from None
         return opts, grains
 
-    def prepare(self, upload: UploadFile, options: TranscribeOptions) -> Job:
+    def prepare(self, upload: UploadFile, options: TranscribeOptions) -> QueuedRequest:
         """Save and decode the upload (on a worker thread): a clip (≤ 30 s) becomes a 16 kHz array; longer audio
         stays a temporary file that the engine thread streams. 400 if it is not audio or over the duration limit."""
         from ..data.stream import stream_audio
@@ -142,9 +142,9 @@ class _Service:
                 if len(first) / SAMPLE_RATE > limit:
                     raise APIError(400, f"{name}: the audio ({len(first) / SAMPLE_RATE:.1f} s) {too_long}", "file",
                                    "audio_too_long")
-                return Job(first, options)
+                return QueuedRequest(first, options)
             keep = True
-            return Job(Path(tmp), options, max_audio_s=limit)
+            return QueuedRequest(Path(tmp), options, max_audio_s=limit)
         except WhisperoptError as exc:
             raise APIError(400, str(exc).replace(tmp, name), "file", "invalid_audio") from None
         except OSError as exc:  # the server's temporary directory is full or read-only

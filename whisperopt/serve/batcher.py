@@ -51,7 +51,7 @@ class Slot:
 
 
 @dataclass(eq=False)
-class Job:
+class QueuedRequest:
     """One request's audio and decoding options; ``future`` gets its ``TranscriptResult`` or exception.
 
     ``audio`` is a 16 kHz array for a clip (≤ 30 s, decoded when the request arrived) or the path of a temporary
@@ -80,7 +80,7 @@ class Batcher:
         self.transcriber = transcriber
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self._cond = threading.Condition()
-        self._waiting: deque[Job] = deque()
+        self._waiting: deque[QueuedRequest] = deque()
         self._admitted = 0  # slots held: uploads being received, jobs waiting, being batched or decoded
         self._receiving = 0  # slots without a job yet (the upload being read or decoded)
         self._running = 0
@@ -120,7 +120,7 @@ class Batcher:
                     self._receiving -= 1
                 self._cond.notify_all()
 
-    def submit(self, job: Job, slot: Slot | None = None) -> Future:
+    def submit(self, job: QueuedRequest, slot: Slot | None = None) -> Future:
         """Queue ``job`` under its request's ``slot`` (without one: a place is taken here, ``QueueFull`` if there is
         none); ``ShuttingDown`` once stopped."""
         with self._cond:
@@ -142,7 +142,7 @@ class Batcher:
         job.future.add_done_callback(lambda future: self._finished(job, slot))
         return job.future
 
-    def _finished(self, job: Job, slot: Slot) -> None:
+    def _finished(self, job: QueuedRequest, slot: Slot) -> None:
         """A job's future is done: counted; a cancelled one (its client hung up while it waited) leaves the queue and
         deletes its temporary file now, not when the engine thread reaches it."""
         cancelled = job.future.cancelled()
@@ -188,7 +188,7 @@ class Batcher:
         return not self._thread.is_alive()
 
     # --- the engine thread ---
-    def _take(self) -> list[Job] | None:
+    def _take(self) -> list[QueuedRequest] | None:
         """The next batch (jobs already marked running), or None once closed."""
         with self._cond:
             while True:
@@ -229,7 +229,7 @@ class Batcher:
                 with self._cond:
                     self._running = 0
 
-    def _decode_clips(self, batch: list[Job]) -> None:
+    def _decode_clips(self, batch: list[QueuedRequest]) -> None:
         with self._cond:
             self.batch_sizes[len(batch)] += 1
         try:
@@ -242,7 +242,7 @@ class Batcher:
         for job, result in zip(batch, results):
             job.future.set_result(result)
 
-    def _decode_long(self, job: Job) -> None:
+    def _decode_long(self, job: QueuedRequest) -> None:
         with self._cond:
             self.counts["long"] += 1
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..cluster import alive_nodes, connect, this_node
+from ..cluster import alive_nodes, connect, ray_error, this_node
 from ..errors import WhisperoptError, described
 
 RESTARTS = 2  # restarts of an actor whose process died, and retries of the file it held
@@ -76,9 +76,7 @@ def transcribe_on_ray(address: str | None, inputs: list[tuple[str, str]], model:
     try:
         ray.get([w.__ray_ready__.remote() for w in workers])
     except ray.exceptions.RayError as exc:  # the model or recipe failed to load: every input would fail alike
-        cause = getattr(exc, "cause", None) or exc
-        raise WhisperoptError(str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__) \
-            from None
+        raise WhisperoptError(ray_error(exc)) from None
     pool = ActorPool(workers)
     for key in range(len(inputs)):
         pool.submit(lambda w, key: w.transcribe.remote(key, inputs[key][0], _read(inputs[key][0])), key)
@@ -87,9 +85,7 @@ def transcribe_on_ray(address: str | None, inputs: list[tuple[str, str]], model:
             try:
                 out = pool.get_next_unordered()
             except ray.exceptions.RayError as exc:  # its actor died more often than Ray restarts it
-                cause = getattr(exc, "cause", None) or exc
-                raise WhisperoptError(f"a transcriber failed for good: {str(cause).strip().splitlines()[-1]}") \
-                    from None
+                raise WhisperoptError(f"a transcriber failed for good: {ray_error(exc)}") from None
             yield *inputs[out["key"]], out
     finally:
         for w in workers:

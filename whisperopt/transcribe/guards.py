@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from ..constants import FRAMES_PER_SECOND
 from ..metrics.longform import find_loops
-from .writers import Segment
+from .result import Segment
 
 PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"  # openai-whisper's: not counted as words
 MAX_NGRAM = 12  # words in the longest repeated n-gram looked for

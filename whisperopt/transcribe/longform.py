@@ -39,6 +39,7 @@ from ..metrics.hardware import threads_or_default
 from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult, check_decode_limits
 from .guards import cut_loops, find_loop, skip_hallucinations
 from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
+from .result import Segment, TranscriptResult
 from .segments import (
     Vocabulary,
     compression_ratio,
@@ -49,7 +50,6 @@ from .segments import (
 )
 from .tails import decode_to_end
 from .vad import VAD_DEFAULTS, check_vad, restore_clips, speech_clips, speech_segments
-from .writers import Segment, TranscriptResult
 
 MODES = ("sequential", "batched", "plain")
 TASKS = ("transcribe", "translate")
@@ -200,14 +200,11 @@ class Transcriber:
         own recipe), load it. A cached artifact whose files no longer match their recorded sizes (with ``verify``:
         sha256 digests) is rebuilt, said through ``log``; an exported one is used as it is, never rebuilt."""
         from ..models import resolve_model
-        from ..models.resolve import exported_recipe
-        from ..recipes import baseline_recipe, get_recipe
+        from ..recipes import model_recipe
         from ..recipes.artifacts import build_artifact
         from ..recipes.exported import exported_artifact
 
-        exported = exported_recipe(model)
-        r = recipe if isinstance(recipe, Recipe) else get_recipe(recipe or exported) if recipe or exported \
-            else baseline_recipe()
+        r = recipe if isinstance(recipe, Recipe) else model_recipe(model, recipe)
         reason = r.unavailable_reason(device)
         if reason:
             raise WhisperoptError(f"recipe {r.name} cannot run here: {reason}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..constants import HOP_LENGTH, SAMPLE_RATE
-from .writers import Segment
+from .result import Segment
 
 # a tail shorter than this is padding around the last words, not speech left out (a VAD chunk ends with 0.4 s of
 # padding); chosen on train-clean-5 (see the issue note), not on test-clean

@@ -35,8 +35,8 @@ import numpy as np
 from ..constants import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
 from ..errors import WhisperoptError
 from ..recipes.base import DecodeOptions
+from .result import Segment
 from .tails import decode_to_end
-from .writers import Segment
 
 # faster-whisper's BatchedInferencePipeline defaults (its VadOptions defaults but a 160-ms minimum silence, and the
 # speech split at the chunk length): short pauses split regions, so chunks fill up to max_chunk_s

@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import WhisperoptError
 from ..files import atomic_write_text, json_text, os_reason
+from .result import TranscriptResult
 
 FORMATS = ["txt", "srt", "vtt", "json", "tsv"]
 _ARROW = re.compile(r"-{2,}>")  # '-->' and longer arrows, which would read as a cue timing line
-
-
-@dataclass
-class Segment:
-    start: float  # seconds
-    end: float
-    text: str
-    tokens: list[int] = field(default_factory=list)
-    avg_logprob: float | None = None
-    no_speech_prob: float | None = None
-    temperature: float | None = None
-    compression_ratio: float | None = None
-    words: list[dict] | None = None  # with word timestamps: [{"start", "end", "word"}, ...]
-
-
-@dataclass
-class TranscriptResult:
-    segments: list[Segment]
-    language: str | None = None
-    language_probability: float | None = None
-    duration: float = 0.0
-    vad: dict | None = None  # --vad-filter: its options, the speech found (speech_s) and chunks decoded
-
-    @property
-    def text(self) -> str:
-        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
 
 
 def format_timestamp(seconds: float, decimal: str = ".", always_hours: bool = False) -> str:

@@ -1,0 +1,7 @@
+"""``python -m whisperopt.cli``: the ``whisperopt`` program."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
