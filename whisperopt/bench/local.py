@@ -1,5 +1,6 @@
 """The local executor: every worker step in a subprocess on this machine, one recipe after another (see
-``steps`` for the steps, ``distributed`` for the same steps on a Ray cluster)."""
+``steps`` for the steps, ``distributed`` for the same steps on a Ray cluster); a build whose artifact is already in
+the cache, intact, is answered here without one (``worker.cached_build``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ..recipes import Recipe
 from .records import WorkerResult
 from .results import read_rows, recipe_paths
 from .steps import Executor, Outcome, RecipeRun, run_worker, worker_env
-from .worker import WorkerJob
+from .worker import WorkerJob, cached_build
 
 
 class LocalExecutor(Executor):
@@ -21,7 +22,8 @@ class LocalExecutor(Executor):
     def build(self, jobs: list[tuple[Recipe, WorkerJob]]) -> Iterator[tuple[Recipe, WorkerResult]]:
         for recipe, job in jobs:
             self.log(f"build {recipe.name} ...")
-            built = run_worker("build", job, recipe_paths(self.out_dir, recipe.name)["log"], self.env)
+            built = cached_build(job) or run_worker("build", job, recipe_paths(self.out_dir, recipe.name)["log"],
+                                                    self.env)
             if built.get("ok"):
                 for note in built.get("notes", []):
                     self.log(f"      {note}")

@@ -18,7 +18,7 @@ from ..cluster import host_name
 from ..constants import FRAMES_PER_SECOND, MAX_NEW_TOKENS
 from ..data.references import forced_length
 from ..errors import WhisperoptError
-from ..files import read_json, write_failure
+from ..files import json_text, read_json, write_failure
 from .records import BuildFigures, RunFigures, WorkerResult, failure, write_result
 from .results import append_row, read_rows, repair_rows
 
@@ -92,6 +92,27 @@ def do_build(job: WorkerJob) -> BuildFigures:
                                        verify=job.verify, log=lambda m: (notes.append(m), print(m, file=sys.stderr)))
     return BuildFigures(artifact_dir=str(artifact.dir), cache_hit=hit, build_s=round(time.perf_counter() - t0, 2),
                         size_bytes=recipe.size_bytes(artifact), manifest=artifact.manifest, notes=notes)
+
+
+def cached_build(job: WorkerJob) -> WorkerResult | None:
+    """The build step's result without a worker process where the artifact is in the cache and intact (file sizes;
+    digests with ``--verify``) and no rebuild is asked: the same check ``build_artifact`` makes first, which reads the
+    manifest and the files and loads no engine (a worker process costs seconds of imports). None: a worker must build,
+    rebuild, or open an export."""
+    from ..models.resolve import exported_recipe
+    from ..recipes import get_recipe
+    from ..recipes.artifacts import inspect_artifact
+
+    if job.rebuild or exported_recipe(job.model_dir):
+        return None
+    t0 = time.perf_counter()
+    recipe = get_recipe(job.recipe)
+    artifact, _ = inspect_artifact(recipe, Path(job.model_dir), job.options, digests=job.verify)
+    if artifact is None:
+        return None
+    figures = BuildFigures(artifact_dir=str(artifact.dir), cache_hit=True, build_s=round(time.perf_counter() - t0, 2),
+                           size_bytes=recipe.size_bytes(artifact), manifest=artifact.manifest, notes=[])
+    return json.loads(json_text({"ok": True, **figures}))  # as a worker's result reads back from its file
 
 
 def do_reference(job: WorkerJob) -> WorkerResult:
