@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..recipes import Recipe, baseline_recipe
+from ..recipes.validation import stored_baseline_reference
 from .records import (
     RecipeStatus,
     WorkerResult,
@@ -204,6 +205,10 @@ def make_reference(cfg, job: WorkerJob, out_dir: Path, log) -> None:
         return
     log(f"reference: {baseline_recipe().name} encoder outputs and teacher-forced tokens on "
         f"{cfg.fidelity_utterances} utterances")
+    kept = stored_baseline_reference(Path(job.model_dir), **job.probes())
+    if kept is not None:  # computed by an earlier process for this model: no worker needed to copy it
+        kept.save(out_dir / REFERENCE_FILE)
+        return
     ref = run_worker("reference", job, out_dir / "logs" / "reference.log", worker_env(cfg.threads))
     if not ref.get("ok"):
         log(f"warn  fidelity reference failed: {ref['error']}")

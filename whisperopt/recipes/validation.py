@@ -159,12 +159,26 @@ def baseline_runtime(model_dir: Path, threads: int | None = None):
     return recipe.load(art, "cpu", threads or default_threads())
 
 
+def _reference_key(model_dir: Path, dataset: str, utterances: int, language: str | None, task: str) -> tuple:
+    return (str(Path(model_dir).resolve()), dataset, utterances, language, task, "with-sound")
+
+
+def stored_baseline_reference(model_dir: Path, dataset: str = VALIDATION_DATASET,
+                              utterances: int = VALIDATION_UTTERANCES, language: str | None = "en",
+                              task: str = "transcribe") -> Reference | None:
+    """``baseline_reference``'s figures where an earlier process stored them beside the model's artifacts (arrays
+    only, read without pickle), else None; loads no engine."""
+    key = _reference_key(model_dir, dataset, utterances, language, task)
+    return _load_stored(Reference.load, _stored(model_dir, "probes", key, ".npz"))
+
+
 def baseline_reference(model_dir: Path, dataset: str = VALIDATION_DATASET, utterances: int = VALIDATION_UTTERANCES,
                     threads: int | None = None, language: str | None = "en", task: str = "transcribe") -> Reference:
     """The baseline's encoder outputs and teacher-forced tokens on the probe utterances (computed once per model)."""
-    key = (str(Path(model_dir).resolve()), dataset, utterances, language, task, "with-sound")
+    key = _reference_key(model_dir, dataset, utterances, language, task)
     stored = _stored(model_dir, "probes", key, ".npz")
-    if key not in _REFERENCES and (loaded := _load_stored(Reference.load, stored)) is not None:
+    if key not in _REFERENCES and (loaded := stored_baseline_reference(model_dir, dataset, utterances, language,
+                                                                         task)) is not None:
         _REFERENCES[key] = loaded
     if key not in _REFERENCES:
         rt = baseline_runtime(model_dir, threads)
