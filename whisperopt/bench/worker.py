@@ -136,7 +136,7 @@ def do_run(job: WorkerJob) -> RunFigures:
     from ..data import load_dataset
     from ..metrics.hardware import cpu_info
     from ..metrics.resources import RssSampler, peak_gpu_mb, peak_rss_mb, reset_peak_gpu
-    from ..models.processor import load_processor
+    from ..models.processor import load_tokenizer
     from ..recipes.base import DecodeOptions
 
     recipe, artifact = _artifact(job)
@@ -149,7 +149,7 @@ def do_run(job: WorkerJob) -> RunFigures:
     shard = set(job.ids) if job.ids is not None else None
     todo = [u for u in ds.utterances if u.id not in done and (shard is None or u.id in shard)]
     where = {"node": job.node or host_name(), "cpu_model": cpu_info()["model"]}  # speed-ups compare within one CPU
-    tok = load_processor(Path(job.model_dir)).tokenizer if synthetic else None
+    tok = load_tokenizer(Path(job.model_dir)) if synthetic else None
 
     reset_peak_gpu()
     t0 = time.perf_counter()

@@ -2,18 +2,39 @@
 
 Below every engine: the build check's probes, the bench worker's forced lengths and the engines that decode with
 transformers' tokenizer all read the tokenizer from here.
+
+The two parts are loaded with their own transformers classes, not through ``WhisperProcessor``: transformers'
+``ProcessorMixin`` imports its modelling code (``modeling_utils``, and with it torchao, scikit-learn and dynamo), about
+3 s of CPU in every worker process of an engine that never runs transformers' model. ``WhisperProcessor`` itself
+loads the same two classes from the same files (the fast tokenizer when ``tokenizer.json`` is there).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def load_processor(model_dir: Path):
-    """transformers' ``WhisperProcessor`` of a checkpoint directory (``.tokenizer``, ``.feature_extractor``)."""
-    from transformers import WhisperProcessor
+@dataclass(frozen=True)
+class Processor:
+    """A checkpoint's tokenizer (``WhisperTokenizerFast``) and log-mel feature extractor (``WhisperFeatureExtractor``)."""
 
-    return WhisperProcessor.from_pretrained(str(model_dir))
+    tokenizer: object
+    feature_extractor: object
+
+
+def load_tokenizer(model_dir: Path):
+    """transformers' ``WhisperTokenizerFast`` of a checkpoint directory."""
+    from transformers import WhisperTokenizerFast
+
+    return WhisperTokenizerFast.from_pretrained(str(model_dir))
+
+
+def load_processor(model_dir: Path) -> Processor:
+    """The tokenizer and the feature extractor of a checkpoint directory (``.tokenizer``, ``.feature_extractor``)."""
+    from ..data.features import load_feature_extractor
+
+    return Processor(load_tokenizer(model_dir), load_feature_extractor(model_dir))
 
 
 def decoder_prompt(tokenizer, language: str | None, task: str, multilingual: bool) -> list[int]:

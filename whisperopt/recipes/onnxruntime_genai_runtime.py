@@ -24,7 +24,7 @@ import numpy as np
 
 from ..constants import N_SAMPLES, N_TEXT_CTX, SAMPLE_RATE, prompt_length
 from ..errors import WhisperoptError, described
-from ..models.processor import decoder_prompt, load_processor
+from ..models.processor import decoder_prompt, load_tokenizer
 from .base import DecodeOptions, Runtime, Transcription
 
 FIDELITY_METHOD = ("teacher-forced logits from onnxruntime-genai's own Generator (shared log-mel features as "
@@ -64,7 +64,7 @@ class GenAIRuntime(Runtime):
         except Exception as exc:  # noqa: BLE001 - genai raises RuntimeError / OrtException with multi-line text
             raise WhisperoptError(f"onnxruntime-genai could not load {self.dir}: {described(exc)}") from None
         self.processor = self.model.create_multimodal_processor()
-        self.tokenizer = load_processor(model_dir).tokenizer
+        self.tokenizer = load_tokenizer(model_dir)
         gen = json.loads((self.model_dir / "generation_config.json").read_text())
         self.multilingual = bool(gen.get("is_multilingual", True))
         self.eos = int(self.tokenizer.eos_token_id)

@@ -84,10 +84,10 @@ def probe_inputs(model_dir: Path, dataset=VALIDATION_DATASET, utterances: int = 
     from ..data import Dataset, load_audio, load_dataset
     from ..data.features import load_feature_extractor, log_mel
     from ..data.references import reference_tokens
-    from ..models.processor import decoder_prompt, load_processor
+    from ..models.processor import decoder_prompt, load_tokenizer
 
     model_dir = Path(model_dir)
-    tok = load_processor(model_dir).tokenizer
+    tok = load_tokenizer(model_dir)
     extractor = load_feature_extractor(model_dir)
     gen = json.loads((model_dir / "generation_config.json").read_text())
     prompt = decoder_prompt(tok, language, task, gen.get("is_multilingual", True))

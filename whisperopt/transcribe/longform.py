@@ -186,10 +186,10 @@ class Transcriber:
     packing: Counter = field(init=False, default_factory=Counter)
 
     def __post_init__(self):
-        from ..models.processor import load_processor
+        from ..models.processor import load_tokenizer
 
         self.vocab = Vocabulary.from_model_dir(self.model_dir)
-        self.tokenizer = load_processor(self.model_dir).tokenizer
+        self.tokenizer = load_tokenizer(self.model_dir)
 
     @classmethod
     def load(cls, model: str, recipe: str | Recipe | None = None, device: str = "cpu", threads: int | None = None,
