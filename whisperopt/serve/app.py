@@ -116,7 +116,7 @@ class _Service:
         """Save and decode the upload (on a worker thread): a clip (≤ 30 s) becomes a 16 kHz array; longer audio
         stays a temporary file that the engine thread streams. 400 if it is not audio or over the duration limit."""
         from ..data.stream import stream_audio
-        from ..transcribe.longform import probe_duration
+        from ..transcribe.source import probe_duration
 
         name = upload.filename or "the upload"
         limit = self.settings.max_audio_s

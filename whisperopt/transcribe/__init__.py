@@ -1,6 +1,7 @@
 """Transcription of real audio: long-form decoding with any recipe, segments, output writers."""
 
-from .longform import MODES, TranscribeOptions, Transcriber, TranscriptionInfo, transcribe
+from .longform import Transcriber, transcribe
+from .options import MODES, TranscribeOptions, TranscriptionInfo
 from .result import Segment, TranscriptResult
 from .segments import Vocabulary, compression_ratio, split_window
 from .writers import FORMATS, write_outputs

@@ -20,8 +20,10 @@ from ..data.audio import audio_file_problem, load_audio
 from ..errors import WhisperoptError, described
 from ..recipes.base import Recipe
 from .inputs import plan
-from .longform import TranscribeOptions, Transcriber, probe_duration
+from .longform import Transcriber
+from .options import TranscribeOptions
 from .result import Segment, TranscriptResult
+from .source import probe_duration
 from .writers import OutputError, write_outputs
 
 PACK_GROUP_S = 32 * 30.0  # audio loaded and packed at once by transcribe --pack (first fit over each group)

@@ -21,7 +21,7 @@ lazy generator of segments and a ``TranscriptionInfo`` whose language is known o
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,9 +36,10 @@ from ..constants import (
 )
 from ..errors import WhisperoptError
 from ..metrics.hardware import threads_or_default
-from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult, check_decode_limits
+from ..recipes.base import DecodeOptions, Recipe, Runtime, WindowOptions, WindowResult
 from .guards import cut_loops, find_loop, skip_hallucinations
-from .packing import DEFAULT_GAP_S, check_gap, gap_samples, plan_windows
+from .options import PLAIN_MODE, TranscribeOptions, TranscriptionInfo
+from .packing import gap_samples, plan_windows
 from .result import Segment, TranscriptResult
 from .segments import (
     Vocabulary,
@@ -48,129 +49,9 @@ from .segments import (
     single_timestamp_ending,
     split_window,
 )
+from .source import WindowBuffer, audio_blocks, stated_duration
 from .tails import decode_to_end
-from .vad import VAD_DEFAULTS, check_vad, restore_clips, speech_clips, speech_segments
-
-MODES = ("sequential", "batched", "plain")
-TASKS = ("transcribe", "translate")
-PLAIN_MODE = "--mode plain (fixed 30-s chunks, one segment per chunk, text only)"
-
-
-@dataclass(frozen=True)
-class TranscribeOptions:
-    """Long-form decoding settings; defaults are openai-whisper's ``transcribe()`` defaults (greedy at T=0)."""
-
-    language: str | None = None  # None or "auto": detect from the first non-silent window
-    task: str = "transcribe"  # or "translate" (to English)
-    mode: str = "sequential"  # sequential | batched | plain
-    beam_size: int = 1  # beam search at temperature 0
-    best_of: int = 5  # sampled candidates at temperature > 0
-    temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # fallback sequence
-    compression_ratio_threshold: float | None = 2.4
-    logprob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
-    condition_on_previous_text: bool = True
-    initial_prompt: str | None = None
-    without_timestamps: bool = False  # sequential/batched: one segment per window
-    max_new_tokens: int = 224
-    batch_size: int = 8  # windows per engine call (batched and plain modes)
-    silence_threshold: float = 1e-3  # peak |sample| below this (-60 dBFS): the window is silence, not decoded
-    word_timestamps: bool = False
-    hallucination_silence_threshold: float | None = None  # s; sequential, with word timestamps (guards.py)
-    loop_repeats: int | None = None  # an n-gram said this often in a row: fall back, then cut (guards.py)
-    pack: bool = False  # transcribe_clips: several clips per window, split back by timestamp (packing.py)
-    pack_gap: float = DEFAULT_GAP_S  # seconds of silence after each packed clip
-    vad_filter: bool = False  # decode only the speech Silero VAD finds, in chunks (vad.py); faster-whisper's names:
-    vad_threshold: float = VAD_DEFAULTS["vad_threshold"]  # speech probability
-    vad_min_silence_ms: int = VAD_DEFAULTS["vad_min_silence_ms"]  # a pause this long ends a speech region
-    vad_speech_pad_ms: int = VAD_DEFAULTS["vad_speech_pad_ms"]  # kept on each side of a region
-    vad_min_speech_ms: int = VAD_DEFAULTS["vad_min_speech_ms"]  # shorter regions dropped
-    vad_max_chunk_s: float = VAD_DEFAULTS["vad_max_chunk_s"]  # speech per chunk (window), <= 30
-
-    def check(self) -> None:
-        if self.mode not in MODES:
-            raise WhisperoptError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
-        if self.task not in TASKS:
-            raise WhisperoptError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
-        check_decode_limits(beam_size=self.beam_size, best_of=self.best_of, batch_size=self.batch_size,
-                            max_new_tokens=self.max_new_tokens)
-        if not self.temperature or any(t < 0 for t in self.temperature):
-            raise WhisperoptError(f"temperatures must be a non-empty list of numbers >= 0, got {self.temperature}")
-        if self.pack and (self.mode == "plain" or self.without_timestamps):
-            raise WhisperoptError("--pack splits windows by their timestamp tokens: it cannot run with "
-                                  f"{'--mode plain' if self.mode == 'plain' else '--without-timestamps'}")
-        check_gap(self.pack_gap)
-        check_vad(self)
-        threshold = self.hallucination_silence_threshold
-        if threshold is not None and not (threshold > 0 and self.word_timestamps and self.mode == "sequential"):
-            raise WhisperoptError("--hallucination-silence-threshold needs a number of seconds > 0, --word-timestamps "
-                                  f"and --mode sequential (as in openai-whisper), got {threshold}, word timestamps "
-                                  f"{'on' if self.word_timestamps else 'off'}, --mode {self.mode}")
-        if self.loop_repeats is not None and not 2 <= self.loop_repeats <= 50:
-            raise WhisperoptError(f"--loop-repeats must be between 2 and 50, got {self.loop_repeats}")
-
-
-@dataclass
-class TranscriptionInfo:
-    """What ``Transcriber.stream`` knows about an input besides its segments (faster-whisper's fields).
-
-    ``language`` (and its probability) is set when ``stream`` returns: given, English for English-only checkpoints,
-    or detected from the first non-silent window (None if there is none). ``duration`` is the container's stated
-    duration (None where unknown: stdin, a stream) until the segments have all been read; then it is the duration
-    actually decoded.
-    """
-
-    language: str | None
-    language_probability: float | None
-    duration: float | None
-    all_language_probs: list[tuple[str, float]] | None = None  # detected: every language, most likely first
-    transcription_options: TranscribeOptions = field(default_factory=TranscribeOptions)
-    vad: dict | None = None  # --vad-filter: its options, then the speech found (speech_s) and chunks decoded
-
-
-class _Buffer:
-    """A sliding view over a stream of 16 kHz blocks: holds only the samples from the current window on."""
-
-    def __init__(self, blocks: Iterable[np.ndarray]):
-        self._blocks = iter(blocks)
-        self._data = np.zeros(0, dtype=np.float32)
-        self._start = 0  # absolute index of _data[0]
-        self.exhausted = False
-        self.total = 0  # samples read so far
-
-    def window(self, offset: int, length: int) -> np.ndarray:
-        if offset > self._start:
-            self._data = self._data[offset - self._start:]
-            self._start = offset
-        while not self.exhausted and len(self._data) < (offset - self._start) + length:
-            block = next(self._blocks, None)
-            if block is None:
-                self.exhausted = True
-                break
-            self.total += len(block)
-            self._data = np.concatenate([self._data, np.asarray(block, dtype=np.float32).reshape(-1)])
-        begin = max(0, offset - self._start)
-        return self._data[begin:begin + length]
-
-
-def _blocks(audio) -> tuple[Iterable[np.ndarray], str]:
-    """(16 kHz float32 blocks, display name) for a path, ``-`` (stdin), an array or an iterable of arrays."""
-    from ..data.stream import stream_audio
-
-    if isinstance(audio, (str, Path)):
-        name = "<stdin>" if str(audio) == "-" else str(audio)
-        return stream_audio(audio, block_seconds=N_SAMPLES / SAMPLE_RATE), name
-    if isinstance(audio, np.ndarray):
-        flat = np.asarray(audio, dtype=np.float32).reshape(-1)
-        return (flat[i:i + N_SAMPLES] for i in range(0, len(flat), N_SAMPLES)), "<array>"
-    return audio, "<stream>"
-
-
-def _stated_duration(audio) -> float | None:
-    """Seconds of audio before decoding it: an array's length, a file's container header; None for streams."""
-    if isinstance(audio, np.ndarray):
-        return np.asarray(audio).size / SAMPLE_RATE
-    return probe_duration(audio) if isinstance(audio, (str, Path)) else None
+from .vad import restore_clips, speech_clips, speech_segments
 
 
 @dataclass
@@ -330,16 +211,16 @@ class Transcriber:
         fields of ``options`` (default ``TranscribeOptions()``); ``progress`` gets the seconds of audio done."""
         opts = replace(options or TranscribeOptions(), **overrides)
         language = self.check(opts)
-        info = TranscriptionInfo(language, 1.0 if language else None, _stated_duration(audio),
+        info = TranscriptionInfo(language, 1.0 if language else None, stated_duration(audio),
                                  transcription_options=opts)
-        blocks, name = _blocks(audio)
+        blocks, name = audio_blocks(audio)
         if opts.vad_filter:  # Silero's speech chunks instead of 30-s windows (vad.py)
             return speech_segments(self, blocks, name, opts, info, progress or (lambda seconds: None)), info
-        buffer = _Buffer(blocks)
+        buffer = WindowBuffer(blocks)
         start = 0 if language else self._detect_language(buffer, opts, info)
         return self._generate(buffer, start, name, opts, info, progress or (lambda seconds: None)), info
 
-    def _generate(self, buffer: _Buffer, start: int, name: str, opts: TranscribeOptions, info: TranscriptionInfo,
+    def _generate(self, buffer: WindowBuffer, start: int, name: str, opts: TranscribeOptions, info: TranscriptionInfo,
                   progress: Callable[[float], None]) -> Iterator[Segment]:
         run = {"sequential": self._sequential, "batched": self._batched, "plain": self._plain}[opts.mode]
         if start:
@@ -349,7 +230,7 @@ class Transcriber:
         if buffer.total == 0:
             raise WhisperoptError(f"no audio samples in {name} (zero-length audio)")
 
-    def _detect_language(self, buffer: _Buffer, opts: TranscribeOptions, info: TranscriptionInfo) -> int:
+    def _detect_language(self, buffer: WindowBuffer, opts: TranscribeOptions, info: TranscriptionInfo) -> int:
         """Detect the language from the first non-silent window; return where decoding starts (in samples): the
         silent windows before it are done (every mode skips them undecoded)."""
         start = 0
@@ -470,7 +351,7 @@ class Transcriber:
         return group_words(pieces, times, seg.start, seg.end, probs)
 
     # --- modes ---
-    def _sequential(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:
+    def _sequential(self, buffer: WindowBuffer, start: int, opts, info, progress) -> Iterator[Segment]:
         seek = start // HOP_LENGTH  # frames
         history = self._prompt_tokens(opts)
         prompt_from = 0
@@ -509,7 +390,7 @@ class Transcriber:
             yield from segs
             progress(seek * HOP_LENGTH / SAMPLE_RATE)
 
-    def _batched(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:
+    def _batched(self, buffer: WindowBuffer, start: int, opts, info, progress) -> Iterator[Segment]:
         done = False  # start: samples
         while not done:
             batch: list[tuple[float, int, np.ndarray]] = []
@@ -528,7 +409,7 @@ class Transcriber:
                     yield from segs
             progress(start / SAMPLE_RATE)
 
-    def _plain(self, buffer: _Buffer, start: int, opts, info, progress) -> Iterator[Segment]:
+    def _plain(self, buffer: WindowBuffer, start: int, opts, info, progress) -> Iterator[Segment]:
         done = False
         while not done:
             batch: list[tuple[float, np.ndarray]] = []
@@ -549,22 +430,6 @@ class Transcriber:
                         yield Segment(round(offset, 3), round(offset + len(window) / SAMPLE_RATE, 3), tr.text,
                                       list(tr.tokens))
             progress(start / SAMPLE_RATE)
-
-
-def probe_duration(source) -> float | None:
-    """The container's stated duration in seconds (for progress bars), or None (stdin, unknown, unreadable)."""
-    if str(source) == "-" or not Path(source).is_file():
-        return None
-    try:
-        import av
-
-        with av.open(str(source)) as container:
-            if container.duration:
-                return container.duration / 1_000_000
-            stream = container.streams.audio[0]
-            return float(stream.duration * stream.time_base) if stream.duration else None
-    except Exception:
-        return None
 
 
 def transcribe(audio, model: str, recipe: str | Recipe | None = None, options: TranscribeOptions | None = None,
