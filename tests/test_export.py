@@ -60,7 +60,7 @@ def exports(real_bench, tmp_path_factory) -> dict[str, Path]:
 def test_card_holds_the_measured_numbers(real_bench, exports):
     from huggingface_hub import ModelCard
 
-    from whisperopt.report.tables import BY_KEY
+    from whisperopt.report.columns import BY_KEY
 
     _, summary, rows = real_bench
     name = summary["recommendation"]["recipe"]

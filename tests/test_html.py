@@ -12,7 +12,7 @@ import pytest
 
 from whisperopt.cli import main
 from whisperopt.report import write_html
-from whisperopt.report.tables import BY_KEY, COLUMNS, DEFAULT_COLUMNS, cells
+from whisperopt.report.columns import BY_KEY, COLUMNS, DEFAULT_COLUMNS, cells
 
 from .test_report import _write_results
 

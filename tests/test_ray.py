@@ -196,8 +196,8 @@ def test_speedup_is_computed_within_one_cpu_model():
     partly = rows([1.0, 1.0, 1.0, 1.0], ["A", "B", "B", "A"])
     speed, note = speedup_within_hardware(base, partly, "torch-fp32")
     assert speed == pytest.approx((2.0 + 4.0) / 2.0) and "2 of 4" in note
-    from whisperopt.report.tables import _md_notes
+    from whisperopt.report.tables import md_notes
 
-    assert _md_notes({"recipes": [{"recipe": "r", "hardware_note": note}]}) == [f"- r: **hardware**: {note}"]
+    assert md_notes({"recipes": [{"recipe": "r", "hardware_note": note}]}) == [f"- r: **hardware**: {note}"]
     one = rows([1.0] * 4, ["A"] * 4)
     assert speedup_within_hardware(rows([3.0] * 4, ["A"] * 4), one, "torch-fp32") == (pytest.approx(3.0), None)

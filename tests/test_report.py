@@ -12,8 +12,8 @@ import pytest
 
 from whisperopt.errors import WhisperoptError
 from whisperopt.report import recommend, rich_table, select_columns, summarise, write_plots, write_reports
+from whisperopt.report.columns import BY_KEY, DEFAULT_COLUMNS
 from whisperopt.report.plots import pareto_front
-from whisperopt.report.tables import BY_KEY, DEFAULT_COLUMNS
 
 
 def _row(name, eval_s, delta=None, ci=None, agree=None, status="ok", size=None, ram=None, **extra):
@@ -76,7 +76,8 @@ def test_incomplete_and_not_comparable_rows_are_never_recommended():
     assert rec["excluded"]["partial"].startswith("incomplete: 3 of 5")
     assert rec["excluded"]["other-loop"] == "not comparable: stops at end-of-text"
     assert "its own settings" in rec["excluded"]["users-defaults"]  # shown, labelled, never the winner
-    from whisperopt.report.tables import _caption, flags, markdown
+    from whisperopt.report.columns import flags
+    from whisperopt.report.tables import _caption, markdown
 
     assert flags(summary["recipes"][-1]) == ["own settings"]
     summary.update(config={"model": "m", "dataset": "d", "decode": {"beam_size": 1, "language": "en",

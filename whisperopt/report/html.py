@@ -14,21 +14,12 @@ from pathlib import Path
 
 from ..files import atomic_write_text
 from . import longform, longform_html
+from .columns import COLUMNS, NA, cells, flags, marks, select_columns
+from .html_recommendation import long_recommendation, short_recommendation
 from .plots import figures
-from .recommend import baseline_name, recommend
+from .recommend import recommend
 from .records import LongSummary, Recommendation, Summary, SummaryRow
-from .tables import (
-    COLUMNS,
-    NA,
-    _marks,
-    _md_header,
-    _md_notes,
-    cells,
-    flags,
-    select_columns,
-    throughput_lines,
-    winner_text,
-)
+from .tables import md_header, md_notes, throughput_lines
 from .workloads import LABELS, headline, order, parts
 
 # the plots, most telling first: file stem -> what it shows (alt text and caption)
@@ -122,22 +113,6 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-def _recommendation(summary: Summary, rec: Recommendation, ident: str = "recommendation") -> str:
-    if rec["recipe"] is None:
-        parts = [f'<p class="winner">recommended: none ({escape(str(rec.get("reason")))})</p>']
-    else:
-        parts = [f'<p class="winner"><span class="star">★</span> recommended: <strong>{escape(rec["recipe"])}'
-                 f'</strong>: {escape(winner_text(rec, baseline_name(summary)))}</p>']
-    parts.append(f"<p>criterion: {escape(rec['criterion'])}</p>")
-    if rec.get("ranking", [])[1:]:
-        parts.append(f"<p>runner-ups, in order: {escape(', '.join(rec['ranking'][1:]))}</p>")
-    if rec.get("excluded"):
-        items = "".join(f"<li><strong>{escape(name)}</strong>: {escape(why)}</li>"
-                        for name, why in rec["excluded"].items())
-        parts.append(f"<details><summary>excluded ({len(rec['excluded'])})</summary><ul>{items}</ul></details>")
-    return f'<section id="{ident}" class="recommendation">' + "".join(parts) + "</section>"
-
-
 def _flag_kind(flag: str) -> str:
     """"incomplete 30/40" -> "incomplete"; "not comparable", "own settings" as they are."""
     return "incomplete" if flag.startswith("incomplete") else flag
@@ -145,9 +120,9 @@ def _flag_kind(flag: str) -> str:
 
 def _legend(summary: Summary) -> str:
     """The marks the table uses (tables.py's), each once."""
-    marks = {mark: _flag_kind(flag) for row in summary["recipes"] for mark, flag in zip(_marks(row), flags(row))}
-    shown = ["★ recommended", *(f"{m} {kind}" for m, kind in sorted(marks.items(), key=lambda kv: kv[1]))]
-    return escape(" · ".join(shown)) + (" (never recommended; see the recipe's notes)" if marks else "") + \
+    used = {mark: _flag_kind(flag) for row in summary["recipes"] for mark, flag in zip(marks(row), flags(row))}
+    shown = ["★ recommended", *(f"{m} {kind}" for m, kind in sorted(used.items(), key=lambda kv: kv[1]))]
+    return escape(" · ".join(shown)) + (" (never recommended; see the recipe's notes)" if used else "") + \
         " · n/a: not measured or not applicable"
 
 
@@ -167,7 +142,7 @@ def _name_cell(i: int, row: SummaryRow, recommended: str | None) -> str:
     title = f' title="{escape("options: " + ", ".join(f"{k}={v}" for k, v in options.items()))}"' if options else ""
     out = f'<th scope="row" data-v="{name}">{star}<a href="#notes-{i}"{title}>{name}</a>'
     reasons = {"not comparable": row.get("not_comparable"), "own settings": row.get("own_settings")}
-    for mark, flag in zip(_marks(row), flags(row)):
+    for mark, flag in zip(marks(row), flags(row)):
         why = f' title="{escape(str(reasons[flag]))}"' if reasons.get(flag) else ""
         out += f'<span class="flag"{why}>{escape(mark)} {escape(flag)}</span>'
     if row["status"] != "ok":
@@ -205,7 +180,7 @@ def _notes(summary: Summary) -> str:
     parts = []
     for i, row in enumerate(summary["recipes"]):
         prefix = f"- {row['recipe']}: "
-        notes = [_inline(line.removeprefix(prefix)) for line in _md_notes({"recipes": [row]})]
+        notes = [_inline(line.removeprefix(prefix)) for line in md_notes({"recipes": [row]})]
         if row["status"] != "ok":
             notes.insert(0, escape(cells(row)[0]))
         if row.get("options"):
@@ -275,17 +250,17 @@ def html_text(summary: Summary | LongSummary) -> str:
     short, long = parts(summary)
     head = headline(summary)
     rec = (short.get("recommendation") or recommend(short)) if short is not None else None
-    header = _md_header(short) if short is not None else []
+    header = md_header(short) if short is not None else []
     title = header[0].removeprefix("# ") if short is not None else longform.title(long)
     both = short is not None and long is not None
     if both:
         title = f"whisperopt bench: {short['config']['model']}, short-form and long-form workloads"
-    top = _recommendation(short, rec) if head == "short" else longform_html.recommendation(long, "recommendation")
+    top = short_recommendation(short, rec) if head == "short" else long_recommendation(long, "recommendation")
     bodies = []
     for w in order(summary):
         heading = f'<h2 class="workload" id="workload-{w}">{LABELS[w]} workload</h2>\n' if both else ""
         if w == "short":
-            own = _recommendation(short, rec, "recommendation-short") if head != "short" else ""
+            own = short_recommendation(short, rec, "recommendation-short") if head != "short" else ""
             bodies.append(heading + own + _short_body(short, rec, header))
         else:
             bodies.append(heading + longform_html.section(long, with_recommendation=head != "long"))

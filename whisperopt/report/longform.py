@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 from ..bench.longform_runner import RESULTS_FILE
+from ..bench.records import LongDataset, LongRow
 from ..errors import WhisperoptError
 from ..files import read_json
 from .recommend import recommend_long
@@ -111,11 +112,11 @@ def _ci(pair, sign=""):
     return "" if not pair or pair[0] is None else f" [{pair[0]:{sign}.2f}, {pair[1]:{sign}.2f}]"
 
 
-def row_name(r: dict) -> str:
+def row_name(r: LongRow) -> str:
     return f"{r['mode']} (own settings)" if r.get("own_settings") else r["mode"]
 
 
-def row_cells(r: dict) -> list[str]:
+def row_cells(r: LongRow) -> list[str]:
     """The cells after recipe and mode, as ``HEADERS`` names them (the status and its reason for a row not run)."""
     if r["status"] != "ok":
         return [f"{r['status']}: {r.get('reason') or ''}".rstrip(": ")] + [""] * (len(HEADERS) - 1)
@@ -142,7 +143,7 @@ def title(summary: LongSummary) -> str:
     return f"Long-form benchmark: {summary.get('model')}, {summary.get('threads')} threads, {summary.get('cpu')}"
 
 
-def block_heading(name: str, block: dict) -> str:
+def block_heading(name: str, block: LongDataset) -> str:
     return (f"{name} ({block['files']} files, {block['audio_min']:.1f} min, {block['stretch_min']:.1f} min of inserted "
             f"non-speech); deltas against {block.get('reference') or 'no reference'}")
 
@@ -197,7 +198,7 @@ def markdown(summary: LongSummary) -> str:
     return "\n".join(markdown_lines(summary)) + "\n"
 
 
-def _split(row: dict) -> dict:
+def _split(row: LongRow) -> dict:
     out = dict(row)
     for key in INTERVALS:
         out[f"{key}_lo"], out[f"{key}_hi"] = row.get(key) or (None, None)
@@ -271,7 +272,7 @@ def rich_tables(summary: LongSummary) -> list:
     return tables
 
 
-def recommended_row(summary: LongSummary, name: str, row: dict) -> bool:
+def recommended_row(summary: LongSummary, name: str, row: LongRow) -> bool:
     rec = (summary.get("recommendation") or {}).get(name) or {}
     return row["status"] == "ok" and (row["recipe"], row["mode"]) == (rec.get("recipe"), rec.get("mode"))
 

@@ -1,36 +1,14 @@
-"""summary.html's long-form part (``report.longform``'s cells, headings and recommendation as HTML): per long-form
-dataset a heading, a table of every recipe and mode (the recommended one starred) and how it was measured. Reads data
-only; every text from the results file is escaped."""
+"""summary.html's long-form part (``report.longform``'s cells and headings as HTML; its recommendation box is
+``html_recommendation``'s): per long-form dataset a heading, a table of every recipe and mode (the recommended one
+starred) and how it was measured. Reads data only; every text from the results file is escaped."""
 
 from __future__ import annotations
 
 from html import escape
 
 from . import longform
+from .html_recommendation import long_recommendation
 from .records import LongSummary
-
-
-def recommendation(long: LongSummary, ident: str) -> str:
-    """The long-form recommendation of every dataset, one box (``ident``: its id)."""
-    parts = []
-    for name, rec in (long.get("recommendation") or {}).items():
-        if rec["recipe"] is None:
-            parts.append(f'<p class="winner">long-form, {escape(name)}: recommended: none '
-                         f"({escape(str(rec.get('reason')))})</p>")
-        else:
-            parts.append(f'<p class="winner"><span class="star">★</span> long-form, {escape(name)}: recommended: '
-                         f"<strong>{escape(rec['recipe'])} {escape(rec['mode'])}</strong>: "
-                         f"{escape(longform.winner_text(rec))}</p>")
-        parts.append(f"<p>criterion: {escape(rec['criterion'])}</p>")
-        if rec.get("ranking", [])[1:]:
-            parts.append(f"<p>runner-ups, in order: {escape(', '.join(rec['ranking'][1:]))}</p>")
-        if rec.get("excluded"):
-            items = "".join(f"<li><strong>{escape(who)}</strong>: {escape(why)}</li>"
-                            for who, why in rec["excluded"].items())
-            parts.append(f"<details><summary>excluded ({len(rec['excluded'])})</summary><ul>{items}</ul></details>")
-    if not parts:
-        parts.append("<p>long-form: no dataset</p>")
-    return f'<section id="{ident}" class="recommendation">' + "".join(parts) + "</section>"
 
 
 def _table(long: LongSummary, name: str, block: dict, i: int) -> str:
@@ -65,7 +43,7 @@ def about(long: LongSummary) -> str:
 def section(long: LongSummary, with_recommendation: bool) -> str:
     """The long-form workload: its recommendation (unless it is the page's headline, shown at the top), a table per
     dataset, and how it was measured."""
-    parts = [recommendation(long, "recommendation-long")] if with_recommendation else []
+    parts = [long_recommendation(long, "recommendation-long")] if with_recommendation else []
     for i, (name, block) in enumerate(long["datasets"].items()):
         parts.append(f"<h3>{escape(longform.block_heading(name, block))}</h3>")
         parts.append(_table(long, name, block, i))

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .columns import flags
 from .recommend import baseline_name, recommend
 from .records import LongSummary, Recommendation, Summary, SummaryRow
-from .tables import flags
 
 
 def _save(fig, path: Path, **kwargs) -> None:

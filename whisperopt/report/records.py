@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypedDict
 
+from ..bench.records import LongDataset
 from ..errors import WhisperoptError
 from ..files import atomic_write_json, read_json
 
@@ -146,7 +147,7 @@ class LongSummary(TypedDict, total=False):
     baseline: str
     units: dict[str, str]
     bootstrap: dict
-    datasets: dict[str, dict]  # name -> {"rows": [...], "reference", "files", "audio_min", "stretch_min"}
+    datasets: dict[str, LongDataset]  # the long-form bench's block of rows per dataset
     budget: float
     rank_by: str
     recommendation: dict[str, LongRecommendation]
