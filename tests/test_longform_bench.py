@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import fields
 
 import pytest
 
@@ -27,7 +26,6 @@ from whisperopt.transcribe import TranscribeOptions
 SR = 16000
 PLAN = [(2, "silence", 6 * SR), (4, "noise", 10 * SR), (7, "music", 10 * SR)]  # (junction, kind, samples)
 MAX_WER = 25.0  # percent; measured here: 7.0 sequential, 13.4 batched, 6.3 vad, 4.2 faster-whisper's pipeline
-HAS_VAD = "vad_filter" in {f.name for f in fields(TranscribeOptions)}
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +82,10 @@ def test_each_mode_fixes_its_transcriber_settings():
     assert bl.mode_options("sequential").mode == "sequential"
     assert bl.mode_options("batched", {"batch_size": 4}) == TranscribeOptions(mode="batched", batch_size=4)
     assert bl.mode_options("native") is None
-    if HAS_VAD:
-        vad = bl.mode_options("vad", TranscribeOptions(language="en"))
-        assert (vad.mode, vad.vad_filter, vad.language) == ("batched", True, "en")
-        text_only = bl.mode_options("vad-plain", TranscribeOptions(language="en"))
-        assert (text_only.mode, text_only.vad_filter) == ("plain", True)
+    vad = bl.mode_options("vad", TranscribeOptions(language="en"))
+    assert (vad.mode, vad.vad_filter, vad.language) == ("batched", True, "en")
+    text_only = bl.mode_options("vad-plain", TranscribeOptions(language="en"))
+    assert (text_only.mode, text_only.vad_filter) == ("plain", True)
     for bad, match in [(("loop", None), "unknown long-form mode 'loop'"),
                        (("batched", {"beams": 2}), "unknown transcription option 'beams'")]:
         with pytest.raises(WhisperoptError, match=match) as err:
@@ -157,7 +154,6 @@ def test_batched_row_paired_against_sequential(ct2, minute, sequential):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_VAD, reason="TranscribeOptions has no vad_filter in this checkout")
 def test_vad_row_keeps_stretches_quiet(ct2, minute, sequential):
     recipe, artifact, runtime = ct2
     seq = sequential[0].to_row()

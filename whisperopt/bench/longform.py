@@ -40,6 +40,7 @@ from ..metrics.bootstrap import paired_delta_ci
 from ..metrics.longform import FileScore, LongformReference, LongformSummary, score_file, summarise
 from ..metrics.resources import CpuMeter, RssSampler, peak_rss_mb
 from ..models.synthetic import is_synthetic
+from .records import LongRow, LongRunRecord
 from .results import append_row, read_rows, repair_rows
 
 MODES = ("sequential", "batched", "vad", "vad-plain", "plain", "native")
@@ -67,12 +68,7 @@ def mode_options(mode: str, options=None):
     options = options or TranscribeOptions()
     if mode == "native":
         return None
-    fixed = MODE_FIELDS[mode]
-    missing = sorted(set(fixed) - known)
-    if missing:  # transcribe/vad.py not installed in this checkout
-        raise WhisperoptError(f"long-form mode {mode} needs TranscribeOptions.{missing[0]}, which this version of "
-                              "whisperopt.transcribe lacks")
-    return replace(options, **fixed)
+    return replace(options, **MODE_FIELDS[mode])
 
 
 def _segment_dict(s) -> dict:
@@ -201,14 +197,14 @@ class LongformRun:
     def summary(self) -> LongformSummary:
         return summarise([f.score for f in self.files])
 
-    def record(self) -> dict:
+    def record(self) -> LongRunRecord:
         """The run's own figures, without its files (a worker writes it beside the transcripts; ``from_record``)."""
         return {"recipe": self.recipe, "mode": self.mode, "dataset": self.dataset, "settings": self.settings,
                 "threads": self.threads, "device": self.device, "load_s": self.load_s,
                 "peak_ram_mb": self.peak_ram_mb, "resumed": self.resumed, "own_settings": self.own_settings}
 
     @classmethod
-    def from_record(cls, record: dict, dataset, transcripts_path: Path) -> LongformRun:
+    def from_record(cls, record: LongRunRecord, dataset, transcripts_path: Path) -> LongformRun:
         """The run ``record`` describes, its files re-scored from ``transcripts_path`` against ``dataset``."""
         try:
             return cls(str(record["recipe"]), str(record["mode"]), str(record["dataset"]),
@@ -218,12 +214,12 @@ class LongformRun:
         except (KeyError, TypeError, ValueError) as exc:
             raise WhisperoptError(f"not a long-form run record ({type(exc).__name__}: {exc}); run it again") from None
 
-    def to_row(self, reference: LongformRun | None = None) -> dict:
+    def to_row(self, reference: LongformRun | None = None) -> LongRow:
         """The summary row: rates and deltas in percent (points), times in seconds, memory in MiB."""
         s = self.summary
         rams = [f.run_ram_mb for f in self.files if f.run_ram_mb is not None]
         cpu = sum(f.cpu_s for f in self.files)
-        row = {"recipe": self.recipe, "mode": self.mode, "workload": "long", "dataset": self.dataset,
+        row: LongRow = {"recipe": self.recipe, "mode": self.mode, "workload": "long", "dataset": self.dataset,
                "status": "ok", "files": len(self.files), "audio_s": self.audio_s, "eval_s": self.wall_s,
                "rtfx": self.rtfx, "wer": _percent(s.wer), "wer_ci": _percent_pair(s.wer_ci), "cer": _percent(s.cer),
                "cer_ci": _percent_pair(s.cer_ci), "insertions": sum(f.score.words.insertions for f in self.files),

@@ -30,6 +30,7 @@ from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED
 from ..metrics.hardware import cpu_info
 from ..recipes import DEFAULT_LONG_RECIPES, baseline_recipe, get_recipe
 from .longform import MODES, LongformRun, evaluate_longform
+from .records import LongDataset, LongRow
 from .results import read_rows
 
 PREFIX = "librispeech-long:"
@@ -108,11 +109,12 @@ def _runs(spec: str, modes: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _collect(out: Path, runs, datasets, limit, reference: str) -> dict:
-    blocks = {}
+def _collect(out: Path, runs, datasets, limit, reference: str) -> dict[str, LongDataset]:
+    blocks: dict[str, LongDataset] = {}
     for spec in datasets:
         ds = load_dataset(spec).limit(limit)
-        rows, done = [], {}
+        rows: list[LongRow] = []
+        done = {}
         for recipe, modes in runs:
             for mode in modes:
                 transcripts, record_path = _paths(out, recipe, mode, ds.name)

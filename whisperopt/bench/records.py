@@ -144,3 +144,81 @@ def read_status(path: Path, expect: str | None = None) -> RecipeStatus:
         raise WhisperoptError(f"status file {path} is not a whisperopt status ({problem}); delete it and re-run the "
                               "bench to measure that recipe again (its rows are kept)")
     return status
+
+
+class LongRunRecord(TypedDict, total=False):
+    """A long-form run's own figures, without its files (``longform.LongformRun.record``): the worker writes it beside
+    the run's transcripts, and the runner reads it back (``LongformRun.from_record``) to score the files again."""
+
+    recipe: str
+    mode: str  # longform.MODES
+    dataset: str
+    settings: dict  # the TranscribeOptions the mode ran with (native: the engine's own)
+    threads: int
+    device: str
+    load_s: float | None
+    peak_ram_mb: float | None
+    resumed: int  # files already decoded when the process started
+    own_settings: str | None  # a peer pipeline's own settings (the row is labelled, never recommended)
+    skipped: str  # instead of the figures: why the run did not happen
+
+
+class LongRow(TypedDict, total=False):
+    """One recipe in one long-form mode over one long-form dataset (``LongformRun.to_row``; a skipped run has only
+    recipe, mode, status and reason): rates and deltas in percent (points), times in seconds, memory in MiB."""
+
+    recipe: str
+    mode: str
+    workload: str  # "long"
+    dataset: str
+    status: str  # ok | skipped
+    reason: str
+    files: int
+    audio_s: float
+    eval_s: float
+    rtfx: float | None
+    wer: float | None
+    wer_ci: list[float] | None
+    cer: float | None
+    cer_ci: list[float] | None
+    insertions: int
+    stretch_words: int  # words emitted inside inserted non-speech stretches
+    stretch_words_by_kind: dict[str, int]
+    stretch_seconds: float
+    stretch_words_per_min: float | None
+    loops: int
+    loop_extra_words: int
+    start_error_median_s: float | None
+    start_error_p90_s: float | None
+    load_s: float | None
+    peak_ram_mb: float | None
+    run_ram_mb: float | None
+    cpu_percent: float | None
+    threads: int
+    device: str
+    resumed_files: int
+    own_settings: str | None
+    settings: dict
+    per_file: list[dict]  # longform.FileResult.to_row, one per file
+    # paired against the reference row (longform.paired_fields), None without one
+    wer_delta: float | None
+    wer_delta_ci: list[float] | None
+    wer_delta_significant: bool | None
+    cer_delta: float | None
+    cer_delta_ci: list[float] | None
+    cer_delta_significant: bool | None
+    paired_files: int | None
+    speedup: float | None
+    stretch_words_change: float | None
+    reference: str | None  # "<recipe> <mode>"
+
+
+class LongDataset(TypedDict):
+    """One long-form dataset's block of ``longform.json`` (``longform_runner``): its rows and what they ran on."""
+
+    spec: str  # as --dataset named it
+    files: int
+    reference: str | None  # the row every delta is paired with ("<baseline> sequential"), None if it did not run
+    audio_min: float
+    stretch_min: float
+    rows: list[LongRow]
