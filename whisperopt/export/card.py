@@ -17,8 +17,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..models.export_record import CARD_DIGEST_LINE, ExportRecord
 from ..recipes import get_recipe
 from ..recipes.usage import PREAMBLE, native_usage
+from ..report.columns import BY_KEY, NA
 from ..report.records import SummaryRow
-from ..report.tables import BY_KEY, NA
 
 # summary columns shown in the card's table, in the report's own formatting
 CARD_COLUMNS = ("wer", "wer_ci", "wer_delta", "wer_delta_ci", "cer", "eval_s", "speedup", "latency_p50_s",
