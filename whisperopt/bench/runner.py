@@ -15,7 +15,7 @@ from pathlib import Path
 from ..cache import cache_dir
 from ..data import load_dataset
 from ..errors import WhisperoptError
-from ..files import atomic_write_json, json_text, read_json, write_failure
+from ..files import atomic_write_json, dist_version, json_text, read_json, write_failure
 from ..metrics.hardware import cpu_info
 from ..metrics.roofline import PEAKS_METHOD, peaks_text, probe_peaks
 from ..models import resolve_model
@@ -112,9 +112,7 @@ PEAKS_MAX_AGE_S = 24 * 3600
 def _machine_peaks_file(threads: int) -> Path:
     import hashlib
 
-    import torch
-
-    key = json_text({"cpu": cpu_info(), "threads": threads, "torch": torch.__version__, "method": PEAKS_METHOD})
+    key = json_text({"cpu": cpu_info(), "threads": threads, "torch": dist_version("torch"), "method": PEAKS_METHOD})
     return cache_dir() / "machine" / f"peaks-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 

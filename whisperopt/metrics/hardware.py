@@ -45,7 +45,22 @@ def cpu_info() -> dict:
             "logical_cores": os.cpu_count(), "usable_cores": usable_cores()}
 
 
+# what a GPU torch could use leaves on Linux: NVIDIA's driver and device nodes, ROCm's /dev/kfd (torch.cuda is HIP
+# there), WSL2's /dev/dxg. None of them: no GPU, and no need to import torch (~3 s) to be told so.
+GPU_TRACES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def no_gpu_here() -> bool:
+    """True when this Linux machine certainly has no GPU an engine could use (an answer without importing torch)."""
+    import sys
+
+    return sys.platform.startswith("linux") and not any(os.path.exists(p) for p in GPU_TRACES)
+
+
 def cuda_available() -> bool:
+    """Whether torch sees a CUDA (or ROCm) device; on a Linux machine with no GPU driver, answered without torch."""
+    if no_gpu_here():
+        return False
     try:
         import torch
 
@@ -65,6 +80,8 @@ def resolve_device(device: str) -> str:
 
 def gpus() -> list[dict]:
     """Name and memory of each CUDA device torch sees (none without torch or CUDA)."""
+    if no_gpu_here():
+        return []
     try:
         import torch
 

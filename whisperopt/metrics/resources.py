@@ -28,6 +28,10 @@ def peak_rss_mb() -> float:
 
 
 def reset_peak_gpu() -> None:
+    from .hardware import cuda_available
+
+    if not cuda_available():  # (no torch import on a machine without a GPU)
+        return
     try:
         import torch
 
@@ -40,6 +44,10 @@ def reset_peak_gpu() -> None:
 def peak_gpu_mb() -> float | None:
     """Peak GPU memory of this process: NVML's per-process figure (all allocators) or torch's, whichever is larger."""
     best = None
+    from .hardware import no_gpu_here
+
+    if no_gpu_here():
+        return None
     try:
         import torch
 

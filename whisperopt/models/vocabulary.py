@@ -44,12 +44,13 @@ def resolve_language(language: str | None, vocab: Vocabulary) -> str | None:
     if language is None or language.strip().lower() in ("", "auto"):
         return None
     code = language.strip().lower()
-    try:
-        from whisper.tokenizer import TO_LANGUAGE_CODE
+    if code not in vocab.languages:  # a full name: openai-whisper's table (its package import loads torch)
+        try:
+            from whisper.tokenizer import TO_LANGUAGE_CODE
 
-        code = TO_LANGUAGE_CODE.get(code, code)
-    except ImportError:  # pragma: no cover - openai-whisper is a dependency
-        pass
+            code = TO_LANGUAGE_CODE.get(code, code)
+        except ImportError:  # pragma: no cover - openai-whisper is a dependency
+            pass
     if code not in vocab.languages:
         if not vocab.multilingual:
             raise WhisperoptError(f"this checkpoint is English-only; it cannot transcribe language {language!r}")
