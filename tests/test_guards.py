@@ -80,6 +80,28 @@ def test_loop_falls_back_then_is_cut(vocab, tiny_model):
     assert len(res.segments[0].text.split()) == 16  # off by default
 
 
+def test_loop_guard_in_short_clips(vocab, tiny_model):
+    """transcribe_clips (what serve's batcher runs): the same guard, each clip a window."""
+    loop = [ts(vocab, 0), *[262, 3797] * 8, ts(vocab, 4)]
+    said = Transcriber(Scripted(None), tiny_model.path)._text([262, 3797]).split()
+    rt = Scripted(lambda i, a, o: WindowResult(loop, -0.2, 0.01))  # loops at every temperature
+    results = Transcriber(rt, tiny_model.path).transcribe_clips([tone(4), tone(4)], language="en",
+                                                                temperature=(0.0, 0.2), loop_repeats=4,
+                                                                compression_ratio_threshold=None)
+    assert [r.segments[0].text.split() for r in results] == [said * 3, said * 3]
+    results = Transcriber(Scripted(lambda i, a, o: WindowResult(loop, -0.2, 0.01)), tiny_model.path).transcribe_clips(
+        [tone(4)], language="en", temperature=(0.0,), compression_ratio_threshold=None)
+    assert len(results[0].segments[0].text.split()) == 16  # off by default
+
+
+def test_serve_takes_the_loop_guard():
+    from whisperopt.serve.settings import ServeSettings
+
+    ServeSettings(model_id="m", loop_repeats=4).check()
+    with pytest.raises(WhisperoptError, match="--loop-repeats must be between 2 and 50, got 1"):
+        ServeSettings(model_id="m", loop_repeats=1).check()
+
+
 def test_hallucination_threshold_in_the_loop(vocab, tiny_model):
     def script(i, audio, opts):  # first window: real words 0-2 s, then improbable 10-ms words at 25 s
         if i:

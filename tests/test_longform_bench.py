@@ -86,6 +86,23 @@ def test_each_mode_fixes_its_transcriber_settings():
     assert (vad.mode, vad.vad_filter, vad.language) == ("batched", True, "en")
     text_only = bl.mode_options("vad-plain", TranscribeOptions(language="en"))
     assert (text_only.mode, text_only.vad_filter) == ("plain", True)
+    # a named variant: the mode with transcription options fixed (a guard measured as a row of its own)
+    guarded = bl.mode_options("sequential@loop_repeats=4")
+    assert (guarded.mode, guarded.loop_repeats) == ("sequential", 4)
+    silence = bl.mode_options("sequential@hallucination_silence_threshold=2")
+    assert (silence.hallucination_silence_threshold, silence.word_timestamps) == (2.0, True)  # it needs them
+    assert bl.parse_mode("vad@vad_threshold=0.6@batch_size=4") == ("vad", {"vad_threshold": 0.6, "batch_size": 4})
+    for bad, match in [("sequential@loop_repeats=1", "mode 'sequential@loop_repeats=1': --loop-repeats must be"),
+                       ("vad@vad_filter=false", "'vad_filter' is fixed by mode vad"),
+                       ("sequential@beams=2", "'beams' is not a transcription option"),
+                       ("sequential@loop_repeats=four", "loop_repeats=four: expected int"),
+                       ("sequential@loop_repeats", "expected sequential@FIELD=VALUE"),
+                       ("sequential@initial_prompt=../x", "expected sequential@FIELD=VALUE"),
+                       ("native@beam_size=5", "native runs the engine's own settings"),
+                       ("batched@hallucination_silence_threshold=2", "--mode sequential")]:
+        with pytest.raises(WhisperoptError, match=match) as err:
+            bl.mode_options(bad)
+        assert "\n" not in str(err.value)
     for bad, match in [(("loop", None), "unknown long-form mode 'loop'"),
                        (("batched", {"beams": 2}), "unknown transcription option 'beams'")]:
         with pytest.raises(WhisperoptError, match=match) as err:

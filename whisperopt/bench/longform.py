@@ -27,6 +27,7 @@ deltas over files against ``reference`` (``paired_fields``), normally the baseli
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -52,13 +53,65 @@ MODE_FIELDS = {"sequential": {"mode": "sequential"}, "batched": {"mode": "batche
 _SEGMENT_KEYS = ("avg_logprob", "no_speech_prob", "temperature", "compression_ratio")
 
 
-def mode_options(mode: str, options=None):
-    """The ``TranscribeOptions`` that run ``mode`` (None for ``native``, which runs the engine's own settings);
-    ``options``: a ``TranscribeOptions``, a dict of its fields, or None (its defaults)."""
+# a named mode variant, MODE@field=value[@field=value]: the mode with TranscribeOptions fields fixed, its own row (as
+# a recipe's R@key=value), e.g. sequential@loop_repeats=4 or sequential@hallucination_silence_threshold=2 beside
+# sequential, to measure what a guard changes on the same files
+_VARIANT_VALUE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _field_value(name: str, kind: str, text: str):
+    """``text`` as the TranscribeOptions field ``name`` of annotated type ``kind`` takes it (one-line error)."""
+    if text.lower() == "none" and "None" in kind:
+        return None
+    try:
+        if kind.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+        if kind.startswith("str"):
+            return text
+    except ValueError:
+        pass
+    raise WhisperoptError(f"long-form mode option {name}={text}: expected {kind}")
+
+
+def parse_mode(name: str) -> tuple[str, dict]:
+    """(base mode, fixed TranscribeOptions fields) of a long-form mode or named variant ``MODE@field=value[@...]``;
+    a variant's fields may not be those its mode fixes, and ``hallucination_silence_threshold`` turns word timestamps
+    on (it needs them, as in openai-whisper). Anything else is a one-line error."""
     from ..transcribe import TranscribeOptions
 
-    if mode not in MODES:
-        raise WhisperoptError(f"unknown long-form mode {mode!r}; choose from {', '.join(MODES)}")
+    base, *items = name.split("@")
+    if base not in MODES:
+        raise WhisperoptError(f"unknown long-form mode {base!r}; choose from {', '.join(MODES)}, or MODE@FIELD=VALUE")
+    if items and base == "native":
+        raise WhisperoptError(f"mode {name!r}: native runs the engine's own settings, nothing can be fixed")
+    kinds = {f.name: str(f.type) for f in fields(TranscribeOptions)}
+    fixed: dict = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not _VARIANT_VALUE.match(text) or key in fixed:
+            raise WhisperoptError(f"mode {name!r}: expected {base}@FIELD=VALUE[@FIELD=VALUE] (each field once)")
+        if key not in kinds or key in MODE_FIELDS[base]:
+            why = f"fixed by mode {base}" if key in MODE_FIELDS[base] else "not a transcription option"
+            raise WhisperoptError(f"mode {name!r}: {key!r} is {why}")
+        fixed[key] = _field_value(key, kinds[key], text)
+    if fixed.get("hallucination_silence_threshold") is not None:
+        fixed.setdefault("word_timestamps", True)
+    return base, fixed
+
+
+def mode_options(mode: str, options=None):
+    """The ``TranscribeOptions`` that run ``mode`` (None for ``native``, which runs the engine's own settings), a
+    named variant's fields included and checked; ``options``: a ``TranscribeOptions``, a dict of its fields, or None
+    (its defaults)."""
+    from ..transcribe import TranscribeOptions
+
+    base, fixed = parse_mode(mode)
     known = {f.name for f in fields(TranscribeOptions)}
     if isinstance(options, Mapping):
         unknown = sorted(set(options) - known)
@@ -66,9 +119,15 @@ def mode_options(mode: str, options=None):
             raise WhisperoptError(f"unknown transcription option {unknown[0]!r}; known: {', '.join(sorted(known))}")
         options = TranscribeOptions(**options)
     options = options or TranscribeOptions()
-    if mode == "native":
+    if base == "native":
         return None
-    return replace(options, **MODE_FIELDS[mode])
+    opts = replace(options, **MODE_FIELDS[base], **fixed)
+    if fixed:
+        try:
+            opts.check()
+        except WhisperoptError as exc:
+            raise WhisperoptError(f"mode {mode!r}: {exc}") from None
+    return opts
 
 
 def _segment_dict(s) -> dict:
@@ -305,7 +364,7 @@ def open_transcriber(recipe, runtime, model_dir: Path, mode: str, opts):
     """The ``Transcriber`` over ``runtime`` for ``mode`` (None for native), its settings checked in one line."""
     from ..transcribe import Transcriber
 
-    if mode == "native":
+    if parse_mode(mode)[0] == "native":
         if not runtime.native_long_form:
             raise WhisperoptError(f"recipe {recipe.name} has no long-form pipeline of its own (mode native); run "
                                   f"it in mode {', '.join(m for m in MODES if m != 'native')}")

@@ -29,7 +29,7 @@ from ..files import atomic_write_json, confined, read_json
 from ..metrics.bootstrap import LEVEL, RESAMPLES, SEED
 from ..metrics.hardware import cpu_info
 from ..recipes import DEFAULT_LONG_RECIPES, baseline_recipe, get_recipe
-from .longform import MODES, LongformRun, evaluate_longform
+from .longform import LongformRun, evaluate_longform, mode_options, parse_mode
 from .records import LongDataset, LongRow
 from .results import read_rows
 
@@ -67,11 +67,11 @@ def child(job: dict) -> int:
     load_s = time.perf_counter() - t0
     try:
         native = bool(runtime.native_long_form)
-        if native != (job["mode"] == "native"):
+        if native != (parse_mode(job["mode"])[0] == "native"):
             why = "it runs its own long-form pipeline (mode native)" if native else "no long-form pipeline of its own"
             atomic_write_json(record_path, {"skipped": f"{recipe.name} {job['mode']}: {why}"})
             return 0
-        options = {"batch_size": job["batch_size"]} if job["mode"] != "native" else None
+        options = {"batch_size": job["batch_size"]} if not native else None
         run = evaluate_longform(recipe, artifact, dataset, job["mode"], options, job["threads"], job["device"],
                                 runtime=runtime, transcripts_path=transcripts, log=lambda s: print(s, flush=True))
     finally:
@@ -102,9 +102,8 @@ def _runs(spec: str, modes: list[str]) -> list[tuple[str, list[str]]]:
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, given = item.partition(":")
         wanted = given.split("+") if given else modes
-        bad = [m for m in wanted if m not in MODES]
-        if bad:
-            raise WhisperoptError(f"unknown long-form mode {bad[0]!r}; choose from {', '.join(MODES)}")
+        for mode in wanted:
+            mode_options(mode)  # a bad mode or variant fails now, in one line
         out.append((get_recipe(name).name, wanted))
     return out
 

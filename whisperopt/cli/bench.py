@@ -33,8 +33,9 @@ def add_parser(sub) -> None:
                    "short-form dataset runs both into --out (the report shows them side by side)")
     b.add_argument("--limit", type=int, default=None, help="first N utterances only (long-form: files per dataset)")
     b.add_argument("--long-modes", default=DEFAULT_MODES, metavar="M1,M2",
-                   help="long-form modes of a recipe given without :modes (sequential, batched, vad, plain, native; "
-                   "--recipes also takes NAME:MODE+MODE)")
+                   help="long-form modes of a recipe given without :modes (sequential, batched, vad, vad-plain, "
+                   "plain, native; a variant MODE@FIELD=VALUE fixes transcription options, its own row, e.g. "
+                   "sequential@loop_repeats=4; --recipes also takes NAME:MODE+MODE)")
     b.add_argument("--out", default=None, help="results directory (default whisperopt-results/<model>__<dataset>)")
     b.add_argument("--threads", type=int, default=None, help="threads per recipe, at least 1 (default: all cores)")
     b.add_argument("--device", default="auto", choices=DEVICES)

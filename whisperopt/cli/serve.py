@@ -68,6 +68,9 @@ def add_parser(sub) -> None:
                     help=f"with --pack: silence after each packed clip (default {DEFAULT_GAP_S:g})")
     sv.add_argument("--beam-size", type=int, default=1, help=f"beams at temperature 0, 1-{MAX_CANDIDATES} (default 1)")
     add_vad_args(sv, "of every request")
+    sv.add_argument("--loop-repeats", type=int, default=None, metavar="N",
+                    help="every request: a window whose text says one n-gram N times in a row is decoded again at the "
+                    "next temperature, and still looping, cut after N-1 (as transcribe's; off by default)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                     help="uvicorn's log level (info: one access line per request)")
     sv.set_defaults(func=run)
@@ -92,7 +95,7 @@ def run(args) -> int:
                              max_audio_s=args.max_audio_s, api_key=api_key(args.api_key, args.api_key_file),
                              no_auth=args.no_auth, docs=args.docs, upload_timeout=args.upload_timeout,
                              grace=args.grace, beam_size=args.beam_size, pack=args.pack, pack_gap=args.pack_gap,
-                             **vad_values(args))
+                             loop_repeats=args.loop_repeats, **vad_values(args))
     settings.check()  # a bad flag fails before the port is bound or the model loads
     serve(settings, args.model, recipe, host=args.host, port=args.port, device=resolve_device(args.device),
           threads=args.threads, recipe_options=recipe_options(args.option, [recipe]).get(recipe.name),

@@ -61,6 +61,7 @@ class _Service:
         self.plain = bool(runtime.long_form_unsupported)  # a text-only engine: 30-s chunks, no timestamps
         self.base = TranscribeOptions(mode="plain" if self.plain else "sequential", beam_size=settings.beam_size,
                                       batch_size=settings.max_batch, pack=settings.pack, pack_gap=settings.pack_gap,
+                                      loop_repeats=settings.loop_repeats,
                                       **{name: getattr(settings, name) for name in VAD_FIELDS})
         transcriber.check(self.base)  # --pack with a text-only engine: one line before the port serves anything
 

@@ -50,6 +50,7 @@ class ServeSettings:
     vad_speech_pad_ms: int = VAD_DEFAULTS["vad_speech_pad_ms"]
     vad_min_speech_ms: int = VAD_DEFAULTS["vad_min_speech_ms"]
     vad_max_chunk_s: float = VAD_DEFAULTS["vad_max_chunk_s"]
+    loop_repeats: int | None = None  # every request: the repetition guard (transcribe/guards.py), off by default
 
     def check(self) -> None:
         limits = [("--max-batch", self.max_batch, 1, MAX_BATCH), ("--max-wait-ms", self.max_wait_ms, 0, 60_000),
@@ -66,6 +67,8 @@ class ServeSettings:
                 raise WhisperoptError("--no-auth and an API key contradict each other: give one of them")
         check_gap(self.pack_gap)
         check_vad(self)
+        if self.loop_repeats is not None and not 2 <= self.loop_repeats <= 50:
+            raise WhisperoptError(f"--loop-repeats must be between 2 and 50, got {self.loop_repeats}")
 
     @property
     def max_file_bytes(self) -> int:

@@ -75,7 +75,8 @@ class ClipDecoding:
                 for i, (r, t) in zip(chunk, decoded):
                     if not self._skip_as_silence(r, opts):
                         frames = len(clips[i]) // HOP_LENGTH
-                        results[i].segments = self._segments(r, t, 0.0, frames, final=True)[0]
+                        results[i].segments = self._segments(r, t, 0.0, frames, final=True,
+                                                             repeats=opts.loop_repeats)[0]
         if opts.vad_filter:
             restore_clips(results, speech, opts)
         return results
@@ -99,11 +100,13 @@ class ClipDecoding:
                         alone.append(j)
                         self.packing[f"alone: {piece}"] += 1
                     else:
-                        results[members[j]].segments = self._timed(r, t, piece, -start / SAMPLE_RATE)
+                        results[members[j]].segments = self._timed(r, t, piece, -start / SAMPLE_RATE,
+                                                                   opts.loop_repeats)
         self.packing["alone"] += len(alone)
         for k in range(0, len(alone), opts.batch_size):
             chunk = [members[j] for j in alone[k:k + opts.batch_size]]
             for i, (r, t) in zip(chunk, self._decode_with_fallback([clips[i] for i in chunk], opts, language,
                                                                    prompt)):
                 if not self._skip_as_silence(r, opts):
-                    results[i].segments = self._segments(r, t, 0.0, len(clips[i]) // HOP_LENGTH, final=True)[0]
+                    results[i].segments = self._segments(r, t, 0.0, len(clips[i]) // HOP_LENGTH, final=True,
+                                                         repeats=opts.loop_repeats)[0]
