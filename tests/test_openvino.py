@@ -20,7 +20,9 @@ from whisperopt.recipes.validation import validate_artifact
 
 from .conftest import DEV_CLEAN, TEST_CLEAN
 
-PTQ_OPTS = {"calibration_size": "2"}  # a small calibration set keeps the test fast; the default is 10
+# a small calibration set keeps the test fast (the default is 10); decoder=static: the fixture's build quantises both
+# graphs statically, test_ptq_default_mixed_precision builds the default (int8 weight-only decoder)
+PTQ_OPTS = {"calibration_size": "2", "decoder": "static"}
 BUILDS = [("openvino-fp32", {}), ("openvino-fp16", {}), ("openvino-int8-weights", {}), ("openvino-int4-weights", {}),
           ("openvino-int8-ptq", PTQ_OPTS)]
 COMPRESSED = ("openvino-int8-weights", "openvino-int4-weights", "openvino-int8-ptq")
@@ -113,6 +115,60 @@ def test_calibration_refuses_test_data(tmp_path):
 
 
 @pytest.mark.slow
+def test_ptq_float_layers_name_real_matmuls(artifacts, tiny_model):
+    """Every layer group openvino-int8-ptq can keep in float matches the MatMuls of optimum-intel's export (tiny: 4
+    layers each side): a renamed export would otherwise quantise everything silently."""
+    import openvino as ov
+
+    from whisperopt.recipes.openvino_ptq import PTQ_FLOAT_LAYERS, _matched, ptq_ignored_patterns
+
+    core = ov.Core()
+    models = {comp: core.read_model(str(artifacts["openvino-fp32"].dir / f"{stem}.xml"))
+              for comp, stem in ovr.COMPONENTS.items()}
+    layers = json.loads((tiny_model.path / "config.json").read_text())["encoder_layers"]
+    per_layer = {"encoder_fc2": 1, "encoder_fc1": 1, "encoder_attn": 4, "decoder_fc2": 1, "decoder_fc1": 1,
+                 "decoder_self_attn": 4, "cross_attn": 4}
+    for name, (comp, _) in PTQ_FLOAT_LAYERS.items():
+        want = 1 if name == "lm_head" else per_layer[name] * layers
+        assert _matched(models[comp], ptq_ignored_patterns(name, comp)) == want, name
+        other = "decoder" if comp == "encoder" else "encoder"
+        assert ptq_ignored_patterns(name, other) == []
+    recipe = get_recipe("openvino-int8-ptq")
+    assert recipe.resolve_options({"float_layers": "decoder_fc2+lm_head", "decoder": "weights"})["decoder"] == "weights"
+    with pytest.raises(WhisperoptError, match="float_layers: expected none or names"):
+        recipe.resolve_options({"float_layers": "decoder_fc3"})
+    with pytest.raises(WhisperoptError, match="option decoder: expected one of"):
+        recipe.resolve_options({"decoder": "dynamic"})
+
+
+@pytest.mark.slow
+def test_ptq_default_mixed_precision(artifacts, tiny_model):
+    """The default openvino-int8-ptq: static INT8 encoder with its fc2 layers in fp32, int8 weight-only decoder."""
+    import openvino as ov
+
+    recipe = get_recipe("openvino-int8-ptq")
+    art = build_artifact(recipe, tiny_model.path, recipe.resolve_options({"calibration_size": "2"}))[0]
+    m = art.manifest
+    assert m["options"]["decoder"] == "weights" and m["options"]["float_layers"] == "encoder_fc2"
+    layers = json.loads((tiny_model.path / "config.json").read_text())["encoder_layers"]
+    assert m["float_layers"]["matmuls_kept_float"] == {"encoder": layers}  # the decoder is not quantised statically
+    assert m["calibration"]["decoder_samples"] == 0 and m["calibration"]["encoder_samples"] == 2
+    assert m["validation"]["passed"]
+    core = ov.Core()
+    enc = core.read_model(str(art.dir / f"{ovr.COMPONENTS['encoder']}.xml"))
+    dec = core.read_model(str(art.dir / f"{ovr.COMPONENTS['decoder']}.xml"))
+    assert any(op.get_type_name() == "FakeQuantize" for op in enc.get_ops())
+    assert not any(op.get_type_name() == "FakeQuantize" for op in dec.get_ops())
+    int8 = {op.get_output_element_type(0).get_type_name() for op in dec.get_ops() if op.get_type_name() == "Constant"}
+    assert int8 & {"u8", "i8"}, int8  # compressed weights
+    # fc2 MatMuls take float activations: no FakeQuantize feeds them
+    fc2 = [op for op in enc.get_ops() if op.get_type_name() == "MatMul" and ".fc2/" in op.get_friendly_name()]
+    assert len(fc2) == layers
+    assert all(op.input(0).get_source_output().get_node().get_type_name() != "FakeQuantize" for op in fc2)
+    assert m["components"]["decoder"]["compression"] > 3
+
+
+@pytest.mark.slow
 def test_bad_options_are_clear_errors(artifacts, tiny_model, tmp_path):
     with pytest.raises(WhisperoptError, match="option mode: expected one of"):
         get_recipe("openvino-int8-weights").resolve_options({"mode": "int3"})
@@ -163,8 +219,8 @@ def test_bench_rows_for_every_openvino_recipe(tmp_path, artifacts, tiny_model):
     names = ["openvino-fp32", "openvino-int8-ptq", "openvino-int8-ptq-genai"]
     code = main(["bench", "--model", "synthetic:tiny", "--recipes", ",".join(["torch-fp32"] + names),
                  "--limit", "2", "--threads", "2", "--fidelity-utterances", "1", "--out", str(out),
-                 "--option", "openvino-int8-ptq:calibration_size=2",
-                 "--option", "openvino-int8-ptq-genai:calibration_size=2"])
+                 *[arg for recipe in ("openvino-int8-ptq", "openvino-int8-ptq-genai") for key, value in PTQ_OPTS.items()
+                   for arg in ("--option", f"{recipe}:{key}={value}")]])  # the fixture's build, cached
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["recipe"]: r for r in summary["recipes"]}

@@ -17,6 +17,7 @@ ENGINE_MODULES = [
     "whisperopt.recipes.openai_whisper",
     "whisperopt.recipes.sherpa_onnx",
     "whisperopt.recipes.openvino",
+    "whisperopt.recipes.openvino_ptq",
     "whisperopt.recipes.whispercpp",
     "whisperopt.recipes.onnxruntime_genai",
 ]

@@ -7,7 +7,7 @@ Build
   * every other recipe starts from the cached ``openvino-fp32`` artifact (built first if missing) and rewrites the
     encoder and decoder IRs: ``openvino-fp16`` saves them with fp16-compressed weights; ``openvino-int8-weights`` and
     ``openvino-int4-weights`` run ``nncf.compress_weights`` (mode, group size, ratio recorded); ``openvino-int8-ptq``
-    runs ``nncf.quantize`` (static INT8 weights and activations, ``ModelType.TRANSFORMER``, SmoothQuant, fast bias
+    (``openvino_ptq.py``) runs ``nncf.quantize`` (static INT8 weights and activations, ``ModelType.TRANSFORMER``, SmoothQuant, fast bias
     correction) on inputs recorded from the fp32 model transcribing LibriSpeech dev-clean, the way the OpenVINO
     whisper notebooks do it: the encoder and decoder infer requests are wrapped by optimum-intel's
     ``InferRequestWrapper``, which records every input (and the stateful decoder's state resets).
@@ -42,15 +42,12 @@ The runtimes are in ``openvino_runtime.py``.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
-from ..data.datasets import is_test_data
-from ..data.references import forced_length
 from ..data.specs import DEV_DATASET
 from ..errors import WhisperoptError
 from ..files import dist_version
-from .base import Artifact, DecodeOptions, Option, Recipe, Runtime, positive
+from .base import Artifact, Option, Recipe, Runtime
 from .openvino_runtime import (
     COMPONENTS,
     GenAIRuntime,
@@ -61,7 +58,6 @@ from .openvino_runtime import (
     ov_properties,
 )
 from .pytorch import copy_side_files
-from .transformers_runtime import GenerateRuntime
 
 OV_DEVICES = ("CPU", "GPU", "AUTO")
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
@@ -233,16 +229,6 @@ def _ratio(value) -> str | None:
     return None if 0 < value <= 1 else "expected a number in (0, 1]"
 
 
-def _alpha(value) -> str | None:
-    return None if 0 <= value <= 1 or value == -1 else "expected a number in [0, 1] or -1 (off)"
-
-
-def _calibration_data(value) -> str | None:
-    if is_test_data(str(value)):
-        return f"{value} is test data; calibrate on a dev or train split (default {CALIBRATION_DATA})"
-    return None
-
-
 class OpenVINOInt8Weights(OpenVINOWeightCompression):
     name = "openvino-int8-weights"
     weight_bits = 8
@@ -281,87 +267,9 @@ class OpenVINOInt4Weights(OpenVINOWeightCompression):
         return super()._transform(model_dir, fp32_dir, out_dir, options)
 
 
-class OpenVINOInt8PTQ(OpenVINORecipe):
-    name = "openvino-int8-ptq"
-    weight_bits = 8
-    compute_precision = "int8"
-    ir_description = ("OpenVINO IR, NNCF static INT8 post-training quantization of encoder and decoder (weights and "
-                      "activations; SmoothQuant, fast bias correction), calibrated on LibriSpeech dev-clean")
-    options = {**RUNTIME_OPTIONS, "calibration_size": Option(10, check=positive),
-               "calibration_data": Option(CALIBRATION_DATA, check=_calibration_data),
-               "smooth_quant_alpha_encoder": Option(0.5, check=_alpha),
-               "smooth_quant_alpha_decoder": Option(0.95, check=_alpha),
-               "fast_bias_correction": Option(True), "preset": Option("performance", ("performance", "mixed"))}
-    # calibration_size 10: the dev-clean here has 10 utterances with sound (its other 30 are digital silence, skipped;
-    # the former default 40 calibrated on those 10 plus the 30 silent); more than there are is a one-line error
-    fidelity_floor = 0.45  # measured 60-66 % dev-clean / 71-76 % test-clean (tiny, 3-40 calibration utterances)
-
-    def calibration_set(self, options: dict):
-        from ..data import load_dataset
-
-        ds = load_dataset(str(options["calibration_data"]))
-        if any(is_test_data(u.audio) for u in ds.utterances):
-            raise WhisperoptError(f"{self.name}: calibration data {options['calibration_data']} contains test audio")
-        # digital silence (30 of dev-clean's 40 files here) only teaches the quantiser the ranges of all-zero audio
-        return ds.with_sound(options["calibration_size"], f"{self.name} option calibration_size")
-
-    def collect(self, model_dir: Path, fp32_dir: Path, options: dict) -> tuple:
-        """Inputs of every encoder and decoder inference while the fp32 IR transcribes the calibration set."""
-        import torch
-        from optimum.intel.openvino.quantization import InferRequestWrapper
-
-        from ..data import load_audio
-        from ..models.synthetic import is_synthetic
-
-        ds = self.calibration_set(options)
-        model = load_ov_model(fp32_dir, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
-        enc_data, dec_data = [], []
-        model.encoder.request = InferRequestWrapper(model.encoder.request, enc_data, apply_caching=True)
-        model.decoder.request = InferRequestWrapper(model.decoder.request, dec_data, apply_caching=True)
-        runtime = GenerateRuntime(model, model_dir)
-        synthetic = is_synthetic(model_dir)
-        decode = DecodeOptions()
-        with torch.inference_mode():
-            for u in ds.utterances:
-                # synthetic weights decode noise: force the reference transcript's length, as the bench does
-                forced = [forced_length(runtime.tokenizer, u.text)] if synthetic else None
-                runtime.transcribe([load_audio(u.audio)], decode, forced)
-        return enc_data, dec_data, [u.id for u in ds.utterances], ds
-
-    def _transform(self, model_dir, fp32_dir, out_dir, options):
-        import nncf
-        import openvino as ov
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
-        t0 = time.perf_counter()
-        enc_data, dec_data, ids, ds = self.collect(model_dir, fp32_dir, options)
-        collect_s = time.perf_counter() - t0
-        data = {"encoder": enc_data, "decoder": dec_data}
-        alphas = {"encoder": options["smooth_quant_alpha_encoder"], "decoder": options["smooth_quant_alpha_decoder"]}
-        preset = nncf.QuantizationPreset.PERFORMANCE if options["preset"] == "performance" else nncf.QuantizationPreset.MIXED
-        core = ov.Core()
-        for comp, stem in COMPONENTS.items():
-            model = core.read_model(str(fp32_dir / f"{stem}.xml"))
-            quantized = nncf.quantize(
-                model, nncf.Dataset(data[comp]), subset_size=len(data[comp]), preset=preset,
-                model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=options["fast_bias_correction"],
-                advanced_parameters=AdvancedQuantizationParameters(
-                    smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alphas[comp])))
-            ov.save_model(quantized, str(out_dir / f"{stem}.xml"), compress_to_fp16=False)
-            del model, quantized
-        return {"weights": "int8 (static PTQ: int8 weights and activations)",
-                "calibration": {"dataset": str(options["calibration_data"]), "name": ds.name, "root": str(Path(ds.utterances[0].audio).parents[2]),
-                                "utterances": len(ids), "ids": ids, "silent_skipped": list(ds.silent),
-                                "encoder_samples": len(enc_data),
-                                "decoder_samples": len(dec_data), "collect_s": round(collect_s, 1),
-                                "model_type": "TRANSFORMER", "preset": options["preset"],
-                                "smooth_quant_alpha": alphas,
-                                "fast_bias_correction": options["fast_bias_correction"]}}
-
-
 FP32 = OpenVINOFp32()
 BASE_RECIPES = [FP32, OpenVINOFp16(base_recipe=FP32), OpenVINOInt8Weights(base_recipe=FP32),
-                OpenVINOInt4Weights(base_recipe=FP32), OpenVINOInt8PTQ(base_recipe=FP32)]
+                OpenVINOInt4Weights(base_recipe=FP32)]  # openvino-int8-ptq: openvino_ptq.py
 
 
 def genai_twin(base: OpenVINORecipe) -> OpenVINORecipe:
