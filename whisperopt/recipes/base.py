@@ -227,6 +227,21 @@ def positive(value) -> str | None:
     return None if value > 0 else "expected a positive integer"
 
 
+def group_names(value) -> list[str]:
+    """The names of a ``none`` or ``+``-joined option value (layer groups kept in float, say)."""
+    return [] if str(value) == "none" else str(value).split("+")
+
+
+def groups_check(known):
+    """An ``Option`` check: ``none`` or names from ``known`` joined with ``+``."""
+    def check(value) -> str | None:
+        names = group_names(value)
+        if names and all(n in known for n in names):
+            return None
+        return None if str(value) == "none" else f"expected none or names from {'+'.join(known)} joined with +"
+    return check
+
+
 class Recipe(ABC):
     """One optimised variant of a checkpoint for one engine.
 

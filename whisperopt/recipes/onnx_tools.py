@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import WhisperoptError
 from ..metrics import isa
+from .base import group_names, groups_check
 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf's 2 GB limit: larger graphs keep their weights in a side file
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -194,17 +195,12 @@ FLOAT_LAYER_GROUPS = {
 }
 
 
-def float_layers_check(value) -> str | None:
-    """``none`` or ``+``-joined names of ``FLOAT_LAYER_GROUPS``."""
-    names = [] if str(value) == "none" else str(value).split("+")
-    bad = [n for n in names if n not in FLOAT_LAYER_GROUPS]
-    return f"expected none or {'+'.join(FLOAT_LAYER_GROUPS)} joined with +" if bad or not names and value != "none" else None
+float_layers_check = groups_check(FLOAT_LAYER_GROUPS)  # option float_layers of onnx-int8-static
 
 
 def float_layer_nodes(model, graph: str, value: str) -> list[str]:
     """MatMul nodes of ``model`` (the ``graph`` part: encoder or decoder) that option value ``value`` keeps in float."""
-    names = [] if value == "none" else value.split("+")
-    patterns = [FLOAT_LAYER_GROUPS[n][1] for n in names if FLOAT_LAYER_GROUPS[n][0] == graph]
+    patterns = [FLOAT_LAYER_GROUPS[n][1] for n in group_names(value) if FLOAT_LAYER_GROUPS[n][0] == graph]
     return [n.name for g in iter_graphs(model.graph) for n in g.node
             if n.op_type == "MatMul" and any(p.search(n.name) for p in patterns)]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..data.datasets import is_test_data
 from ..data.references import forced_length
 from ..errors import WhisperoptError
-from .base import DecodeOptions, Option, positive
+from .base import DecodeOptions, Option, group_names, groups_check, positive
 from .openvino import CALIBRATION_DATA, FP32, RUNTIME_OPTIONS, OpenVINORecipe, genai_twin
 from .openvino_runtime import COMPONENTS, load_ov_model
 from .transformers_runtime import GenerateRuntime
@@ -48,16 +48,9 @@ PTQ_DECODER_MODES = {"static": "static INT8 weights and activations (nncf.quanti
                      "weights": "INT8 weight-only (nncf.compress_weights int8_asym, per channel), fp32 activations"}
 
 
-def _float_layers(value) -> str | None:
-    names = [] if str(value) == "none" else str(value).split("+")
-    bad = [n for n in names if n not in PTQ_FLOAT_LAYERS]
-    return f"expected none or names from {'+'.join(PTQ_FLOAT_LAYERS)} joined with +" if bad or not (names or value == "none") else None
-
-
 def ptq_ignored_patterns(value: str, component: str) -> list[str]:
     """The ``float_layers`` option's nncf.IgnoredScope patterns that apply to ``component`` (encoder or decoder)."""
-    names = [] if value == "none" else value.split("+")
-    return [PTQ_FLOAT_LAYERS[n][1] for n in names if PTQ_FLOAT_LAYERS[n][0] == component]
+    return [PTQ_FLOAT_LAYERS[n][1] for n in group_names(value) if PTQ_FLOAT_LAYERS[n][0] == component]
 
 
 class OpenVINOInt8PTQ(OpenVINORecipe):
@@ -72,7 +65,7 @@ class OpenVINOInt8PTQ(OpenVINORecipe):
                "smooth_quant_alpha_encoder": Option(0.5, check=_alpha),
                "smooth_quant_alpha_decoder": Option(0.95, check=_alpha),
                "fast_bias_correction": Option(True), "preset": Option("performance", ("performance", "mixed")),
-               "float_layers": Option("encoder_fc2", check=_float_layers),
+               "float_layers": Option("encoder_fc2", check=groups_check(PTQ_FLOAT_LAYERS)),
                "decoder": Option("weights", tuple(PTQ_DECODER_MODES))}
     # float_layers=encoder_fc2, decoder=weights: chosen on tuning data (59 train-clean-5 utterances, 15 per chapter,
     # 2191 words; never test-clean), word errors against torch-fp32 on the same utterances. base (fp32 108):
@@ -148,7 +141,9 @@ class OpenVINOInt8PTQ(OpenVINORecipe):
                         smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alphas[comp])))
             ov.save_model(quantized, str(out_dir / f"{stem}.xml"), compress_to_fp16=False)
             del model, quantized
-        return {"weights": "int8 (static PTQ: int8 weights and activations)",
+        weights = "int8 (static PTQ: int8 weights and activations" + (
+            "; decoder int8 weights only)" if options["decoder"] == "weights" else ")")
+        return {"weights": weights,
                 "calibration": {"dataset": str(options["calibration_data"]), "name": ds.name, "root": str(Path(ds.utterances[0].audio).parents[2]),
                                 "utterances": len(ids), "ids": ids, "silent_skipped": list(ds.silent),
                                 "encoder_samples": len(enc_data),
