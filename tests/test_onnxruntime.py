@@ -19,15 +19,18 @@ from whisperopt.recipes.base import Artifact
 from whisperopt.recipes.validation import validate_artifact
 
 STATIC_OPTS = {"calibration_size": "3"}  # small calibration set keeps the test fast; the default is 10
+# the former default: ORT's quantize_static calibrates both decoders, the encoder quantises its activations per call
+ORT_STATIC_OPTS = {**STATIC_OPTS, "quantizer": "ort", "encoder": "dynamic", "decoder": "static", "float_layers": "none"}
 
 
 @pytest.fixture(scope="module")
 def artifacts(tiny_model, librispeech):
     built = {}
-    for name, opts in [("onnx-fp32", {}), ("onnx-int8-dynamic", {}), ("onnx-int8-static", STATIC_OPTS),
-                       ("onnx-int4", {})]:
+    for key, name, opts in [("onnx-fp32", "onnx-fp32", {}), ("onnx-int8-dynamic", "onnx-int8-dynamic", {}),
+                            ("onnx-int8-static", "onnx-int8-static", STATIC_OPTS),
+                            ("onnx-int8-static-ort", "onnx-int8-static", ORT_STATIC_OPTS), ("onnx-int4", "onnx-int4", {})]:
         recipe = get_recipe(name)
-        built[name] = build_artifact(recipe, tiny_model.path, recipe.resolve_options(opts))[0]
+        built[key] = build_artifact(recipe, tiny_model.path, recipe.resolve_options(opts))[0]
     return built
 
 
@@ -78,14 +81,49 @@ def test_int8_dynamic_preset_follows_this_cpu(artifacts):
     assert v["passed"] and v["teacher_forced_agreement"] >= get_recipe("onnx-int8-dynamic").fidelity_floor
 
 
+def _inputs_dequantized(path: Path) -> dict[str, bool]:
+    """Each MatMul of an ONNX graph (subgraphs too): whether its activation input comes from a DequantizeLinear."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    out = {}
+    for g in onnx_tools.iter_graphs(model.graph):
+        made_by = {o: n.op_type for n in g.node for o in n.output}
+        out.update({n.name: made_by.get(n.input[0]) == "DequantizeLinear" for n in g.node if n.op_type == "MatMul"})
+    return out
+
+
 @pytest.mark.slow
-def test_static_is_calibrated_on_dev_clean(artifacts):
-    q = artifacts["onnx-int8-static"].manifest["quantization"]
+def test_static_default_nncf_encoder_dynamic_decoder(artifacts):
+    """The default: NNCF calibrates the encoder on dev-clean (SmoothQuant; fc2 kept float), the merged decoder is int8
+    with activation ranges per call; nothing of the decoders is calibrated."""
+    art = artifacts["onnx-int8-static"]
+    q = art.manifest["quantization"]
+    cal = q["calibration"]
+    assert cal["dataset"] == "librispeech:dev-clean" and cal["utterances"] == 3
+    assert cal["per_graph"] == {"encoder": "nncf"} and cal["decoder_samples"] == 0
+    assert q["quantizer"].startswith("nncf.quantize") and q["smooth_quant_alpha"]["encoder"] == 0.5
+    assert q["float_layers"] == "encoder_fc2" and q["decoder"].startswith("int8 weights, activation ranges computed")
+    enc = _inputs_dequantized(art.dir / ortr.ENCODER)
+    fc2 = {n for n in enc if n.endswith("/fc2/MatMul")}
+    assert len(fc2) == 4 and not any(enc[n] for n in fc2)  # one per encoder layer, each reading float activations
+    linear = [n for n in enc if n.endswith(("_proj/MatMul", "/fc1/MatMul"))]
+    assert len(linear) == 4 * 5 and all(enc[n] for n in linear)  # q, k, v, out, fc1: int8 activations, calibrated
+    ops = q["ops_after"]
+    assert ops[ortr.DECODER_MERGED]["DynamicQuantizeLinear"] > 0 and not ops[ortr.DECODER_MERGED].get("QuantizeLinear")
+    v = art.manifest["validation"]
+    assert v["passed"] and v["teacher_forced_agreement"] >= get_recipe("onnx-int8-static").fidelity_floor
+
+
+@pytest.mark.slow
+def test_static_ort_quantizer_calibrates_both_decoders(artifacts):
+    q = artifacts["onnx-int8-static-ort"].manifest["quantization"]
     cal = q["calibration"]
     assert cal["dataset"] == "librispeech:dev-clean" and cal["utterances"] == 3 and cal["method"] == "auto"
-    # the decoders are calibrated; the encoder (option encoder=dynamic, the default) quantises its activations per call
+    # the decoders are calibrated; the encoder (option encoder=dynamic) quantises its activations per call
     assert cal["per_graph"] == {"decoder": "minmax", "decoder_with_past": "minmax"}
     assert cal["decoder_samples"] == 3 and cal["decoder_with_past_samples"] == 6
+    assert q["quantizer"].startswith("onnxruntime.quantization.quantize_static") and "smooth_quant_alpha" not in q
     assert q["encoder"].startswith("int8 weights, activation ranges computed per call") and q["float_layers"] == "none"
     assert q["format"] == "QDQ" and q["ops_after"][ortr.DECODER_MERGED]["QuantizeLinear"] > 0
     assert q["ops_after"][ortr.ENCODER]["MatMulInteger"] >= 4 * 6 and not q["ops_after"][ortr.ENCODER].get("QuantizeLinear")
@@ -129,6 +167,14 @@ def test_bad_options_are_clear_errors():
         get_recipe("onnx-int4").resolve_options({"block_size": "20"})
     with pytest.raises(WhisperoptError, match="option calibration: expected one of"):
         get_recipe("onnx-int8-static").resolve_options({"calibration": "guess"})
+    with pytest.raises(WhisperoptError, match="option quantizer: expected one of ort, nncf"):
+        get_recipe("onnx-int8-static").resolve_options({"quantizer": "inc"})
+    with pytest.raises(WhisperoptError, match=r"option smooth_quant_alpha_encoder: expected a number in \[0, 1\]"):
+        get_recipe("onnx-int8-static").resolve_options({"smooth_quant_alpha_encoder": "1.5"})
+    with pytest.raises(WhisperoptError, match="encoder=dynamic with decoder=dynamic calibrates nothing; use "
+                                              "onnx-int8-dynamic") as err:
+        get_recipe("onnx-int8-static").resolve_options({"encoder": "dynamic"})
+    assert "\n" not in str(err.value)
     with pytest.raises(WhisperoptError, match="option op_types: expected a comma-separated subset"):
         get_recipe("onnx-int8-dynamic").resolve_options({"op_types": "Softmax"})
 

@@ -207,7 +207,8 @@ def test_build_gate_catches_a_static_int8_that_cannot_decode(tiny_en):
     from whisperopt.recipes.artifacts import build_artifact
 
     recipe = get_recipe("onnx-int8-static")
-    options = recipe.resolve_options({"calibration": "minmax", "calibration_size": "4", "encoder": "static"})
+    options = recipe.resolve_options({"quantizer": "ort", "calibration": "minmax", "calibration_size": "4",
+                                      "encoder": "static", "float_layers": "none"})
     with pytest.raises(WhisperoptError, match="decode check failed") as err:
         build_artifact(recipe, tiny_en.path, options)
     assert "\n" not in str(err.value)

@@ -200,6 +200,22 @@ class OnnxFp16(OrtRecipe):
 
 
 
+def dynamic_int8(model, dst: Path, ops: list[str], exclude: list[str], per_channel: bool, preset: dict,
+                 big: bool | None = None) -> None:
+    """ORT ``quantize_dynamic`` of one graph (an ``onnx.ModelProto``, or a path with ``big`` = written with external
+    data): int8 weights at build, activation ranges per call, the ISA ``preset``'s weight type and reduce_range, the
+    merged decoder's ``If`` subgraphs too."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if big is None:
+        big = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    quantize_dynamic(model if isinstance(model, onnx.ModelProto) else str(model), str(dst), op_types_to_quantize=ops,
+                     nodes_to_exclude=exclude, per_channel=per_channel, reduce_range=preset["reduce_range"],
+                     weight_type=getattr(QuantType, preset["weight_type"]), use_external_data_format=big,
+                     extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True})
+
+
 class OnnxInt8Dynamic(OrtRecipe):
     name = "onnx-int8-dynamic"
     weight_bits = 8
@@ -216,7 +232,6 @@ class OnnxInt8Dynamic(OrtRecipe):
 
     def convert(self, export, out_dir, options, model_dir):
         import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
 
         preset = isa_preset(options["isa"])
         ops = parse_op_types(options["op_types"])
@@ -224,11 +239,7 @@ class OnnxInt8Dynamic(OrtRecipe):
         for name in (ENCODER, DECODER_MERGED):
             model = onnx.load(str(export / name))
             exclude = prepare_lm_head(model, options["lm_head"]) if name == DECODER_MERGED else []
-            quantize_dynamic(model, str(out_dir / name), op_types_to_quantize=ops, nodes_to_exclude=exclude,
-                             per_channel=options["per_channel"], reduce_range=preset["reduce_range"],
-                             weight_type=getattr(QuantType, preset["weight_type"]),
-                             use_external_data_format=model.ByteSize() > EXTERNAL_DATA_THRESHOLD,
-                             extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True})
+            dynamic_int8(model, out_dir / name, ops, exclude, options["per_channel"], preset)
             counts[name] = op_counts(onnx.load(str(out_dir / name), load_external_data=False))
         return {"dtype": "int8", "quantization": {
             "method": "dynamic", **preset, "per_channel": options["per_channel"], "op_types": ops,

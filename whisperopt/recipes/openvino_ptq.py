@@ -16,13 +16,10 @@ from ..data.datasets import is_test_data
 from ..data.references import forced_length
 from ..errors import WhisperoptError
 from .base import DecodeOptions, Option, group_names, groups_check, positive
+from .nncf_tools import PRESETS, nncf_static, smooth_quant_alpha
 from .openvino import CALIBRATION_DATA, FP32, RUNTIME_OPTIONS, OpenVINORecipe, genai_twin
 from .openvino_runtime import COMPONENTS, load_ov_model
 from .transformers_runtime import GenerateRuntime
-
-
-def _alpha(value) -> str | None:
-    return None if 0 <= value <= 1 or value == -1 else "expected a number in [0, 1] or -1 (off)"
 
 
 def _calibration_data(value) -> str | None:
@@ -62,9 +59,9 @@ class OpenVINOInt8PTQ(OpenVINORecipe):
                       "layers kept fp32), the decoder int8 weight-only (options float_layers, decoder)")
     options = {**RUNTIME_OPTIONS, "calibration_size": Option(10, check=positive),
                "calibration_data": Option(CALIBRATION_DATA, check=_calibration_data),
-               "smooth_quant_alpha_encoder": Option(0.5, check=_alpha),
-               "smooth_quant_alpha_decoder": Option(0.95, check=_alpha),
-               "fast_bias_correction": Option(True), "preset": Option("performance", ("performance", "mixed")),
+               "smooth_quant_alpha_encoder": Option(0.5, check=smooth_quant_alpha),
+               "smooth_quant_alpha_decoder": Option(0.95, check=smooth_quant_alpha),
+               "fast_bias_correction": Option(True), "preset": Option("performance", PRESETS),
                "float_layers": Option("encoder_fc2", check=groups_check(PTQ_FLOAT_LAYERS)),
                "decoder": Option("weights", tuple(PTQ_DECODER_MODES))}
     # float_layers=encoder_fc2, decoder=weights: chosen on tuning data (59 train-clean-5 utterances, 15 per chapter,
@@ -116,14 +113,12 @@ class OpenVINOInt8PTQ(OpenVINORecipe):
     def _transform(self, model_dir, fp32_dir, out_dir, options):
         import nncf
         import openvino as ov
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
         t0 = time.perf_counter()
         enc_data, dec_data, ids, ds = self.collect(model_dir, fp32_dir, options)
         collect_s = time.perf_counter() - t0
         data = {"encoder": enc_data, "decoder": dec_data}
         alphas = {"encoder": options["smooth_quant_alpha_encoder"], "decoder": options["smooth_quant_alpha_decoder"]}
-        preset = nncf.QuantizationPreset.PERFORMANCE if options["preset"] == "performance" else nncf.QuantizationPreset.MIXED
         core = ov.Core()
         ignored = {}
         for comp, stem in COMPONENTS.items():
@@ -133,12 +128,9 @@ class OpenVINOInt8PTQ(OpenVINORecipe):
             else:
                 patterns = ptq_ignored_patterns(options["float_layers"], comp)
                 ignored[comp] = _matched(model, patterns)
-                quantized = nncf.quantize(
-                    model, nncf.Dataset(data[comp]), subset_size=len(data[comp]), preset=preset,
-                    model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=options["fast_bias_correction"],
-                    ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None,
-                    advanced_parameters=AdvancedQuantizationParameters(
-                        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alphas[comp])))
+                quantized = nncf_static(model, data[comp], alpha=alphas[comp], preset=options["preset"],
+                                        fast_bias_correction=options["fast_bias_correction"],
+                                        ignored_patterns=patterns)
             ov.save_model(quantized, str(out_dir / f"{stem}.xml"), compress_to_fp16=False)
             del model, quantized
         weights = "int8 (static PTQ: int8 weights and activations" + (
