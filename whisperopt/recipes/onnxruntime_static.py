@@ -153,6 +153,7 @@ class OnnxInt8Static(OrtRecipe):
     description = ("ORT static int8: QDQ encoder calibrated on LibriSpeech dev-clean by NNCF (SmoothQuant; its fc2 "
                    "layers float), int8 decoder with ranges per call (options encoder, decoder, quantizer)")
     devices = ("cpu",)
+    modules = (*OrtRecipe.modules, "nncf")  # the default quantizer (the onnx extra installs it)
     options = {"graph_optimization": GRAPH_OPTIMIZATION, "isa": ISA, "per_channel": Option(True),
                "op_types": Option("MatMul", check=op_types_check(QUANT_OPS)), "lm_head": LM_HEAD,
                "calibration": Option("auto", CALIBRATION_METHODS), "calibration_size": Option(10, check=positive),
