@@ -231,6 +231,11 @@ def save_model(model, path: Path) -> None:
         onnx.save_model(model, str(path))
 
 
+def fits_in_memory(model) -> bool:
+    """True when a graph is one protobuf under the external-data threshold (checker and shape inference take it)."""
+    return _serialisable(model) and model.ByteSize() < EXTERNAL_DATA_THRESHOLD
+
+
 def _serialisable(model) -> bool:
     try:
         model.ByteSize()
@@ -337,7 +342,7 @@ def dynamic_frame_axis(model) -> bool:
         dim.ClearField("dim_value")
         dim.dim_param = name
     del graph.value_info[:]  # shapes inferred for 3000 frames no longer hold
-    if _serialisable(model) and model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+    if fits_in_memory(model):
         onnx.checker.check_model(model)
     return True
 

@@ -25,6 +25,7 @@ from .onnx_tools import (
     QUANT_OPS,
     decoder_dims,
     decoder_feed,
+    fits_in_memory,
     float_layer_nodes,
     float_layers_check,
     isa_preset,
@@ -137,13 +138,6 @@ DECODER_MODES = {"static": "int8 weights and activations, ranges calibrated (dec
 QUANTIZERS = {"ort": "onnxruntime.quantization.quantize_static (QDQ; option calibration chooses the range estimator)",
               "nncf": "nncf.quantize (QDQ; SmoothQuant, fast bias correction, TRANSFORMER scheme; options preset, "
                       "smooth_quant_alpha_encoder/decoder)"}
-
-
-def _serialisable_small(model) -> bool:
-    try:
-        return model.ByteSize() < EXTERNAL_DATA_THRESHOLD
-    except Exception:  # ByteSize fails above 2 GB
-        return False
 
 
 class OnnxInt8Static(OrtRecipe):
@@ -267,7 +261,7 @@ class OnnxInt8Static(OrtRecipe):
         exclude = prepare_lm_head(model, options["lm_head"]) if part == "decoder" else []
         exclude += float_layer_nodes(model, part, options["float_layers"])
         if options["quantizer"] == "nncf":
-            if _serialisable_small(model):  # NNCF sizes SmoothQuant's statistics from the graph's inferred shapes
+            if fits_in_memory(model):  # NNCF sizes SmoothQuant's statistics from the graph's inferred shapes
                 model = onnx.shape_inference.infer_shapes(model)
             quantized = nncf_static(model, feeds, alpha=options[f"smooth_quant_alpha_{part}"], preset=options["preset"],
                                     ignored_names=exclude)
