@@ -94,23 +94,28 @@ def _inputs_dequantized(path: Path) -> dict[str, bool]:
 
 
 @pytest.mark.slow
-def test_static_default_nncf_encoder_dynamic_decoder(artifacts):
-    """The default: NNCF calibrates the encoder on dev-clean (SmoothQuant; fc2 kept float), the merged decoder is int8
-    with activation ranges per call; nothing of the decoders is calibrated."""
+def test_static_default_nncf_encoder_weight_only_decoder(artifacts):
+    """The default: NNCF calibrates the encoder on dev-clean (SmoothQuant; fc2 kept float), the merged decoder is 8-bit
+    weight-only (MatMulNBits, block 32, int8 activations per block in the kernel); nothing of the decoders is
+    calibrated."""
     art = artifacts["onnx-int8-static"]
     q = art.manifest["quantization"]
     cal = q["calibration"]
     assert cal["dataset"] == "librispeech:dev-clean" and cal["utterances"] == 3
     assert cal["per_graph"] == {"encoder": "nncf"} and cal["decoder_samples"] == 0
     assert q["quantizer"].startswith("nncf.quantize") and q["smooth_quant_alpha"]["encoder"] == 0.5
-    assert q["float_layers"] == "encoder_fc2" and q["decoder"].startswith("int8 weights, activation ranges computed")
+    assert q["float_layers"] == "encoder_fc2" and q["decoder"].startswith("int8 weight-only (MatMulNBits bits=8")
+    assert q["decoder_weights"] == {"bits": 8, "block_size": 32, "symmetric": True, "accuracy_level": 4}
     enc = _inputs_dequantized(art.dir / ortr.ENCODER)
     fc2 = {n for n in enc if n.endswith("/fc2/MatMul")}
     assert len(fc2) == 4 and not any(enc[n] for n in fc2)  # one per encoder layer, each reading float activations
     linear = [n for n in enc if n.endswith(("_proj/MatMul", "/fc1/MatMul"))]
     assert len(linear) == 4 * 5 and all(enc[n] for n in linear)  # q, k, v, out, fc1: int8 activations, calibrated
     ops = q["ops_after"]
-    assert ops[ortr.DECODER_MERGED]["DynamicQuantizeLinear"] > 0 and not ops[ortr.DECODER_MERGED].get("QuantizeLinear")
+    dec = ops[ortr.DECODER_MERGED]
+    # 4 decoder layers x (q, k, v, out, fc1, fc2, cross q, cross out) + the lm head; cross k/v are in one branch only
+    assert dec["MatMulNBits"] >= 4 * 8 + 1 and dec["If"] == 1
+    assert not dec.get("DynamicQuantizeLinear") and not dec.get("QuantizeLinear") and not dec.get("MatMulInteger")
     v = art.manifest["validation"]
     assert v["passed"] and v["teacher_forced_agreement"] >= get_recipe("onnx-int8-static").fidelity_floor
 
@@ -171,9 +176,11 @@ def test_bad_options_are_clear_errors():
         get_recipe("onnx-int8-static").resolve_options({"quantizer": "inc"})
     with pytest.raises(WhisperoptError, match=r"option smooth_quant_alpha_encoder: expected a number in \[0, 1\]"):
         get_recipe("onnx-int8-static").resolve_options({"smooth_quant_alpha_encoder": "1.5"})
-    with pytest.raises(WhisperoptError, match="encoder=dynamic with decoder=dynamic calibrates nothing; use "
+    with pytest.raises(WhisperoptError, match="encoder=dynamic with decoder=weights calibrates nothing; use "
                                               "onnx-int8-dynamic") as err:
         get_recipe("onnx-int8-static").resolve_options({"encoder": "dynamic"})
+    with pytest.raises(WhisperoptError, match="option decoder_block_size: "):
+        get_recipe("onnx-int8-static").resolve_options({"decoder_block_size": "24"})
     assert "\n" not in str(err.value)
     with pytest.raises(WhisperoptError, match="option op_types: expected a comma-separated subset"):
         get_recipe("onnx-int8-dynamic").resolve_options({"op_types": "Softmax"})

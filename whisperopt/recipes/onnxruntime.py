@@ -216,6 +216,21 @@ def dynamic_int8(model, dst: Path, ops: list[str], exclude: list[str], per_chann
                      extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True})
 
 
+def weight_only(model, dst: Path, bits: int, block_size: int, symmetric: bool, accuracy_level: int,
+                exclude: list[str], ops: list[str]) -> None:
+    """ORT ``MatMulNBitsQuantizer`` of one graph (an ``onnx.ModelProto``): ``bits``-bit weights with one scale per
+    ``block_size`` inputs (MatMulNBits; Gather in ``ops``: GatherBlockQuantized), the merged decoder's ``If``
+    subgraphs too; ``accuracy_level`` 4 = activations int8 per block in the CPU kernel, 0 = the kernel's default."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quant = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, nodes_to_exclude=exclude,
+                                 is_symmetric=symmetric, accuracy_level=accuracy_level or None,
+                                 op_types_to_quantize=tuple(ops))
+    quant.process()
+    quant.model.save_model_to_file(str(dst), use_external_data_format=quant.model.model.ByteSize()
+                                   > EXTERNAL_DATA_THRESHOLD)
+
+
 class OnnxInt8Dynamic(OrtRecipe):
     name = "onnx-int8-dynamic"
     weight_bits = 8
@@ -262,21 +277,14 @@ class OnnxInt4(OrtRecipe):
 
     def convert(self, export, out_dir, options, model_dir):
         import onnx
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         ops = parse_op_types(options["op_types"])
         counts = {}
         for name in (ENCODER, DECODER_MERGED):
             model = onnx.load(str(export / name))
             exclude = prepare_lm_head(model, options["lm_head"]) if name == DECODER_MERGED else []
-            quant = MatMulNBitsQuantizer(model, bits=4, block_size=options["block_size"], nodes_to_exclude=exclude,
-                                         is_symmetric=options["symmetric"],
-                                         accuracy_level=options["accuracy_level"] or None,
-                                         op_types_to_quantize=tuple(ops))
-            quant.process()
-            quant.model.save_model_to_file(str(out_dir / name),
-                                           use_external_data_format=quant.model.model.ByteSize()
-                                           > EXTERNAL_DATA_THRESHOLD)
+            weight_only(model, out_dir / name, 4, options["block_size"], options["symmetric"],
+                        options["accuracy_level"], exclude, ops)
             counts[name] = op_counts(onnx.load(str(out_dir / name), load_external_data=False))
         return {"dtype": "int4", "quantization": {
             "method": "weight-only", "bits": 4, "block_size": options["block_size"],

@@ -4,8 +4,8 @@ Calibration reads LibriSpeech dev-clean only (never test data): log-mel features
 inputs (reference transcript tokens, encoder states and KV caches produced by the fp32 export on the same audio) for
 a calibrated decoder and decoder-with-past, each quantised separately and merged again with Optimum's
 ``merge_decoders``. The default (chosen on tuning data, see ``OnnxInt8Static``) is mixed: the encoder static QDQ by
-NNCF (SmoothQuant, fast bias correction; ``nncf_tools``) with its fc2 layers in float, the merged decoder int8 with
-activation ranges per call. Options ``encoder`` / ``decoder`` choose how each part is quantised (``ENCODER_MODES``,
+NNCF (SmoothQuant, fast bias correction; ``nncf_tools``) with its fc2 layers in float, the merged decoder int8
+weight-only (MatMulNBits, activations int8 per block of 32 in the kernel). Options ``encoder`` / ``decoder`` choose how each part is quantised (``ENCODER_MODES``,
 ``DECODER_MODES``), ``quantizer`` who calibrates (``QUANTIZERS``: NNCF or ORT's ``quantize_static``),
 ``float_layers`` which MatMul groups stay in float (``FLOAT_LAYER_GROUPS``).
 """
@@ -49,7 +49,9 @@ from .onnxruntime import (
     OrtRecipe,
     _link_graph,
     _percentile,
+    _power_of_two_16,
     dynamic_int8,
+    weight_only,
 )
 
 
@@ -134,7 +136,9 @@ ENCODER_MODES = {"dynamic": "int8 weights, activation ranges computed per call (
 
 
 DECODER_MODES = {"static": "int8 weights and activations, ranges calibrated (decoder and decoder-with-past, merged)",
-                 "dynamic": "int8 weights, activation ranges computed per call (quantize_dynamic of the merged decoder)"}
+                 "dynamic": "int8 weights, activation ranges computed per call (quantize_dynamic of the merged decoder)",
+                 "weights": "int8 weight-only (MatMulNBits bits=8, one scale per decoder_block_size inputs; "
+                            "activations by decoder_accuracy_level: 4 = int8 per block, 0 = float)"}
 QUANTIZERS = {"ort": "onnxruntime.quantization.quantize_static (QDQ; option calibration chooses the range estimator)",
               "nncf": "nncf.quantize (QDQ; SmoothQuant, fast bias correction, TRANSFORMER scheme; options preset, "
                       "smooth_quant_alpha_encoder/decoder)"}
@@ -145,7 +149,7 @@ class OnnxInt8Static(OrtRecipe):
     weight_bits = 8
     compute_precision = "int8"
     description = ("ORT static int8: QDQ encoder calibrated on LibriSpeech dev-clean by NNCF (SmoothQuant; its fc2 "
-                   "layers float), int8 decoder with ranges per call (options encoder, decoder, quantizer)")
+                   "layers float), int8 weight-only decoder (MatMulNBits; options encoder, decoder, quantizer)")
     devices = ("cpu",)
     modules = (*OrtRecipe.modules, "nncf")  # the default quantizer (the onnx extra installs it)
     options = {"graph_optimization": GRAPH_OPTIMIZATION, "isa": ISA, "per_channel": Option(True),
@@ -153,17 +157,23 @@ class OnnxInt8Static(OrtRecipe):
                "calibration": Option("auto", CALIBRATION_METHODS), "calibration_size": Option(10, check=positive),
                "percentile": Option(99.99, check=_percentile),
                "float_layers": Option("encoder_fc2", check=float_layers_check),
-               "encoder": Option("static", tuple(ENCODER_MODES)), "decoder": Option("dynamic", tuple(DECODER_MODES)),
+               "encoder": Option("static", tuple(ENCODER_MODES)), "decoder": Option("weights", tuple(DECODER_MODES)),
                "quantizer": Option("nncf", tuple(QUANTIZERS)), "preset": Option("performance", PRESETS),
                "smooth_quant_alpha_encoder": Option(0.5, check=smooth_quant_alpha),
                "smooth_quant_alpha_decoder": Option(0.95, check=smooth_quant_alpha),
-               "past_steps": Option(2, check=positive)}
-    # the default (quantizer=nncf, encoder=static, float_layers=encoder_fc2, decoder=dynamic): chosen on tuning data,
+               "past_steps": Option(2, check=positive),
+               "decoder_block_size": Option(32, check=_power_of_two_16),
+               "decoder_accuracy_level": Option(4, (0, 1, 2, 3, 4))}
+    # the default (quantizer=nncf, encoder=static, float_layers=encoder_fc2, decoder=weights): chosen on tuning data,
     # never test-clean: 59 train-clean-5 utterances (15 per chapter, 2191 words), word errors against torch-fp32 on
-    # the same utterances. base (fp32 108): the former default (quantizer=ort, encoder=dynamic, decoder=static) +33;
-    # onnx-int8-dynamic +9; NNCF static decoders with SmoothQuant 0.95 (quantizer=nncf, encoder=dynamic) +167;
-    # **NNCF static encoder with its fc2 in float + dynamic decoder +6**. tiny.en (fp32 114): former default +12,
-    # onnx-int8-dynamic +20, **chosen +4**. The encoder's fc2 input (the
+    # the same utterances. base (fp32 108): quantizer=ort, encoder=dynamic, decoder=static +33; onnx-int8-dynamic +9;
+    # NNCF static decoders with SmoothQuant 0.95 (quantizer=nncf, encoder=dynamic) +167; NNCF static encoder with its
+    # fc2 in float + decoder=dynamic +6 (stop 32's default); **the same encoder + decoder=weights -10** (8-bit
+    # MatMulNBits, block 32, accuracy_level 4; decoder_accuracy_level=0, float activations: 4x slower per utterance
+    # on AVX2). tiny.en (fp32 114): quantizer=ort... +12, onnx-int8-dynamic +20, decoder=dynamic +4, decoder=weights
+    # **+3**. On an AVX2-only CPU quantize_dynamic's decoder has 7-bit weights (reduce_range) and one uint8
+    # scale per activation tensor; MatMulNBits keeps 8-bit weights with a scale per 32 inputs and quantises each
+    # activation block of 32 on its own. The encoder's fc2 input (the
     # GELU output) has rare large outliers one per-tensor scale cannot hold (below); SmoothQuant moves the other
     # layers' activation outliers into the weights. The decoders run one token per call: calibrated activation
     # ranges cost accuracy there (NNCF and ORT alike) and buy no speed over ranges computed per call.
@@ -190,7 +200,7 @@ class OnnxInt8Static(OrtRecipe):
         opts = super().resolve_options(given)
         if opts["encoder"] != "static" and opts["decoder"] != "static":
             raise WhisperoptError(f"{self.name}: encoder={opts['encoder']} with decoder={opts['decoder']} calibrates "
-                                  "nothing; use onnx-int8-dynamic, or set encoder=static or decoder=static")
+                                  "nothing; use onnx-int8-dynamic (or onnx-int4), or set encoder=static")
         return opts
 
     def convert(self, export, out_dir, options, model_dir):
@@ -238,6 +248,9 @@ class OnnxInt8Static(OrtRecipe):
             "lm_head_quantized": bool(options["lm_head"] and "MatMul" in ops),
             "float_layers": options["float_layers"], "encoder": ENCODER_MODES[options["encoder"]],
             "decoder": DECODER_MODES[options["decoder"]],
+            **({"decoder_weights": {"bits": 8, "block_size": options["decoder_block_size"], "symmetric": True,
+                                    "accuracy_level": options["decoder_accuracy_level"]}}
+               if options["decoder"] == "weights" else {}),
             "calibration": {"method": "nncf (min/max, SmoothQuant)" if nncf else options["calibration"],
                             "per_graph": {g: "nncf" for g in calibrated} if nncf else chosen,
                             "dataset": CALIBRATION_DATASET,
@@ -297,6 +310,10 @@ class OnnxInt8Static(OrtRecipe):
         model = onnx.load(str(export / name))
         exclude = prepare_lm_head(model, options["lm_head"]) if part == "decoder" else []
         exclude += float_layer_nodes(model, part, options["float_layers"])
+        if part == "decoder" and options["decoder"] == "weights":
+            weight_only(model, out_dir / name, 8, options["decoder_block_size"], True,
+                        options["decoder_accuracy_level"], exclude, [op for op in ops if op == "MatMul"])
+            return
         dynamic_int8(model, out_dir / name, ops, exclude, options["per_channel"], preset)
 
 
