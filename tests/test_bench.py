@@ -17,8 +17,10 @@ from whisperopt.cli import main
 
 from .conftest import TEST_CLEAN
 
-# torch-int8-weight-only (torchao) builds, validates and transcribes in test_contract.py; left out here for CI's time
-RECIPES = "torch-fp32,torch-int8-dynamic,torch-bf16,torch-fp16"
+# torch-int8-weight-only (torchao) and torch-bf16 (emulated without AVX512-BF16/AMX: over a minute here on an AVX2
+# CPU) build, validate and transcribe in test_contract.py; left out here for CI's time. torch-fp16 is CUDA-only: its
+# row says so
+RECIPES = "torch-fp32,torch-int8-dynamic,torch-fp16"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_throughput_mode_reports_rtfx_per_batch(bench_dir):
 def test_every_column_is_filled(bench_dir):
     rows = _summary(bench_dir)
     assert rows["torch-fp16"]["status"] == "skipped" and "CUDA" in rows["torch-fp16"]["reason"]
-    for name in ("torch-fp32", "torch-int8-dynamic", "torch-bf16"):
+    for name in ("torch-fp32", "torch-int8-dynamic"):
         r = rows[name]
         assert r["status"] == "ok", r
         assert r["utterances"] == 3 and r["complete"]
@@ -71,13 +73,14 @@ def test_every_column_is_filled(bench_dir):
     assert fp32["speedup"] == pytest.approx(1.0)
     assert fp32["compression"] == pytest.approx(1.0, rel=1e-3)
     assert fp32["encoder_rel_error"] == 0.0 and fp32["teacher_forced_agreement"] == 1.0
-    assert rows["torch-bf16"]["compression"] == pytest.approx(2.0, rel=0.01)
-    assert 0 < rows["torch-bf16"]["encoder_rel_error"] < 0.05
-    assert rows["torch-int8-dynamic"]["size_mb"] < fp32["size_mb"]
+    int8 = rows["torch-int8-dynamic"]
+    assert int8["size_mb"] < fp32["size_mb"] and int8["compression"] == pytest.approx(fp32["size_mb"] / int8["size_mb"],
+                                                                                      rel=0.01)
+    assert 0 < int8["encoder_rel_error"] < 0.2
     md = (bench_dir / "summary.md").read_text()
     assert "| torch-int8-dynamic |" in md and "n/a" in md and "synthetic checkpoint" in md
     csv = (bench_dir / "summary.csv").read_text().splitlines()
-    assert csv[0].startswith("recipe,status") and len(csv) == 5
+    assert csv[0].startswith("recipe,status") and len(csv) == 4
     env = json.loads((bench_dir / "environment.json").read_text())
     assert env["threads"] == 2 and "avx2" in env["cpu"]["isa"] and env["versions"]["torch"]
 
@@ -89,7 +92,7 @@ def test_forced_decode_length_equals_reference_tokens(bench_dir, tiny_model):
     from whisperopt.bench.worker import forced_length
 
     tok = WhisperTokenizerFast.from_pretrained(str(tiny_model.path))
-    for name in ("torch-fp32", "torch-int8-dynamic", "torch-bf16"):
+    for name in ("torch-fp32", "torch-int8-dynamic"):
         for row in read_rows(bench_dir / f"{name}.rows.jsonl"):
             assert row["forced_tokens"] == forced_length(tok, row["reference"])
             assert row["tokens"] == row["forced_tokens"], (name, row["id"])
@@ -100,13 +103,13 @@ def test_report_rerenders(bench_dir, capsys):
     (bench_dir / "summary.md").unlink()
     assert main(["report", str(bench_dir), "--format", "markdown"]) == 0
     out = capsys.readouterr().out
-    assert "| torch-bf16 |" in out and (bench_dir / "summary.md").exists()
+    assert "| torch-int8-dynamic |" in out and (bench_dir / "summary.md").exists()
 
 
 @pytest.mark.slow
 def test_rerun_is_resumed_not_remeasured(bench_dir):
-    before = {name: read_rows(bench_dir / f"{name}.rows.jsonl") for name in ("torch-fp32", "torch-bf16")}
-    assert main(["bench", "--model", "synthetic:tiny", "--recipes", "torch-fp32,torch-bf16", "--limit", "3",
+    before = {name: read_rows(bench_dir / f"{name}.rows.jsonl") for name in ("torch-fp32", "torch-int8-dynamic")}
+    assert main(["bench", "--model", "synthetic:tiny", "--recipes", "torch-fp32,torch-int8-dynamic", "--limit", "3",
                  "--out", str(bench_dir), "--fidelity-utterances", "2", "--threads", "2"]) == 0
     for name, rows in before.items():
         assert read_rows(bench_dir / f"{name}.rows.jsonl") == rows

@@ -1,6 +1,6 @@
 """whisperopt export: one benchmarked recipe as a self-contained directory with a model card, and --model on it.
 
-The exports come from the session's real-weights bench (conftest.py ``real_bench``: trained tiny.en, 20 test-clean
+The exports come from the session's real-weights bench (conftest.py ``real_bench``: trained tiny.en, the first 14 test-clean
 utterances), so the card's numbers are real measurements. The exported directories run with an empty cache, which
 shows they need nothing else.
 """
@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from whisperopt.cli import main
+
+from .conftest import REAL_BENCH_UTTERANCES
 
 UTTERANCE = "1089-134686-0000"  # the first test-clean utterance (10.4 s)
 EXPORTED = ("ct2-int8", "torch-fp32")
@@ -83,7 +85,7 @@ def test_card_holds_the_measured_numbers(real_bench, exports):
     assert (wer.metric_type, wer.metric_value, cer.metric_type, cer.metric_value) == \
         ("wer", round(row["wer"], 2), "cer", round(row["cer"], 2))
     assert wer.dataset_type == "openslr/librispeech_asr" and (wer.dataset_config, wer.dataset_split) == ("clean", "test")
-    assert "first 20 utterances" in wer.dataset_name
+    assert f"first {REAL_BENCH_UTTERANCES} utterances" in wer.dataset_name
     lines = card.text.splitlines()
     table = [(f"| **{name}** (this model)", row)] + ([("| torch-fp32 (baseline)", base)] if name != "torch-fp32" else [])
     for label, r in table:  # each figure as the report formats it, in its column

@@ -22,7 +22,7 @@ from whisperopt.data import load_audio, load_dataset, load_manifest
 from whisperopt.errors import WhisperoptError
 from whisperopt.transcribe import TranscribeOptions
 
-from .conftest import TEST_CLEAN
+from .conftest import TEST_CLEAN, ctrl_c_works
 
 FAST = ["--model", "synthetic:tiny", "--language", "en", "--beam-size", "1", "--temperature", "0",
         "--temperature-increment-on-fallback", "0", "--max-new-tokens", "6", "--threads", "2"]
@@ -61,7 +61,7 @@ def _unprivileged() -> list[str]:
 
 def _spawn(*argv, prefix=()) -> subprocess.Popen:
     return subprocess.Popen([*prefix, sys.executable, "-m", "whisperopt.cli", "transcribe", *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
 
 
 def _errors(stderr: str) -> list[str]:

@@ -61,6 +61,12 @@ SHORT = _shortest(6) if FLACS else ["/nonexistent.flac"] * 6
 GOOD = SHORT[0]
 
 
+def _ctrl_c_works() -> None:
+    """A child's SIGINT back to the default: started from a shell without job control (``... &``), this script and
+    its children would inherit SIGINT ignored, and the Ctrl-C cases would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class NotApplicable(Exception):
     """The case cannot run here (say why); counted apart, never as passed."""
 
@@ -847,7 +853,8 @@ class Harness:
             os.close(pipe[0])  # the reader (`head`) has already gone
         with open(outp, "w") as fo, open(errp, "w") as fe:
             proc = subprocess.Popen([*(c.case.wrap or []), *CLI, *argv], cwd=c.dir, env=c.env, stdin=stdin,
-                                    stdout=pipe[1] if pipe else fo, stderr=fe, start_new_session=True)
+                                    stdout=pipe[1] if pipe else fo, stderr=fe, start_new_session=True,
+                                    preexec_fn=_ctrl_c_works)
             c.procs.append(proc)
             if pipe:
                 os.close(pipe[1])
