@@ -96,15 +96,15 @@ def _inputs_dequantized(path: Path) -> dict[str, bool]:
 @pytest.mark.slow
 def test_static_default_nncf_encoder_weight_only_decoder(artifacts):
     """The default: NNCF calibrates the encoder on dev-clean (SmoothQuant; fc2 kept float), the merged decoder is 8-bit
-    weight-only (MatMulNBits, block 32, int8 activations per block in the kernel); nothing of the decoders is
-    calibrated."""
+    weight-only (MatMulNBits, block 32, int8 activations per block in the kernel) but its cross-attention K/V
+    projections (float); nothing of the decoders is calibrated."""
     art = artifacts["onnx-int8-static"]
     q = art.manifest["quantization"]
     cal = q["calibration"]
     assert cal["dataset"] == "librispeech:dev-clean" and cal["utterances"] == 3
     assert cal["per_graph"] == {"encoder": "nncf"} and cal["decoder_samples"] == 0
     assert q["quantizer"].startswith("nncf.quantize") and q["smooth_quant_alpha"]["encoder"] == 0.5
-    assert q["float_layers"] == "encoder_fc2" and q["decoder"].startswith("int8 weight-only (MatMulNBits bits=8")
+    assert q["float_layers"] == "encoder_fc2+cross_kv" and q["decoder"].startswith("int8 weight-only (MatMulNBits bits=8")
     assert q["decoder_weights"] == {"bits": 8, "block_size": 32, "symmetric": True, "accuracy_level": 4}
     enc = _inputs_dequantized(art.dir / ortr.ENCODER)
     fc2 = {n for n in enc if n.endswith("/fc2/MatMul")}
@@ -115,6 +115,10 @@ def test_static_default_nncf_encoder_weight_only_decoder(artifacts):
     dec = ops[ortr.DECODER_MERGED]
     # 4 decoder layers x (q, k, v, out, fc1, fc2, cross q, cross out) + the lm head; cross k/v are in one branch only
     assert dec["MatMulNBits"] >= 4 * 8 + 1 and dec["If"] == 1
+    # the cross-attention K/V projections (4 layers x k, v; in the first-step branch only) stay float MatMuls
+    cross = [n for n in _inputs_dequantized(art.dir / ortr.DECODER_MERGED) if n.endswith(("/encoder_attn/k_proj/MatMul",
+                                                                                          "/encoder_attn/v_proj/MatMul"))]
+    assert len(cross) == 4 * 2
     assert not dec.get("DynamicQuantizeLinear") and not dec.get("QuantizeLinear") and not dec.get("MatMulInteger")
     v = art.manifest["validation"]
     assert v["passed"] and v["teacher_forced_agreement"] >= get_recipe("onnx-int8-static").fidelity_floor
