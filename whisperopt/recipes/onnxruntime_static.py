@@ -5,7 +5,8 @@ inputs (reference transcript tokens, encoder states and KV caches produced by th
 a calibrated decoder and decoder-with-past, each quantised separately and merged again with Optimum's
 ``merge_decoders``. The default (chosen on tuning data, see ``OnnxInt8Static``) is mixed: the encoder static QDQ by
 NNCF (SmoothQuant, fast bias correction; ``nncf_tools``) with its fc2 layers in float, the merged decoder int8
-weight-only (MatMulNBits, activations int8 per block of 32 in the kernel) but its cross-attention K/V projections. Options ``encoder`` / ``decoder`` choose how each part is quantised (``ENCODER_MODES``,
+weight-only (MatMulNBits, activations int8 per block of 32 in the kernel) but its cross-attention K/V projections.
+Options ``encoder`` / ``decoder`` choose how each part is quantised (``ENCODER_MODES``,
 ``DECODER_MODES``), ``quantizer`` who calibrates (``QUANTIZERS``: NNCF or ORT's ``quantize_static``),
 ``float_layers`` which MatMul groups stay in float (``FLOAT_LAYER_GROUPS``).
 """
@@ -165,21 +166,20 @@ class OnnxInt8Static(OrtRecipe):
                "past_steps": Option(2, check=positive),
                "decoder_block_size": Option(32, check=_power_of_two_16),
                "decoder_accuracy_level": Option(4, (0, 1, 2, 3, 4))}
-    # the default (quantizer=nncf, encoder=static, float_layers=encoder_fc2+cross_kv, decoder=weights): chosen on tuning
-    # data,
-    # never test-clean: 59 train-clean-5 utterances (15 per chapter, 2191 words), word errors against torch-fp32 on
-    # the same utterances. base (fp32 108): quantizer=ort, encoder=dynamic, decoder=static +33; onnx-int8-dynamic +9;
+    # the default (quantizer=nncf, encoder=static, float_layers=encoder_fc2+cross_kv, decoder=weights): chosen on
+    # tuning data, never test-clean: 59 train-clean-5 utterances (15 per chapter, 2191 words), word errors against
+    # torch-fp32 on the same utterances. base (fp32 108): quantizer=ort, encoder=dynamic, decoder=static +33; onnx-int8-dynamic +9;
     # NNCF static decoders with SmoothQuant 0.95 (quantizer=nncf, encoder=dynamic) +167; NNCF static encoder with its
     # fc2 in float + decoder=dynamic +6 (stop 32's default); **the same encoder + decoder=weights -10** (8-bit
     # MatMulNBits, block 32, accuracy_level 4; decoder_accuracy_level=0, float activations: 4x slower per utterance
     # on AVX2). tiny.en (fp32 114): quantizer=ort... +12, onnx-int8-dynamic +20, decoder=dynamic +4, decoder=weights
     # +3; with cross_kv float too (the decoder's cross-attention K/V projections, run once per utterance over the 1500
     # encoder frames: MatMulNBits is slow at that many rows) **base -10, tiny.en +5**, and 9 % less time per base
-    # utterance than without (30 test-clean, one quiet run: 66.9 against 73.2 s). On an AVX2-only CPU quantize_dynamic's decoder has 7-bit weights (reduce_range) and one uint8
-    # scale per activation tensor; MatMulNBits keeps 8-bit weights with a scale per 32 inputs and quantises each
-    # activation block of 32 on its own. The encoder's fc2 input (the
-    # GELU output) has rare large outliers one per-tensor scale cannot hold (below); SmoothQuant moves the other
-    # layers' activation outliers into the weights. The decoders run one token per call: calibrated activation
+    # utterance than without (30 test-clean, one quiet run: 66.9 against 73.2 s). On an AVX2-only CPU
+    # quantize_dynamic's decoder has 7-bit weights (reduce_range) and one uint8 scale per activation tensor;
+    # MatMulNBits keeps 8-bit weights with a scale per 32 inputs and quantises each activation block of 32 on its own.
+    # The encoder's fc2 input (the GELU output) has rare large outliers one per-tensor scale cannot hold (below);
+    # SmoothQuant moves the other layers' activation outliers into the weights. The decoders run one token per call: calibrated activation
     # ranges cost accuracy there (NNCF and ORT alike) and buy no speed over ranges computed per call.
     # Earlier, ORT's quantize_static only (tiny.en, the 10 dev-clean utterances with sound + the first 40 of
     # train-clean-5, 1755 words; fp32 export 66 errors): all static 132 errors; static encoder with its fc2 in float
@@ -204,7 +204,7 @@ class OnnxInt8Static(OrtRecipe):
         opts = super().resolve_options(given)
         if opts["encoder"] != "static" and opts["decoder"] != "static":
             raise WhisperoptError(f"{self.name}: encoder={opts['encoder']} with decoder={opts['decoder']} calibrates "
-                                  "nothing; use onnx-int8-dynamic (or onnx-int4), or set encoder=static")
+                                  "nothing; use onnx-int8-dynamic (or onnx-int4), or set encoder=static or decoder=static")
         return opts
 
     def convert(self, export, out_dir, options, model_dir):
